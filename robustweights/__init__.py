@@ -1,0 +1,1 @@
+"""robustweights: sample weights that resist label noise."""
