@@ -1,1 +1,26 @@
-"""robustweights: sample weights that resist label noise."""
+"""robustweights: per-sample weights that resist label noise, for any training loop.
+
+Public API::
+
+    SurrogateReweighter   feature-based reweighting (FBR), arXiv 2510.12209
+    MetaReweighter        meta-reweighting (L2RW), last-layer closed form or full network
+    WeightedLoss          wrap a per-sample loss so it takes weights
+    weighted_mean         the weighted batch mean of per-sample losses
+    FeatureCapture        record the penultimate features during the normal forward pass
+    alpha_schedule        FBR's reference alpha schedule
+"""
+
+from robustweights.features import FeatureCapture
+from robustweights.losses import WeightedLoss, weighted_mean
+from robustweights.meta import MetaReweighter
+from robustweights.surrogate import SurrogateReweighter, alpha_schedule
+
+__all__ = [
+    "FeatureCapture",
+    "MetaReweighter",
+    "SurrogateReweighter",
+    "WeightedLoss",
+    "alpha_schedule",
+    "weighted_mean",
+]
+__version__ = "0.1.0"

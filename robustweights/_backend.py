@@ -1,0 +1,95 @@
+"""Framework boundary: accept NumPy, PyTorch or any DLPack producer; hand back the caller's kind.
+
+Kernels work on torch tensors. The public ``weights`` call converts every input with
+:func:`to_torch` (zero-copy where the producer allows it) and converts the result back with
+:func:`from_torch`, using the *kind* of a reference input so that NumPy in gives NumPy out, a
+CUDA tensor in gives a CUDA tensor out, and a JAX/CuPy array in gives the same library's array.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["ArrayKind", "from_torch", "kind_of", "to_torch"]
+
+
+@dataclass(frozen=True)
+class ArrayKind:
+    """Where an input came from, so the output can be returned the same way."""
+
+    framework: str  # "torch", "numpy" or "dlpack"
+    namespace: Any = None  # for "dlpack": the producer's array namespace (has from_dlpack)
+
+
+def kind_of(x: Any) -> ArrayKind:
+    """Classify an array-like input by framework."""
+    if isinstance(x, torch.Tensor):
+        return ArrayKind("torch")
+    if isinstance(x, np.ndarray) or np.isscalar(x) or isinstance(x, (list, tuple)):
+        return ArrayKind("numpy")
+    if hasattr(x, "__dlpack__"):
+        return ArrayKind("dlpack", _namespace_of(x))
+    raise TypeError(
+        "Expected an array (NumPy array, torch.Tensor or DLPack producer such as a JAX/CuPy "
+        f"array), but got an object of type {type(x).__name__}"
+    )
+
+
+def _namespace_of(x: Any) -> Any:
+    # The array API standard gives the producer's namespace; fall back to the top-level module
+    # of the type (jax, cupy, ...) when it exposes from_dlpack.
+    getter = getattr(x, "__array_namespace__", None)
+    if getter is not None:
+        try:
+            return getter()
+        except Exception:  # noqa: BLE001 - a broken namespace just means no round trip
+            pass
+    root = type(x).__module__.split(".")[0]
+    try:
+        module = importlib.import_module(root)
+    except ImportError:
+        return None
+    if root == "jaxlib":
+        module = importlib.import_module("jax.numpy")
+    return module if hasattr(module, "from_dlpack") else None
+
+
+def to_torch(x: Any, name: str) -> torch.Tensor:
+    """Convert ``x`` to a torch tensor without copying when possible.
+
+    Raises:
+        TypeError: if ``x`` is not an array the library understands; the message names ``name``.
+    """
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, np.ndarray):
+        if x.dtype == object:
+            raise TypeError(f"Expected `{name}` to be a numeric array, but got dtype=object")
+        return torch.from_numpy(np.ascontiguousarray(x))
+    if isinstance(x, (list, tuple)) or np.isscalar(x):
+        return torch.as_tensor(np.asarray(x))
+    if hasattr(x, "__dlpack__"):
+        return torch.from_dlpack(x)
+    raise TypeError(
+        f"Expected `{name}` to be a NumPy array, torch.Tensor or DLPack producer, "
+        f"but got an object of type {type(x).__name__}"
+    )
+
+
+def from_torch(t: torch.Tensor, kind: ArrayKind) -> Any:
+    """Return ``t`` in the framework described by ``kind``."""
+    if kind.framework == "torch":
+        return t
+    if kind.framework == "numpy":
+        return t.detach().cpu().numpy()
+    if kind.namespace is None:
+        raise TypeError(
+            "Cannot return weights to the input's framework: it offers no `from_dlpack`; "
+            "pass NumPy arrays or torch tensors instead"
+        )
+    return kind.namespace.from_dlpack(t.detach().contiguous())

@@ -1,0 +1,160 @@
+"""The template every reweighter follows: convert, validate, compute, convert back.
+
+A subclass states which inputs it needs and implements two pure steps:
+``_clean_sums`` (per-batch additive statistics of a clean batch) and ``_compute`` (weights of a
+training batch given the clean statistics). The base class owns the public call, the clean-set
+cache, framework conversion and the distributed reduction of clean statistics.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import torch
+
+from robustweights import distributed
+from robustweights._backend import from_torch, kind_of, to_torch
+from robustweights.clean_stats import CleanStatistics
+from robustweights.validation import check_finite, check_labels, check_matrix, check_num_classes
+
+__all__ = ["Reweighter"]
+
+#: Inputs a reweighter's ``weights`` call understands, in call order.
+_BATCH_INPUTS = ("logits", "features", "labels")
+
+
+class Reweighter(abc.ABC):
+    """Base class: per-sample weights from a training batch and a trusted clean set.
+
+    Args:
+        num_classes: number of classes :math:`C` (>= 2).
+        validate: check every tensor (shapes, ranges, finiteness) on each call. Turn off only in a
+            hot loop whose inputs are known good.
+        sync: when a ``torch.distributed`` process group is initialised, sum clean statistics
+            across ranks so each rank weighs its batch against the global clean set. A no-op
+            without a process group.
+        process_group: the group to reduce over (default: the world).
+    """
+
+    #: Which of logits/features/labels the method needs for the training and clean batch.
+    requires: tuple[str, ...] = ("features", "labels")
+
+    def __init__(self, num_classes: int, *, validate: bool = True, sync: bool = True,
+                 process_group: Any = None) -> None:
+        self.num_classes = check_num_classes(num_classes)
+        self.validate = bool(validate)
+        self.sync = bool(sync)
+        self.process_group = process_group
+        self.clean = CleanStatistics()
+
+    # ----------------------------------------------------------------- clean-set cache
+    def set_clean(self, *, features: Any = None, labels: Any = None, logits: Any = None) -> None:
+        """Replace the cached clean statistics with those of this clean batch.
+
+        Call it e.g. at epoch start with the clean subset's features (computed in eval mode);
+        later ``weights`` calls without a clean batch reuse the cache.
+        """
+        self.reset_clean()
+        self.update_clean(features=features, labels=labels, logits=logits)
+
+    def update_clean(self, *, features: Any = None, labels: Any = None, logits: Any = None) -> None:
+        """Add one clean batch to the cached statistics (streaming).
+
+        Several ``update_clean`` calls give the same statistics as one call on their union.
+        Under ``torch.distributed`` with ``sync=True`` this is a collective: every rank must call
+        it the same number of times.
+        """
+        inputs = self._prepare({"logits": logits, "features": features, "labels": labels},
+                               prefix="")
+        sums = self._clean_sums(**inputs)
+        self._reduce(sums)
+        self.clean.add(**sums)
+
+    def reset_clean(self) -> None:
+        """Forget the cached clean statistics."""
+        self.clean.reset()
+
+    # ----------------------------------------------------------------- public call
+    def weights(self, logits: Any = None, features: Any = None, labels: Any = None, *,
+                clean_logits: Any = None, clean_features: Any = None, clean_labels: Any = None,
+                sample_ids: Any = None) -> Any:
+        """Per-sample weights of a training batch, in the caller's framework, device and dtype.
+
+        Pass a clean batch with the ``clean_*`` arguments, or omit it to use the statistics
+        cached by :meth:`set_clean` / :meth:`update_clean`. Inputs the method does not need may
+        be omitted.
+
+        Returns:
+            A 1-D array of ``B`` weights of the same kind as the training inputs.
+        """
+        raw = {"logits": logits, "features": features, "labels": labels}
+        ref_name = next((n for n in ("features", "logits") if raw[n] is not None), None)
+        if ref_name is None:
+            raise ValueError(f"Expected `{self.requires[0]}` to be given, but got None")
+        kind = kind_of(raw[ref_name])
+        batch = self._prepare(raw, prefix="")
+        ref = batch[ref_name]
+        clean_raw = {"logits": clean_logits, "features": clean_features, "labels": clean_labels}
+        if any(v is not None for v in clean_raw.values()):
+            stats = CleanStatistics()
+            sums = self._clean_sums(**self._prepare(clean_raw, prefix="clean_"))
+            self._reduce(sums)
+            stats.add(**sums)
+        elif self.clean.empty:
+            raise ValueError(
+                "Expected a clean batch (`clean_features`, `clean_labels`, ...) or a clean set "
+                "cached with `set_clean`, but got neither"
+            )
+        else:
+            stats = self.clean.to(ref.device)
+        ids = None
+        if sample_ids is not None:
+            ids = check_labels(to_torch(sample_ids, "sample_ids").to(ref.device), "sample_ids",
+                               num_classes=2**62, n=ref.shape[0])
+        w = self._compute(stats, sample_ids=ids, **batch)
+        out_dtype = ref.dtype if ref.dtype.is_floating_point else torch.float32
+        return from_torch(w.to(out_dtype), kind)
+
+    # ----------------------------------------------------------------- helpers
+    def _prepare(self, raw: dict[str, Any], prefix: str) -> dict[str, torch.Tensor]:
+        """Convert and validate the inputs this method needs; drop the others."""
+        out: dict[str, torch.Tensor] = {}
+        for name in self.requires:
+            if raw[name] is None:
+                raise ValueError(f"Expected `{prefix}{name}` to be given, but got None")
+            out[name] = to_torch(raw[name], prefix + name)
+        device = out[self.requires[0]].device
+        out = {k: v.to(device) for k, v in out.items()}
+        if not self.validate:
+            if "labels" in out:
+                out["labels"] = out["labels"].long()
+            return out
+        n = None
+        for name in ("features", "logits"):
+            if name in out:
+                cols = self.num_classes if name == "logits" else None
+                check_matrix(out[name], prefix + name, cols=cols)
+                check_finite(out[name], prefix + name)
+                if n is not None and out[name].shape[0] != n:
+                    raise ValueError(
+                        f"Expected `{prefix}{name}` to have {n} rows like the other inputs, but "
+                        f"got {out[name].shape[0]}"
+                    )
+                n = out[name].shape[0]
+        if "labels" in out:
+            out["labels"] = check_labels(out["labels"], prefix + "labels", self.num_classes, n)
+        return out
+
+    def _reduce(self, sums: dict[str, torch.Tensor]) -> None:
+        if self.sync:
+            distributed.all_reduce_sums(sums, self.process_group)
+
+    @abc.abstractmethod
+    def _clean_sums(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Additive statistics of one clean batch."""
+
+    @abc.abstractmethod
+    def _compute(self, stats: CleanStatistics, *, sample_ids: torch.Tensor | None,
+                 **batch: torch.Tensor) -> torch.Tensor:
+        """Weights (B,) of a validated training batch, on its device."""

@@ -1,0 +1,103 @@
+"""Input validation shared by every reweighter.
+
+All messages have the form "Expected `<arg>` to be <requirement>, but got <value>" so the
+argument at fault is named. Argument (configuration) checks and tensor checks are separate;
+tensor checks run on every public call unless a reweighter is built with ``validate=False``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+__all__ = [
+    "check_finite",
+    "check_fraction",
+    "check_labels",
+    "check_matrix",
+    "check_nonneg_float",
+    "check_num_classes",
+    "check_positive_float",
+    "check_same_rows",
+]
+
+#: Dtypes the kernels accept for features and logits.
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_num_classes(num_classes: Any) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(
+            f"Expected `num_classes` to be an integer >= 2, but got {num_classes!r}"
+        )
+    return num_classes
+
+
+def check_nonneg_float(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 \
+            or value == float("inf"):
+        raise ValueError(f"Expected `{name}` to be a non-negative finite float, but got {value!r}")
+    return float(value)
+
+
+def check_positive_float(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
+            or value == float("inf"):
+        raise ValueError(f"Expected `{name}` to be a positive finite float, but got {value!r}")
+    return float(value)
+
+
+def check_fraction(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"Expected `{name}` to be a float in (0, 1], but got {value!r}")
+    return float(value)
+
+
+def check_matrix(x: torch.Tensor, name: str, cols: int | None = None) -> torch.Tensor:
+    """A non-empty floating 2-D tensor with ``cols`` columns (if given)."""
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"Expected `{name}` to have a floating dtype, but got {x.dtype}")
+    if x.ndim != 2:
+        raise ValueError(f"Expected `{name}` to be 2-D (N, D), but got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"Expected `{name}` to hold at least one sample, but got shape "
+                         f"{tuple(x.shape)}")
+    if cols is not None and x.shape[1] != cols:
+        raise ValueError(
+            f"Expected `{name}` to have {cols} columns, but got shape {tuple(x.shape)}"
+        )
+    return x
+
+
+def check_finite(x: torch.Tensor, name: str) -> None:
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"Expected `{name}` to be finite, but got {bad} NaN/inf entries")
+
+
+def check_labels(y: torch.Tensor, name: str, num_classes: int, n: int | None = None
+                 ) -> torch.Tensor:
+    """Integer class labels of shape (n,) in ``[0, num_classes)``; returned as int64."""
+    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+        raise TypeError(f"Expected `{name}` to be integer class indices, but got {y.dtype}")
+    if y.ndim != 1:
+        raise ValueError(f"Expected `{name}` to be 1-D, but got shape {tuple(y.shape)}")
+    if n is not None and y.shape[0] != n:
+        raise ValueError(f"Expected `{name}` to have {n} entries, but got {y.shape[0]}")
+    if y.numel() == 0:
+        raise ValueError(f"Expected `{name}` to hold at least one label, but got none")
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(
+            f"Expected `{name}` to lie in [0, {num_classes - 1}], but got values in [{lo}, {hi}]"
+        )
+    return y.long()
+
+
+def check_same_rows(a: torch.Tensor, a_name: str, b: torch.Tensor, b_name: str) -> None:
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(
+            f"Expected `{a_name}` and `{b_name}` to have the same number of rows, but got "
+            f"{a.shape[0]} and {b.shape[0]}"
+        )

@@ -1,0 +1,224 @@
+"""L2RW: closed forms vs autograd through the literal virtual SGD step, state, properties."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from reference import l2rw_normalise, l2rw_virtual_step_reference
+from robustweights import FeatureCapture, MetaReweighter
+
+CE = nn.CrossEntropyLoss(reduction="none")
+
+
+def head_data(seed, B=32, M=20, D=6, C=4, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    head = nn.Linear(D, C).to(dtype)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(C, D, generator=g, dtype=dtype))
+        head.bias.copy_(torch.randn(C, generator=g, dtype=dtype))
+    h = torch.randn(B, D, generator=g, dtype=dtype)
+    hc = torch.randn(M, D, generator=g, dtype=dtype)
+    y = torch.randint(0, C, (B,), generator=g)
+    yc = torch.randint(0, C, (M,), generator=g)
+    return head, h, y, hc, yc
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("lr", [1.0, 0.1])
+def test_last_layer_matches_virtual_step_autograd(seed, lr):
+    head, h, y, hc, yc = head_data(seed)
+    u_ref = l2rw_virtual_step_reference(head, CE, h, y, hc, yc, lr=lr)
+    rw = MetaReweighter(4, normalization="none", lr=lr)
+    with torch.no_grad():
+        z, zc = head(h), head(hc)
+    rw.weights(logits=z, features=h, labels=y, clean_logits=zc, clean_features=hc,
+               clean_labels=yc)
+    torch.testing.assert_close(rw.last_scores, u_ref, rtol=1e-5, atol=1e-12)
+    w = MetaReweighter(4).weights(logits=z, features=h, labels=y, clean_logits=zc,
+                                  clean_features=hc, clean_labels=yc)
+    np.testing.assert_allclose(w.numpy(), l2rw_normalise(u_ref.numpy()), rtol=1e-5, atol=1e-12)
+
+
+def test_last_layer_without_bias_matches_bias_free_head():
+    head, h, y, hc, yc = head_data(7)
+    nobias = nn.Linear(6, 4, bias=False).double()
+    with torch.no_grad():
+        nobias.weight.copy_(head.weight)
+        z, zc = nobias(h), nobias(hc)
+    u_ref = l2rw_virtual_step_reference(nobias, CE, h, y, hc, yc)
+    rw = MetaReweighter(4, normalization="none", bias=False)
+    rw.weights(logits=z, features=h, labels=y, clean_logits=zc, clean_features=hc,
+               clean_labels=yc)
+    torch.testing.assert_close(rw.last_scores, u_ref, rtol=1e-5, atol=1e-12)
+
+
+class SmallNet(nn.Module):
+    def __init__(self, batchnorm: bool = True, dropout: float = 0.0):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Linear(5, 16)]
+        if batchnorm:
+            layers.append(nn.BatchNorm1d(16))
+        layers += [nn.Tanh(), nn.Dropout(dropout), nn.Linear(16, 3)]
+        self.body = nn.Sequential(*layers[:-1])
+        self.fc = layers[-1]
+
+    def forward(self, x):
+        return self.fc(self.body(x))
+
+
+def net_data(seed, B=24, M=16):
+    torch.manual_seed(seed)
+    net = SmallNet().double()
+    x = torch.randn(B, 5, dtype=torch.float64)
+    xc = torch.randn(M, 5, dtype=torch.float64)
+    y = torch.randint(0, 3, (B,))
+    yc = torch.randint(0, 3, (M,))
+    return net, x, y, xc, yc
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("train_mode", [True, False])
+def test_full_network_matches_virtual_step_autograd(seed, train_mode):
+    net, x, y, xc, yc = net_data(seed)
+    net.train(train_mode)
+    u_ref = l2rw_virtual_step_reference(net, CE, x, y, xc, yc, lr=0.5)
+    rw = MetaReweighter.from_model(net, CE, normalization="none", lr=0.5)
+    rw.weights_from_model(x, y, clean_inputs=xc, clean_labels=yc)
+    torch.testing.assert_close(rw.last_scores, u_ref, rtol=1e-5, atol=1e-12)
+
+
+def test_full_network_head_only_equals_last_layer_form():
+    # Freeze everything but the head: the full-network scores are the last-layer closed form.
+    net, x, y, xc, yc = net_data(4)
+    net.eval()
+    for p in net.body.parameters():
+        p.requires_grad_(False)
+    full = MetaReweighter.from_model(net, CE, normalization="none")
+    full.weights_from_model(x, y, clean_inputs=xc, clean_labels=yc)
+    cap = FeatureCapture(net.fc)
+    with torch.no_grad():
+        z = net(x)
+        h = cap.features
+        zc = net(xc)
+        hc = cap.features
+    last = MetaReweighter(3, normalization="none")
+    last.weights(logits=z, features=h, labels=y, clean_logits=zc, clean_features=hc,
+                 clean_labels=yc)
+    torch.testing.assert_close(full.last_scores, last.last_scores, rtol=1e-8, atol=1e-12)
+
+
+def test_full_network_leaves_model_untouched():
+    net, x, y, xc, yc = net_data(1)
+    net.body[3].p = 0.3  # dropout consumes RNG in the extra passes
+    net.train()
+    net(x).sum().backward()  # existing .grad must survive
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    grads = {k: p.grad.clone() for k, p in net.named_parameters()}
+    torch.manual_seed(123)
+    rw = MetaReweighter.from_model(net, CE)
+    w = rw.weights_from_model(x, y, clean_inputs=xc, clean_labels=yc)
+    after_rng = torch.rand(3)
+    torch.manual_seed(123)
+    assert torch.equal(after_rng, torch.rand(3)), "RNG state changed"
+    assert net.training and net.body[1].training
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), f"state `{k}` changed"
+    for k, p in net.named_parameters():
+        assert torch.equal(p.grad, grads[k]), f"grad of `{k}` changed"
+    assert torch.isfinite(w).all()
+
+
+def test_clean_gradient_streaming_equals_one_batch():
+    torch.manual_seed(0)
+    net = SmallNet(batchnorm=False).double()
+    x, xc = torch.randn(10, 5, dtype=torch.float64), torch.randn(30, 5, dtype=torch.float64)
+    y, yc = torch.randint(0, 3, (10,)), torch.randint(0, 3, (30,))
+    one = MetaReweighter.from_model(net, CE, normalization="none")
+    one.weights_from_model(x, y, clean_inputs=xc, clean_labels=yc)
+    stream = MetaReweighter.from_model(net, CE, normalization="none")
+    stream.set_clean_inputs(xc[:7], yc[:7])
+    stream.update_clean_inputs(xc[7:19], yc[7:19])
+    stream.update_clean_inputs(xc[19:], yc[19:])
+    stream.weights_from_model(x, y)
+    torch.testing.assert_close(stream.last_scores, one.last_scores, rtol=1e-10, atol=1e-14)
+
+
+def test_last_layer_streaming_equals_one_batch():
+    head, h, y, hc, yc = head_data(2, M=50)
+    with torch.no_grad():
+        z, zc = head(h), head(hc)
+    one = MetaReweighter(4)
+    one.set_clean(logits=zc, features=hc, labels=yc)
+    stream = MetaReweighter(4)
+    for s in (slice(0, 13), slice(13, 40), slice(40, 50)):
+        stream.update_clean(logits=zc[s], features=hc[s], labels=yc[s])
+    torch.testing.assert_close(stream.weights(logits=z, features=h, labels=y),
+                               one.weights(logits=z, features=h, labels=y))
+
+
+def test_normalisations():
+    u = torch.tensor([2.0, -1.0, 1.0, 0.0])
+    from robustweights.normalization import normalize_weights
+
+    torch.testing.assert_close(normalize_weights(u, "sum"), torch.tensor([2 / 3, 0, 1 / 3, 0]))
+    torch.testing.assert_close(normalize_weights(u, "mean"), torch.tensor([8 / 3, 0, 4 / 3, 0]))
+    torch.testing.assert_close(normalize_weights(u, "none"), torch.tensor([2.0, 0, 1, 0]))
+    for mode in ("sum", "mean"):
+        torch.testing.assert_close(normalize_weights(-u.abs(), mode), torch.zeros(4))
+
+
+def test_all_zero_when_no_sample_helps():
+    # Clean set of class 0 only, confidently predicted; training samples confidently class 1,
+    # labelled 1: every gradient step on them raises the clean loss.
+    h = torch.tensor([[1.0, 0.0], [2.0, 0.0]], dtype=torch.float64)
+    z = torch.tensor([[-5.0, 5.0], [-6.0, 6.0]], dtype=torch.float64)
+    hc = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    zc = torch.tensor([[-1.0, 1.0]], dtype=torch.float64)
+    rw = MetaReweighter(2)
+    w = rw.weights(logits=z, features=h, labels=torch.tensor([1, 1]), clean_logits=zc,
+                   clean_features=hc, clean_labels=torch.tensor([0]))
+    assert (rw.last_scores < 0).all()
+    assert torch.equal(w, torch.zeros(2, dtype=torch.float64))
+
+
+@st.composite
+def l2rw_batches(draw):
+    seed = draw(st.integers(0, 2**31 - 1))
+    B, M = draw(st.integers(1, 30)), draw(st.integers(1, 30))
+    C, D = draw(st.integers(2, 6)), draw(st.integers(1, 8))
+    rng = np.random.default_rng(seed)
+    scale = draw(st.sampled_from([0.1, 1.0, 10.0]))
+    return (rng.normal(size=(B, C)) * scale, rng.normal(size=(B, D)), rng.integers(0, C, B),
+            rng.normal(size=(M, C)) * scale, rng.normal(size=(M, D)), rng.integers(0, C, M), C)
+
+
+@settings(max_examples=60, deadline=None)
+@given(l2rw_batches())
+def test_weights_nonnegative_and_sum_to_one_or_zero(data):
+    z, h, y, zc, hc, yc, C = data
+    w = MetaReweighter(C).weights(logits=z, features=h, labels=y, clean_logits=zc,
+                                  clean_features=hc, clean_labels=yc)
+    assert np.isfinite(w).all() and (w >= 0).all()
+    assert abs(w.sum() - 1) < 1e-9 or w.sum() == 0
+    wm = MetaReweighter(C, normalization="mean").weights(
+        logits=z, features=h, labels=y, clean_logits=zc, clean_features=hc, clean_labels=yc)
+    assert abs(wm.mean() - 1) < 1e-9 or wm.sum() == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(l2rw_batches(), st.randoms(use_true_random=False))
+def test_l2rw_permutation_equivariance(data, rnd):
+    z, h, y, zc, hc, yc, C = data
+    p = np.array(rnd.sample(range(len(y)), len(y)))
+    q = np.array(rnd.sample(range(len(yc)), len(yc)))
+    rw = MetaReweighter(C)
+    w = rw.weights(logits=z, features=h, labels=y, clean_logits=zc, clean_features=hc,
+                   clean_labels=yc)
+    wp = rw.weights(logits=z[p], features=h[p], labels=y[p], clean_logits=zc[q],
+                    clean_features=hc[q], clean_labels=yc[q])
+    np.testing.assert_allclose(wp, w[p], rtol=1e-9, atol=1e-12)

@@ -1,0 +1,233 @@
+"""FBR: kernels vs the literal B x M Gram reference, properties, modes, edge cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reference import fbr_reference
+from robustweights import SurrogateReweighter, alpha_schedule
+from robustweights.surrogate import fbr_class_sums, fbr_prototypes
+
+
+def make_data(seed, B=64, M=90, D=12, C=5, missing=()):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(C, D)) * 2.0
+    yc = rng.integers(0, C, size=M)
+    for c in missing:
+        yc[yc == c] = (c + 1) % C
+    G = centres[yc] + rng.normal(size=(M, D))
+    ytrue = rng.integers(0, C, size=B)
+    F = centres[ytrue] + rng.normal(size=(B, D))
+    y = ytrue.copy()
+    flip = rng.random(B) < 0.4
+    y[flip] = rng.integers(0, C, size=int(flip.sum()))
+    return F, y, G, yc
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("alpha", [0.0, 0.25, 1.0])
+@pytest.mark.parametrize("ratio", [None, 0.2])
+def test_matches_literal_gram_reference(seed, alpha, ratio):
+    F, y, G, yc = make_data(seed)
+    rw = SurrogateReweighter(5, alpha=alpha, ratio=ratio)
+    w = rw.weights(features=F, labels=y, clean_features=G, clean_labels=yc)
+    d_ref, w_ref = fbr_reference(F, y, G, yc, 5, alpha, ratio=ratio)
+    np.testing.assert_allclose(rw.last_directions.numpy(), d_ref, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(w, w_ref, rtol=1e-9, atol=1e-12)
+    assert (w > 0).any() and (w == 0).any(), "test data should exercise both kept and dropped"
+
+
+def test_alpha_zero_keeps_exactly_the_nearest_prototype_class():
+    # With alpha = 0, d_i > 0 exactly when y_i is the class of highest centred similarity.
+    F, y, G, yc = make_data(0, B=400)
+    rw = SurrogateReweighter(5, alpha=0.0)
+    w = rw.weights(features=F, labels=y, clean_features=G, clean_labels=yc)
+    centred = G - np.mean([G[yc == c].mean(0) for c in range(5)], axis=0)
+    protos = np.stack([centred[yc == c].mean(0) for c in range(5)])
+    mu = np.mean([G[yc == c].mean(0) for c in range(5)], axis=0)
+    nearest = ((F - mu) @ protos.T).argmax(1)
+    np.testing.assert_array_equal(w > 0, nearest == y)
+    assert 0.3 < (w > 0).mean() < 0.9
+
+
+def test_reference_defaults():
+    rw = SurrogateReweighter(10)
+    assert (rw.w_init, rw.w_max, rw.mode, rw.ratio) == (0.5, 1.0, "recompute", None)
+    assert rw.current_alpha() == pytest.approx(1 / 9)
+    rw.set_epoch(40)
+    assert rw.current_alpha() == 0.0
+    assert alpha_schedule(10, switch_epoch=5)(4) == pytest.approx(1 / 9)
+
+
+def test_prototype_form_equals_gram_similarity():
+    F, y, G, yc = make_data(3, M=200)
+    Ft, Gt, yct = map(torch.tensor, (F, G, yc))
+    mu, P, present = fbr_prototypes(**fbr_class_sums(Gt, yct, 5))
+    S_proto = (Ft - mu) @ P.T
+    gram = (Ft - mu) @ (Gt - mu).T
+    S_gram = torch.stack([gram[:, yct == c].mean(1) for c in range(5)], 1)
+    torch.testing.assert_close(S_proto, S_gram, rtol=1e-10, atol=1e-10)
+
+
+def test_streaming_equals_one_batch():
+    F, y, G, yc = make_data(1, M=300)
+    one = SurrogateReweighter(5, alpha=0.2)
+    one.set_clean(features=G, labels=yc)
+    stream = SurrogateReweighter(5, alpha=0.2)
+    for chunk in np.array_split(np.arange(300), 7):
+        stream.update_clean(features=G[chunk], labels=yc[chunk])
+    for key in ("class_sums", "class_counts"):
+        torch.testing.assert_close(stream.clean[key], one.clean[key])
+    np.testing.assert_allclose(stream.weights(features=F, labels=y),
+                               one.weights(features=F, labels=y), atol=1e-12)
+
+
+def test_cached_clean_equals_per_call_clean():
+    F, y, G, yc = make_data(2)
+    rw = SurrogateReweighter(5, alpha=0.1)
+    per_call = rw.weights(features=F, labels=y, clean_features=G, clean_labels=yc)
+    assert rw.clean.empty, "a per-call clean batch must not overwrite the cache"
+    rw.set_clean(features=G, labels=yc)
+    np.testing.assert_array_equal(rw.weights(features=F, labels=y), per_call)
+
+
+def test_missing_clean_class_is_finite_and_configurable():
+    F, y, G, yc = make_data(5, missing=(2,))
+    assert not (yc == 2).any() and (y == 2).any()
+    for mcw in (0.0, 0.5):
+        rw = SurrogateReweighter(5, alpha=0.3, missing_class_weight=mcw)
+        w = rw.weights(features=F, labels=y, clean_features=G, clean_labels=yc)
+        assert np.isfinite(w).all()
+        np.testing.assert_array_equal(w[y == 2], mcw)
+        _, w_ref = fbr_reference(F, y, G, yc, 5, 0.3, missing_weight=mcw)
+        np.testing.assert_allclose(w, w_ref, atol=1e-12)
+
+
+def test_top_two_tie_gives_no_positive_direction():
+    # Two clean classes symmetric about the centre; a training point equidistant to both.
+    G = np.array([[1.0, 0.0], [-1.0, 0.0], [1.0, 0.0], [-1.0, 0.0]])
+    yc = np.array([0, 1, 0, 1])
+    rw = SurrogateReweighter(2, alpha=0.0)
+    rw.weights(features=np.array([[0.0, 3.0], [2.0, 0.0]]), labels=np.array([0, 0]),
+               clean_features=G, clean_labels=yc)
+    d = rw.last_directions.numpy()
+    assert d[0] == 0.0 and d[1] > 0
+
+
+def test_no_negative_direction_gives_w_max():
+    G = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    rw = SurrogateReweighter(2, alpha=0.0, w_max=0.9)
+    w = rw.weights(features=np.array([[2.0, 0.0], [-3.0, 0.0]]), labels=np.array([0, 1]),
+                   clean_features=G, clean_labels=np.array([0, 1]))
+    np.testing.assert_array_equal(w, [0.9, 0.9])
+
+
+def test_hand_computed_case():
+    # Prototypes +-e1 (mu = 0). Features 2e1 (label 0), e1 (label 0), -e1 (label 0):
+    # S = [[2,-2],[1,-1],[-1,1]]; subtracting each row's second-largest entry gives
+    # S' = [[4,0],[2,0],[0,2]].
+    # alpha = 0.5: d = [4, 2, 0 - 0.5*2] = [4, 2, -1]; eta = 0.5/1 = 0.5;
+    # w = clip(0.5 + 0.5 d) = [1, 1, 0]; threshold keeps [1, 1, 0].
+    G = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    rw = SurrogateReweighter(2, alpha=0.5)
+    w = rw.weights(features=np.array([[2.0, 0.0], [1.0, 0.0], [-1.0, 0.0]]),
+                   labels=np.array([0, 0, 0]), clean_features=G, clean_labels=np.array([0, 1]))
+    np.testing.assert_allclose(rw.last_directions.numpy(), [4.0, 2.0, -1.0])
+    np.testing.assert_allclose(w, [1.0, 1.0, 0.0])
+    # With w_max = 3 the intermediate weights are visible: 0.5 + 0.5 * [4, 2] = [2.5, 1.5].
+    rw = SurrogateReweighter(2, alpha=0.5, w_max=3.0)
+    w = rw.weights(features=np.array([[2.0, 0.0], [1.0, 0.0], [-1.0, 0.0]]),
+                   labels=np.array([0, 0, 0]), clean_features=G, clean_labels=np.array([0, 1]))
+    np.testing.assert_allclose(w, [2.5, 1.5, 0.0])
+
+
+def test_incremental_mode_steps_per_sample_state():
+    G = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    rw = SurrogateReweighter(2, alpha=0.5, mode="incremental", eta=0.1)
+    F = np.array([[2.0, 0.0], [-1.0, 0.0]])
+    ids = np.array([7, 3])
+    # d = [4, -1]: state 0.5 + 0.1 d = [0.9, 0.4]; 0.4 <= 0.5 is thresholded to 0.
+    w = rw.weights(features=F, labels=np.array([0, 0]), clean_features=G,
+                   clean_labels=np.array([0, 1]), sample_ids=ids)
+    np.testing.assert_allclose(w, [0.9, 0.0])
+    w = rw.weights(features=F, labels=np.array([0, 0]), clean_features=G,
+                   clean_labels=np.array([0, 1]), sample_ids=ids)
+    np.testing.assert_allclose(w, [1.0, 0.0])  # 0.9 + 0.4 clipped at w_max; 0.4 - 0.1 = 0.3
+    np.testing.assert_allclose(rw._state[[3, 7]].numpy(), [0.3, 1.0])
+    with pytest.raises(ValueError, match="`sample_ids` to be given in incremental mode"):
+        rw.weights(features=F, labels=np.array([0, 0]), clean_features=G,
+                   clean_labels=np.array([0, 1]))
+
+
+def test_ratio_drops_only_the_k_most_negative_before_threshold():
+    G = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    F = np.array([[3.0, 0.0], [-1.0, 0.0], [-2.0, 0.0], [-4.0, 0.0]])
+    # Label 0 everywhere, alpha 1: rows S = [3,-3], [-1,1], [-2,2], [-4,4] shift to
+    # S' = [6,0], [0,2], [0,4], [0,8], so d = S'_0 - S'_1 = [6, -2, -4, -8].
+    rw = SurrogateReweighter(2, alpha=1.0, ratio=0.25, w_max=10.0)  # k = 1: eta = 0.5/8
+    w = rw.weights(features=F, labels=np.zeros(4, int), clean_features=G,
+                   clean_labels=np.array([0, 1]))
+    np.testing.assert_allclose(rw.last_directions.numpy(), [6, -2, -4, -8])
+    np.testing.assert_allclose(w, [0.5 + 6 / 16, 0, 0, 0])
+
+
+# ---------------------------------------------------------------- hypothesis properties
+@st.composite
+def batches(draw):
+    seed = draw(st.integers(0, 2**31 - 1))
+    B = draw(st.integers(1, 40))
+    C = draw(st.integers(2, 6))
+    D = draw(st.integers(1, 8))
+    M = draw(st.integers(2, 40))
+    rng = np.random.default_rng(seed)
+    scale = draw(st.sampled_from([1e-3, 1.0, 1e3]))
+    F = rng.normal(size=(B, D)) * scale
+    G = rng.normal(size=(M, D)) * scale
+    yc = rng.integers(0, C, size=M)
+    yc[:2] = [0, 1]  # at least two clean classes
+    y = rng.integers(0, C, size=B)
+    return F, y, G, yc, C
+
+
+@settings(max_examples=60, deadline=None)
+@given(batches(), st.floats(0, 2), st.sampled_from([None, 0.3]),
+       st.sampled_from([0.5, 1.0, 2.0]))
+def test_weights_finite_and_in_range(data, alpha, ratio, w_max):
+    F, y, G, yc, C = data
+    rw = SurrogateReweighter(C, alpha=alpha, ratio=ratio, w_max=w_max, w_init=0.25)
+    w = rw.weights(features=F, labels=y, clean_features=G, clean_labels=yc)
+    assert np.isfinite(w).all() and (w >= 0).all() and (w <= w_max).all(), w
+
+
+@settings(max_examples=40, deadline=None)
+@given(batches(), st.floats(0, 1), st.randoms(use_true_random=False))
+def test_permutation_equivariance(data, alpha, rnd):
+    F, y, G, yc, C = data
+    perm = np.array(rnd.sample(range(len(y)), len(y)))
+    cperm = np.array(rnd.sample(range(len(yc)), len(yc)))
+    rw = SurrogateReweighter(C, alpha=alpha)
+    w = rw.weights(features=F, labels=y, clean_features=G, clean_labels=yc)
+    wp = rw.weights(features=F[perm], labels=y[perm], clean_features=G[cperm],
+                    clean_labels=yc[cperm])
+    np.testing.assert_allclose(wp, w[perm], rtol=1e-9, atol=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(batches(), st.floats(0, 1), st.floats(-50, 50))
+def test_invariant_to_constant_feature_shift(data, alpha, shift):
+    F, y, G, yc, C = data
+    c = np.full(F.shape[1], shift) + np.arange(F.shape[1])
+    rw = SurrogateReweighter(C, alpha=alpha)
+    w = rw.weights(features=F, labels=y, clean_features=G, clean_labels=yc)
+    d = rw.last_directions.numpy()
+    ws = rw.weights(features=F + c, labels=y, clean_features=G + c, clean_labels=yc)
+    scale = np.abs(F).max() + np.abs(G).max() + abs(shift) + F.shape[1]
+    np.testing.assert_allclose(rw.last_directions.numpy(), d, atol=1e-9 * scale**2)
+    # Weights depend on the signs of d and on eta (set by the smallest negative |d|): compare
+    # them only when no direction sits at a floating-point knife edge.
+    if np.all(np.abs(d) > 1e-6 * scale**2):
+        np.testing.assert_allclose(ws, w, rtol=1e-5, atol=1e-6)
