@@ -26,8 +26,11 @@ class ArrayKind:
     namespace: Any = None  # for "dlpack": the producer's array namespace (has from_dlpack)
 
 
-def kind_of(x: Any) -> ArrayKind:
+def kind_of(x: Any, name: str = "input") -> ArrayKind:
     """Classify an array-like input by framework."""
+    if isinstance(x, (str, bytes)):
+        raise TypeError(f"Expected `{name}` to be a NumPy array, torch.Tensor or DLPack producer, "
+                        f"but got an object of type {type(x).__name__}")
     if isinstance(x, torch.Tensor):
         return ArrayKind("torch")
     if isinstance(x, np.ndarray) or np.isscalar(x) or isinstance(x, (list, tuple)):
@@ -35,8 +38,8 @@ def kind_of(x: Any) -> ArrayKind:
     if hasattr(x, "__dlpack__"):
         return ArrayKind("dlpack", _namespace_of(x))
     raise TypeError(
-        "Expected an array (NumPy array, torch.Tensor or DLPack producer such as a JAX/CuPy "
-        f"array), but got an object of type {type(x).__name__}"
+        f"Expected `{name}` to be a NumPy array, torch.Tensor or DLPack producer (JAX, CuPy, ...), "
+        f"but got an object of type {type(x).__name__}"
     )
 
 
@@ -68,11 +71,14 @@ def to_torch(x: Any, name: str) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x
     if isinstance(x, np.ndarray):
-        if x.dtype == object:
-            raise TypeError(f"Expected `{name}` to be a numeric array, but got dtype=object")
+        if x.dtype.kind not in "biuf":
+            raise TypeError(f"Expected `{name}` to be a numeric array, but got dtype={x.dtype}")
         return torch.from_numpy(np.ascontiguousarray(x))
-    if isinstance(x, (list, tuple)) or np.isscalar(x):
-        return torch.as_tensor(np.asarray(x))
+    if isinstance(x, (list, tuple)) or (np.isscalar(x) and not isinstance(x, (str, bytes))):
+        arr = np.asarray(x)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"Expected `{name}` to be numeric, but got dtype={arr.dtype}")
+        return torch.as_tensor(arr)
     if hasattr(x, "__dlpack__"):
         return torch.from_dlpack(x)
     raise TypeError(

@@ -92,7 +92,7 @@ class Reweighter(abc.ABC):
         ref_name = next((n for n in ("features", "logits") if raw[n] is not None), None)
         if ref_name is None:
             raise ValueError(f"Expected `{self.requires[0]}` to be given, but got None")
-        kind = kind_of(raw[ref_name])
+        kind = kind_of(raw[ref_name], ref_name)
         batch = self._prepare(raw, prefix="")
         ref = batch[ref_name]
         clean_raw = {"logits": clean_logits, "features": clean_features, "labels": clean_labels}
@@ -130,7 +130,7 @@ class Reweighter(abc.ABC):
             if "labels" in out:
                 out["labels"] = out["labels"].long()
             return out
-        n = None
+        n, first = None, ""
         for name in ("features", "logits"):
             if name in out:
                 cols = self.num_classes if name == "logits" else None
@@ -138,10 +138,10 @@ class Reweighter(abc.ABC):
                 check_finite(out[name], prefix + name)
                 if n is not None and out[name].shape[0] != n:
                     raise ValueError(
-                        f"Expected `{prefix}{name}` to have {n} rows like the other inputs, but "
+                        f"Expected `{prefix}{name}` to have as many rows as `{first}` ({n}), but "
                         f"got {out[name].shape[0]}"
                     )
-                n = out[name].shape[0]
+                n, first = out[name].shape[0], prefix + name
         if "labels" in out:
             out["labels"] = check_labels(out["labels"], prefix + "labels", self.num_classes, n)
         return out

@@ -1,0 +1,61 @@
+"""WeightedLoss, weighted_mean and FeatureCapture."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustweights import FeatureCapture, WeightedLoss, weighted_mean
+
+
+def test_weighted_loss_matches_manual_formula():
+    z = torch.randn(5, 3, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 1, 0])
+    w = torch.tensor([1.0, 0.0, 0.5, 2.0, 1.0])
+    manual = (F.cross_entropy(z, y, reduction="none") * w).mean()
+    crit = nn.CrossEntropyLoss()  # a "mean" module: WeightedLoss works on a copy
+    got = WeightedLoss(crit)(z, y, weights=w)
+    torch.testing.assert_close(got, manual)
+    assert crit.reduction == "mean", "the user's loss module must not be modified"
+    torch.testing.assert_close(WeightedLoss(crit, reduction="sum")(z, y, w), manual * 5)
+    torch.testing.assert_close(weighted_mean(F.cross_entropy(z, y, reduction="none"), w.numpy()),
+                               manual)
+
+
+def test_weights_are_constants():
+    z = torch.randn(4, 3, requires_grad=True)
+    w = torch.rand(4, requires_grad=True)
+    WeightedLoss(lambda a, b: F.cross_entropy(a, b, reduction="none"))(
+        z, torch.tensor([0, 1, 2, 0]), weights=w).backward()
+    assert z.grad is not None and w.grad is None
+
+
+def test_unweighted_call_is_the_plain_loss():
+    z, y = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    torch.testing.assert_close(WeightedLoss(nn.CrossEntropyLoss())(z, y), F.cross_entropy(z, y))
+
+
+def test_feature_capture_records_head_input():
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1))
+    head = nn.Linear(4, 2)
+    x = torch.randn(6, 3, 8, 8)
+    with FeatureCapture(head) as cap:
+        logits = head(conv(x).flatten(1))
+        torch.testing.assert_close(cap.features, conv(x).flatten(1))
+        assert not cap.features.requires_grad
+        torch.testing.assert_close(head(cap.features), logits)
+    head(torch.randn(2, 4))
+    assert cap.features.shape == (6, 4), "the hook must be gone after the context exits"
+
+
+def test_feature_capture_flattens_and_can_keep_graph():
+    head = nn.Conv2d(5, 2, 1)
+    cap = FeatureCapture(head, detach=False)
+    x = torch.randn(3, 5, 1, 1, requires_grad=True)
+    head(x)
+    assert cap.features.shape == (3, 5) and cap.features.requires_grad
+    cap.remove()
+    np.testing.assert_equal(cap.features.shape, (3, 5))
