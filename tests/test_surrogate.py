@@ -107,6 +107,7 @@ def test_missing_clean_class_is_finite_and_configurable():
         np.testing.assert_allclose(w, w_ref, atol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore:With num_classes=2 and alpha=0")
 def test_top_two_tie_gives_no_positive_direction():
     # Two clean classes symmetric about the centre; a training point equidistant to both.
     G = np.array([[1.0, 0.0], [-1.0, 0.0], [1.0, 0.0], [-1.0, 0.0]])
@@ -120,7 +121,8 @@ def test_top_two_tie_gives_no_positive_direction():
 
 def test_no_negative_direction_gives_w_max():
     G = np.array([[1.0, 0.0], [-1.0, 0.0]])
-    rw = SurrogateReweighter(2, alpha=0.0, w_max=0.9)
+    with pytest.warns(UserWarning, match="num_classes=2 and alpha=0 no direction is ever negative"):
+        rw = SurrogateReweighter(2, alpha=0.0, w_max=0.9)
     w = rw.weights(features=np.array([[2.0, 0.0], [-3.0, 0.0]]), labels=np.array([0, 1]),
                    clean_features=G, clean_labels=np.array([0, 1]))
     np.testing.assert_array_equal(w, [0.9, 0.9])
