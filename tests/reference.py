@@ -63,7 +63,7 @@ def l2rw_virtual_step_reference(model: nn.Module, loss_fn, x, y, xc, yc, lr=1.0)
     train_losses = loss_fn(functional_call(model, (params, buffers), (x,)), y)
     grads = torch.autograd.grad((eps * train_losses).sum(), list(params.values()),
                                 create_graph=True)
-    stepped = {k: p - lr * g for (k, p), g in zip(params.items(), grads)}
+    stepped = {k: p - lr * g for (k, p), g in zip(params.items(), grads, strict=True)}
     buffers = {k: v.clone() for k, v in model.named_buffers()}
     clean_loss = loss_fn(functional_call(model, (stepped, buffers), (xc,)), yc).mean()
     (d_eps,) = torch.autograd.grad(clean_loss, eps)

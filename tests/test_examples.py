@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_custom_loop_example_filters_noisy_labels(capsys):
     runpy.run_path(str(ROOT / "examples" / "custom_loop.py"), run_name="__main__")
     out = capsys.readouterr().out
-    acc, kept, precision, pool = map(float, re.findall(r"\d\.\d+", out))
+    acc, _kept, precision, pool = map(float, re.findall(r"\d\.\d+", out))
     assert acc > 0.8, out
     assert precision > pool + 0.15, f"kept samples should be cleaner than the pool: {out}"
 

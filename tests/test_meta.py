@@ -7,9 +7,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import l2rw_normalise, l2rw_virtual_step_reference
 from torch import nn
 
-from reference import l2rw_normalise, l2rw_virtual_step_reference
 from robustweights import FeatureCapture, MetaReweighter
 
 CE = nn.CrossEntropyLoss(reduction="none")

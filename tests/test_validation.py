@@ -97,7 +97,7 @@ def test_fbr_clean_errors(clean, match):
 
 
 def test_no_clean_set_at_all():
-    with pytest.raises(ValueError, match="Expected a clean batch .* or a clean set cached"):
+    with pytest.raises(ValueError, match=r"Expected a clean batch .* or a clean set cached"):
         fbr().weights(features=F, labels=Y)
 
 
@@ -125,7 +125,8 @@ def test_meta_batch_errors():
     rw = MetaReweighter(3)
     with pytest.raises(ValueError, match=r"`logits` to have 3 columns, but got shape \(6, 4\)"):
         rw.weights(**{**args, "logits": rng.normal(size=(6, 4))})
-    with pytest.raises(ValueError, match=r"`logits` to have as many rows as `features` \(5\), but got 6"):
+    with pytest.raises(ValueError,
+                       match=r"`logits` to have as many rows as `features` \(5\), but got 6"):
         rw.weights(**{**args, "features": F[:5]})
     with pytest.raises(ValueError, match="`logits` to be finite"):
         rw.weights(**{**args, "logits": z * np.inf})
@@ -139,7 +140,7 @@ def test_full_network_errors():
     net = nn.Linear(4, 3)
     x = torch.randn(5, 4)
     y = torch.randint(0, 3, (5,))
-    with pytest.raises(TypeError, match="`model` to be a torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"`model` to be a torch\.nn\.Module"):
         MetaReweighter.from_model(lambda t: t, nn.CrossEntropyLoss(reduction="none"))
     with pytest.raises(ValueError, match="reduction='none'"):
         MetaReweighter.from_model(net, nn.CrossEntropyLoss())
@@ -149,16 +150,16 @@ def test_full_network_errors():
     rw = MetaReweighter.from_model(net, nn.CrossEntropyLoss(reduction="none"))
     with pytest.raises(ValueError, match="clean gradient cached"):
         rw.weights_from_model(x, y)
-    with pytest.raises(ValueError, match="`clean_labels` with `clean_inputs`"):
+    with pytest.raises(ValueError, match=r"`clean_labels` with `clean_inputs`"):
         rw.weights_from_model(x, y, clean_inputs=x)
     with pytest.raises(ValueError, match="`inputs` to hold at least one sample"):
         rw.weights_from_model(x[:0], y[:0], clean_inputs=x, clean_labels=y)
-    with pytest.raises(ValueError, match="built with `MetaReweighter.from_model`"):
+    with pytest.raises(ValueError, match=r"built with `MetaReweighter\.from_model`"):
         MetaReweighter(3).weights_from_model(x, y, clean_inputs=x, clean_labels=y)
 
 
 def test_helper_errors():
-    with pytest.raises(TypeError, match="`module` to be a torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"`module` to be a torch\.nn\.Module"):
         FeatureCapture("fc")  # type: ignore[arg-type]
     cap = FeatureCapture(nn.Linear(2, 2))
     with pytest.raises(RuntimeError, match="No features captured yet"):
