@@ -1,0 +1,232 @@
+"""What every benchmark method shares: the training context, the epoch log and the base class.
+
+A method sees a :class:`Context`: the noisy pool (images and *noisy* labels only), the trusted
+clean subset, the training configuration and helpers (batches, augmentation, model and
+optimiser factories). It never sees the pool's true labels; the runner uses those afterwards to
+score what the method kept.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmarks.augment import crop_flip, normalize
+from benchmarks.models import build_model
+
+__all__ = ["Context", "EpochLog", "Method", "TrainConfig", "per_sample_ce"]
+
+
+@dataclass
+class TrainConfig:
+    """Backbone and optimiser settings shared by every method of one benchmark run.
+
+    Attributes:
+        milestones: epochs at which the learning rate is multiplied by ``gamma``.
+        channels_last: NHWC memory format (faster convolutions on CPU).
+    """
+
+    arch: str = "cnn"
+    width: int | None = 16
+    epochs: int = 60
+    batch_size: int = 128
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-3
+    nesterov: bool = False
+    milestones: tuple[int, ...] = (30, 45)
+    gamma: float = 0.1
+    augment: bool = True
+    channels_last: bool = True
+    eval_batch_size: int = 512
+
+
+@dataclass
+class EpochLog:
+    """What a method reports after one epoch.
+
+    Attributes:
+        loss: mean training loss of the epoch.
+        weights: (n_pool,) the weight each pool sample got at its visit this epoch (selection
+            methods: 1 kept, 0 dropped; NaN if not visited). L2RW's sum-to-one weights are
+            reported times the batch size (mean-one scale) so that histograms compare.
+        extra: method-specific scalars (e.g. FBR's alpha, Co-teaching's forget rate).
+    """
+
+    loss: float
+    weights: np.ndarray | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def per_sample_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy per sample, (B,)."""
+    return F.cross_entropy(logits, labels, reduction="none")
+
+
+class Context:
+    """The data and helpers one method run uses.
+
+    Args:
+        pool_images, pool_labels: the noisy pool (uint8 NHWC, noisy labels).
+        clean_images, clean_labels: the trusted clean subset (true labels).
+        num_classes: C.
+        config: the shared :class:`TrainConfig`.
+        seed: seeds the batch order and augmentation (:attr:`generator`).
+        device: where tensors live.
+    """
+
+    def __init__(self, pool_images: torch.Tensor, pool_labels: torch.Tensor,
+                 clean_images: torch.Tensor, clean_labels: torch.Tensor, num_classes: int,
+                 config: TrainConfig, seed: int, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.config = config
+        self.num_classes = num_classes
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+        self.pool_x = normalize(pool_images.to(self.device))
+        self.pool_y = pool_labels.to(self.device).long()
+        self.clean_x = normalize(clean_images.to(self.device))
+        self.clean_y = clean_labels.to(self.device).long()
+        self._clean_stream: Iterator[torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def n_pool(self) -> int:
+        return int(self.pool_y.shape[0])
+
+    @property
+    def n_clean(self) -> int:
+        return int(self.clean_y.shape[0])
+
+    def steps_per_epoch(self, n: int) -> int:
+        return math.ceil(n / self.config.batch_size)
+
+    # ------------------------------------------------------------------ data
+    def union(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pool followed by the clean subset: the training set of methods that use the clean
+        samples as ordinary training data (indices ``< n_pool`` are pool samples)."""
+        return torch.cat([self.pool_x, self.clean_x]), torch.cat([self.pool_y, self.clean_y])
+
+    def batches(self, n: int, batch_size: int | None = None) -> Iterator[torch.Tensor]:
+        """Index batches of a fresh random permutation of ``range(n)`` (the last may be short)."""
+        bs = batch_size or self.config.batch_size
+        perm = torch.randperm(n, generator=self.generator).to(self.device)
+        yield from perm.split(bs)
+
+    def clean_batch(self, size: int | None = None) -> torch.Tensor:
+        """Indices of the next clean mini-batch, cycling through reshuffled passes of the clean
+        subset (a data loader over the meta set, as L2RW and MW-Net use it)."""
+        size = min(size or self.config.batch_size, self.n_clean)
+        if self._clean_stream is None:
+            self._clean_stream = self._clean_indices(size)
+        return next(self._clean_stream)
+
+    def _clean_indices(self, size: int) -> Iterator[torch.Tensor]:
+        while True:
+            perm = torch.randperm(self.n_clean, generator=self.generator).to(self.device)
+            for b in perm.split(size):
+                if len(b) == size:
+                    yield b
+
+    def train_view(self, x: torch.Tensor) -> torch.Tensor:
+        """A training batch: augmented when configured, in the model's memory format."""
+        if self.config.augment:
+            x = crop_flip(x, generator=self.generator)
+        return self.memory_format(x)
+
+    def memory_format(self, x: torch.Tensor) -> torch.Tensor:
+        if self.config.channels_last:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    # ------------------------------------------------------------------ models
+    def new_model(self) -> nn.Module:
+        model = build_model(self.config.arch, self.num_classes, self.config.width)
+        model = model.to(self.device)
+        if self.config.channels_last:
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        return model
+
+    def new_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        c = self.config
+        return torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum,
+                               weight_decay=c.weight_decay, nesterov=c.nesterov)
+
+    def new_scheduler(self, opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+        c = self.config
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(c.milestones),
+                                                    gamma=c.gamma)
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, x: torch.Tensor,
+                capture: Any = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Eval-mode logits of ``x`` in batches (and the captured features if ``capture``)."""
+        was_training = model.training
+        model.eval()
+        logits, feats = [], []
+        for chunk in x.split(self.config.eval_batch_size):
+            logits.append(model(self.memory_format(chunk)))
+            if capture is not None:
+                feats.append(capture.features)
+        model.train(was_training)
+        return torch.cat(logits), (torch.cat(feats) if capture is not None else None)
+
+
+class Method(abc.ABC):
+    """One training method. Subclasses set :attr:`name`, build their models in :meth:`setup` and
+    train one epoch in :meth:`train_epoch`.
+
+    Attributes:
+        name: the CLI name.
+        selects: whether the method keeps or drops pool samples (then the runner reports the
+            precision and recall of the kept samples against the true labels).
+        uses_pool_only: True if the weighted/selected training set is the pool alone (the clean
+            subset serves as meta data); False if the clean subset is ordinary training data.
+    """
+
+    name: ClassVar[str] = ""
+    selects: ClassVar[bool] = False
+
+    def __init__(self, **params: Any) -> None:
+        unknown = set(params) - set(self.defaults())
+        if unknown:
+            raise ValueError(f"Expected parameters of `{self.name}` among "
+                             f"{sorted(self.defaults())}, but got {sorted(unknown)}")
+        self.params = {**self.defaults(), **params}
+        self.ctx: Context | None = None
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """The method's own hyperparameters and their published defaults."""
+        return {}
+
+    @property
+    def c(self) -> Context:
+        if self.ctx is None:
+            raise RuntimeError(f"`{self.name}`: call setup(ctx) before training")
+        return self.ctx
+
+    def setup(self, ctx: Context) -> None:
+        """Build models, optimisers and schedulers."""
+        self.ctx = ctx
+
+    @abc.abstractmethod
+    def train_epoch(self, epoch: int) -> EpochLog:
+        """Train one epoch (``epoch`` counts from 0) and step the learning-rate schedules."""
+
+    @abc.abstractmethod
+    def eval_model(self) -> nn.Module:
+        """The network whose test accuracy is reported."""
+
+    def sgd_step(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
