@@ -9,7 +9,7 @@ cache, framework conversion and the distributed reduction of clean statistics.
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -33,7 +33,12 @@ class Reweighter(abc.ABC):
             hot loop whose inputs are known good.
         sync: when a ``torch.distributed`` process group is initialised, sum clean statistics
             across ranks so each rank weighs its batch against the global clean set. A no-op
-            without a process group.
+            without a process group. ``False`` turns off every collective (clean set and batch
+            quantities are then per rank, and ``batch_scope`` has no effect).
+        batch_scope: what quantities coupling the samples of a batch are computed over when
+            ``sync`` and a process group are on: ``"global"`` (default) the union of every
+            rank's batch, so the weights equal one process's on the concatenated batch;
+            ``"local"`` each rank's own batch. See :mod:`robustweights.distributed`.
         process_group: the group to reduce over (default: the world).
     """
 
@@ -41,10 +46,15 @@ class Reweighter(abc.ABC):
     requires: tuple[str, ...] = ("features", "labels")
 
     def __init__(self, num_classes: int, *, validate: bool = True, sync: bool = True,
+                 batch_scope: Literal["global", "local"] = "global",
                  process_group: Any = None) -> None:
         self.num_classes = check_num_classes(num_classes)
         self.validate = bool(validate)
         self.sync = bool(sync)
+        if batch_scope not in ("global", "local"):
+            raise ValueError(f"Expected `batch_scope` to be 'global' or 'local', but got "
+                             f"{batch_scope!r}")
+        self.batch_scope = batch_scope
         self.process_group = process_group
         self.clean = CleanStatistics()
 
@@ -83,7 +93,8 @@ class Reweighter(abc.ABC):
 
         Pass a clean batch with the ``clean_*`` arguments, or omit it to use the statistics
         cached by :meth:`set_clean` / :meth:`update_clean`. Inputs the method does not need may
-        be omitted.
+        be omitted. Under ``torch.distributed`` (``sync=True``) the call is a collective, as DDP's
+        forward is: every rank calls it once per step, all with a clean batch or all without.
 
         Returns:
             A 1-D array of ``B`` weights of the same kind as the training inputs.
@@ -149,6 +160,11 @@ class Reweighter(abc.ABC):
     def _reduce(self, sums: dict[str, torch.Tensor]) -> None:
         if self.sync:
             distributed.all_reduce_sums(sums, self.process_group)
+
+    def _global_batch(self) -> bool:
+        """Whether batch-coupled quantities are reduced across ranks (Python only, no sync)."""
+        return (self.sync and self.batch_scope == "global"
+                and distributed.is_distributed(self.process_group))
 
     @abc.abstractmethod
     def _clean_sums(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:

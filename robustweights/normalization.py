@@ -20,7 +20,7 @@ def check_normalization(value: object) -> Normalization:
 
 
 def normalize_weights(scores: torch.Tensor, mode: Normalization, total: torch.Tensor | None = None,
-                      count: int | None = None) -> torch.Tensor:
+                      count: int | torch.Tensor | None = None) -> torch.Tensor:
     r"""Clip scores at zero and normalise them.
 
     .. math::
@@ -36,7 +36,8 @@ def normalize_weights(scores: torch.Tensor, mode: Normalization, total: torch.Te
             an unweighted mean) or ``"none"``.
         total: the denominator :math:`\sum_j \max(u_j, 0)` if it is known globally (e.g. summed
             over distributed ranks); computed from ``scores`` when omitted.
-        count: the number of samples :math:`B` for ``"mean"`` (defaults to ``len(scores)``).
+        count: the number of samples :math:`B` for ``"mean"`` (defaults to ``len(scores)``; a
+            tensor, e.g. the global :math:`B` summed over distributed ranks, is used as is).
     """
     pos = scores.clamp_min(0)
     if mode == "none":
