@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,7 @@ from torch import nn
 import torch.autograd.forward_ad as fwAD
 from torch.func import functional_call
 
+from robustweights import distributed
 from robustweights.base import Reweighter
 from robustweights.clean_stats import CleanStatistics
 from robustweights.normalization import Normalization, check_normalization, normalize_weights
@@ -182,7 +183,15 @@ class MetaReweighter(Reweighter):
             ``"none"`` (:math:`\max(u_i, 0)`).
         lr: the virtual step's learning rate; scales :math:`u` (irrelevant after normalisation).
         bias: whether the head has a bias (adds the :math:`r_i^\top a` term).
-        validate, sync, process_group: see :class:`~robustweights.base.Reweighter`.
+        validate, sync, batch_scope, process_group: see
+            :class:`~robustweights.base.Reweighter`. Under ``torch.distributed`` the clean
+            statistics (last layer: residual-feature sums, residual sums and count; full network:
+            the gradient of the summed clean loss and its count) are summed over ranks
+            (``sync``); the ``"sum"``/``"mean"`` denominators :math:`\sum_j \max(u_j, 0)` and
+            :math:`B` are taken over every rank's batch with ``batch_scope="global"``, or per rank
+            with ``"local"``. The scores :math:`u_i` themselves are per sample, except through
+            BatchNorm in train mode, whose batch statistics are per rank under DDP (as in DDP's
+            own forward) unless the model uses ``SyncBatchNorm``.
 
     Attributes:
         last_scores: the raw scores :math:`u` (B,) of the last call, e.g. for a phase monitor.
@@ -192,8 +201,10 @@ class MetaReweighter(Reweighter):
 
     def __init__(self, num_classes: int, *, normalization: Normalization = "sum",
                  lr: float = 1.0, bias: bool = True, validate: bool = True, sync: bool = True,
+                 batch_scope: Literal["global", "local"] = "global",
                  process_group: Any = None) -> None:
-        super().__init__(num_classes, validate=validate, sync=sync, process_group=process_group)
+        super().__init__(num_classes, validate=validate, sync=sync, batch_scope=batch_scope,
+                         process_group=process_group)
         self.normalization = check_normalization(normalization)
         self.lr = check_positive_float(lr, "lr")
         self.bias = bool(bias)
@@ -216,7 +227,15 @@ class MetaReweighter(Reweighter):
                                    stats["resid_feat_sum"], stats["resid_sum"], stats["count"],
                                    lr=self.lr, bias=self.bias)
         self.last_scores = u.detach()
-        return normalize_weights(u, self.normalization)
+        return self._normalize(u)
+
+    def _normalize(self, u: torch.Tensor) -> torch.Tensor:
+        if self.normalization == "none" or not self._global_batch():
+            return normalize_weights(u, self.normalization)
+        # One all-reduce of (sum of positive parts, B): the concatenated batch's denominators.
+        local = torch.stack([u.clamp_min(0).sum(), u.new_tensor(float(u.shape[0]))])
+        total, count = distributed.all_reduce(local, "sum", self.process_group).unbind()
+        return normalize_weights(u, self.normalization, total=total, count=count)
 
     # ------------------------------------------------------------ full network
     @classmethod
@@ -225,12 +244,15 @@ class MetaReweighter(Reweighter):
         """A reweighter computing exact full-network L2RW weights for ``model``.
 
         Args:
-            model: a torch module mapping a batch of inputs to outputs.
+            model: a torch module mapping a batch of inputs to outputs (a
+                ``DistributedDataParallel`` wrapper is unwrapped to its ``module``).
             loss_fn: ``loss_fn(outputs, labels)`` returning per-sample losses (B,), e.g.
                 ``nn.CrossEntropyLoss(reduction="none")``.
             num_classes: only used by the last-layer form; irrelevant here.
-            **kwargs: ``normalization``, ``lr``, ``sync``, ``process_group``.
+            **kwargs: ``normalization``, ``lr``, ``sync``, ``batch_scope``, ``process_group``.
         """
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module  # the replica's own module; the wrapper's forward would sync
         if not isinstance(model, nn.Module):
             raise TypeError(f"Expected `model` to be a torch.nn.Module, but got "
                             f"{type(model).__name__}")
@@ -294,4 +316,4 @@ class MetaReweighter(Reweighter):
             raise ValueError("Expected finite per-sample losses and gradients, but the "
                              "train-clean inner products are NaN/inf: check `inputs` and the model")
         self.last_scores = u
-        return normalize_weights(u, self.normalization)
+        return self._normalize(u)

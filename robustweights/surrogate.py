@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import torch
 
+from robustweights import distributed
 from robustweights.base import Reweighter
 from robustweights.clean_stats import CleanStatistics
 from robustweights.validation import check_fraction, check_nonneg_float, check_positive_float
@@ -29,6 +30,7 @@ __all__ = [
     "fbr_prototypes",
     "fbr_recompute_weights",
     "fbr_similarity",
+    "fbr_step",
 ]
 
 Alpha = float | Callable[[int], float]
@@ -117,9 +119,63 @@ def fbr_directions(similarity: torch.Tensor, labels: torch.Tensor, present: torc
     return d, valid
 
 
+def fbr_step(d: torch.Tensor, valid: torch.Tensor, *, w_init: float = 0.5,
+             ratio: float | None = None, global_batch: bool = False, process_group: Any = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The step :math:`\eta` of the recompute mode, and whether any direction is negative.
+
+    With :math:`N = \{i : d_i < 0\}` (samples with a valid direction only),
+    :math:`\eta = \max_{i \in N} w_0/|d_i|`, or with ``ratio`` the k-th smallest
+    :math:`w_0/|d_i|`, :math:`k = \min(\max(1, \lfloor \text{ratio}\cdot B\rfloor), |N|)`;
+    0 when :math:`N` is empty.
+
+    Args:
+        global_batch: under an initialised ``torch.distributed`` process group, take :math:`N`
+            and :math:`B` over the union of every rank's batch, as one process would on the
+            concatenated batch (a collective: an all-reduce of :math:`\eta` and the sizes, and
+            with ``ratio`` an all-gather of each rank's k smallest steps). Nothing changes, and
+            nothing is communicated, without a process group.
+        process_group: the group to reduce over (default: the world).
+
+    Returns:
+        ``(eta, any_negative)``, 0-d tensors on ``d``'s device.
+    """
+    neg = (d < 0) & valid
+    # w0/|d_i| for negative samples, +inf elsewhere; never divides by zero.
+    steps = torch.where(neg, w_init / d.abs().clamp_min(torch.finfo(d.dtype).tiny),
+                        torch.full_like(d, float("inf")))
+    if global_batch and distributed.is_distributed(process_group):
+        return _fbr_global_step(neg, steps, ratio, process_group)
+    n_neg = neg.sum()
+    if ratio is None:
+        eta = torch.where(neg, steps, torch.zeros_like(steps)).max()
+    else:
+        k = torch.clamp(torch.tensor(int(ratio * d.shape[0]), device=d.device), min=1)
+        k = torch.minimum(k, n_neg.clamp_min(1))
+        eta = steps.sort().values[k - 1]
+        eta = torch.where(torch.isfinite(eta), eta, torch.zeros_like(eta))
+    return eta, n_neg > 0
+
+
+def _fbr_global_step(neg: torch.Tensor, steps: torch.Tensor, ratio: float | None,
+                     group: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    if ratio is None:  # one all-reduce(MAX) of (eta, any negative)
+        local = torch.stack([torch.where(neg, steps, torch.zeros_like(steps)).max(),
+                             neg.any().to(steps.dtype)])
+        eta, any_neg = distributed.all_reduce(local, "max", group).unbind()
+        return eta, any_neg > 0
+    sizes = torch.stack([torch.tensor(steps.shape[0], device=steps.device), neg.sum()])
+    batch, n_neg = distributed.all_reduce(sizes, "sum", group).tolist()
+    k = min(max(int(ratio * batch), 1), max(n_neg, 1))
+    eta = distributed.k_smallest(steps, k, group)[k - 1]
+    eta = torch.where(torch.isfinite(eta), eta, torch.zeros_like(eta))
+    return eta, torch.tensor(n_neg > 0, device=steps.device)
+
+
 def fbr_recompute_weights(d: torch.Tensor, valid: torch.Tensor, *, w_init: float = 0.5,
                           w_max: float = 1.0, threshold: float | None = None,
-                          ratio: float | None = None, missing_class_weight: float = 0.0
+                          ratio: float | None = None, missing_class_weight: float = 0.0,
+                          step: tuple[torch.Tensor, torch.Tensor] | None = None
                           ) -> torch.Tensor:
     r"""Stateless weights of one batch (step 5, "recompute" mode).
 
@@ -135,23 +191,16 @@ def fbr_recompute_weights(d: torch.Tensor, valid: torch.Tensor, *, w_init: float
     :math:`w_0/|d_i|`, :math:`k = \min(\max(1, \lfloor \text{ratio}\cdot B\rfloor), |N|)`, so that
     only the k most negative samples reach 0 before the threshold. Samples whose label has no
     clean sample (``valid`` False) get ``missing_class_weight`` and do not set the step.
+    ``step``: ``(eta, any_negative)`` from :func:`fbr_step` (e.g. over every distributed rank's
+    batch); computed from this batch when omitted.
     """
     tau = w_init if threshold is None else threshold
-    neg = (d < 0) & valid
-    # w0/|d_i| for negative samples, +inf elsewhere; never divides by zero.
-    steps = torch.where(neg, w_init / d.abs().clamp_min(torch.finfo(d.dtype).tiny),
-                        torch.full_like(d, float("inf")))
-    n_neg = neg.sum()
-    if ratio is None:
-        eta = torch.where(neg, steps, torch.zeros_like(steps)).max()
-    else:
-        k = torch.clamp(torch.tensor(int(ratio * d.shape[0]), device=d.device), min=1)
-        k = torch.minimum(k, n_neg.clamp_min(1))
-        eta = steps.sort().values[k - 1]
-        eta = torch.where(torch.isfinite(eta), eta, torch.zeros_like(eta))
+    if step is None:
+        step = fbr_step(d, valid, w_init=w_init, ratio=ratio)
+    eta, any_negative = step
     w = (w_init + eta * d).clamp(0, w_max)
     w = torch.where(w <= tau, torch.zeros_like(w), w)
-    w = torch.where(n_neg > 0, w, torch.full_like(w, w_max))
+    w = torch.where(any_negative, w, torch.full_like(w, w_max))
     return torch.where(valid, w, torch.full_like(w, missing_class_weight))
 
 
@@ -200,12 +249,21 @@ class SurrogateReweighter(Reweighter):
         w_max: the largest weight (1.0).
         threshold: weights :math:`\le` this are set to 0 (default ``w_init``).
         mode: ``"recompute"`` (stateless per batch, the reference) or ``"incremental"`` (weights
-            kept per sample id across calls and stepped by ``eta``; pass ``sample_ids``).
+            kept per sample id across calls and stepped by ``eta``; pass ``sample_ids``). The
+            incremental step couples no samples; under ``torch.distributed`` with
+            ``batch_scope="global"`` every rank's batch ids and new weights are all-gathered per
+            call so each rank's store equals one process's (a sample may move to another rank
+            when a ``DistributedSampler`` reshuffles); with ``"local"`` each rank keeps only the
+            ids it has seen.
         eta: the fixed step of the incremental mode (0.01).
         missing_class_weight: the weight of a sample whose label has no clean sample (its class
             prototype is undefined, so it has no direction). Default 0: such samples are dropped,
             as samples not pushed up are. Set it to ``w_init`` or ``w_max`` to keep them.
-        validate, sync, process_group: see :class:`~robustweights.base.Reweighter`.
+        validate, sync, batch_scope, process_group: see :class:`~robustweights.base.Reweighter`.
+            Under ``torch.distributed`` the clean class sums and counts are summed over ranks
+            (``sync``); the step :math:`\eta` and whether any direction is negative (and, with
+            ``ratio``, :math:`B` and the k-th smallest step) are taken over every rank's batch
+            with ``batch_scope="global"`` (see :func:`fbr_step`), or per rank with ``"local"``.
 
     Example:
         >>> import numpy as np
@@ -226,8 +284,10 @@ class SurrogateReweighter(Reweighter):
                  threshold: float | None = None,
                  mode: Literal["recompute", "incremental"] = "recompute", eta: float = 0.01,
                  missing_class_weight: float = 0.0, validate: bool = True, sync: bool = True,
+                 batch_scope: Literal["global", "local"] = "global",
                  process_group: Any = None) -> None:
-        super().__init__(num_classes, validate=validate, sync=sync, process_group=process_group)
+        super().__init__(num_classes, validate=validate, sync=sync, batch_scope=batch_scope,
+                         process_group=process_group)
         if alpha is None:
             alpha = alpha_schedule(num_classes)
         elif not callable(alpha):
@@ -294,11 +354,17 @@ class SurrogateReweighter(Reweighter):
         opts = dict(w_init=self.w_init, w_max=self.w_max, threshold=self.threshold,
                     missing_class_weight=self.missing_class_weight)
         if self.mode == "recompute":
-            return fbr_recompute_weights(d, valid, ratio=self.ratio, **opts)
+            step = fbr_step(d, valid, w_init=self.w_init, ratio=self.ratio,
+                            global_batch=self._global_batch(), process_group=self.process_group)
+            return fbr_recompute_weights(d, valid, ratio=self.ratio, step=step, **opts)
         if sample_ids is None:
             raise ValueError("Expected `sample_ids` to be given in incremental mode, but got None")
         prev = self._gather_state(sample_ids, d)
         state, w = fbr_incremental_weights(prev, d, valid, eta=self.eta, **opts)
+        if self._global_batch():  # every rank stores every rank's update
+            sample_ids, state = distributed.all_gather_cat(sample_ids, state,
+                                                           group=self.process_group)
+            self._gather_state(sample_ids, state)  # grow the store to cover them
         self._state[sample_ids] = state  # type: ignore[index]
         return w
 
