@@ -31,8 +31,8 @@ def crop_flip(x: torch.Tensor, *, padding: int = 4, flip: bool = True,
     """Random crop with zero padding and random horizontal flip of a batch (N, C, H, W).
 
     Each image gets its own offset in ``[0, 2 * padding]`` along both axes (the crop of the
-    padded image that starts there) and is mirrored with probability 1/2. The crop is one
-    ``gather`` over precomputed row and column indices, so it costs one pass over the batch.
+    padded image that starts there) and is mirrored with probability 1/2. The crop picks one
+    window per image out of the ``unfold`` view of all windows, a single indexing op.
 
     Args:
         x: images (N, C, H, W), any float dtype, on any device.
@@ -51,14 +51,8 @@ def crop_flip(x: torch.Tensor, *, padding: int = 4, flip: bool = True,
         padded = F.pad(x, (padding, padding, padding, padding))
         dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
         dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
-        rows = (dy.view(n, 1) + torch.arange(h, device=x.device).view(1, h))  # (N, H)
-        cols = (dx.view(n, 1) + torch.arange(w, device=x.device).view(1, w))  # (N, W)
-        # Select rows, then columns, each with a gather along one spatial axis.
-        wp = w + 2 * padding
-        idx_r = rows.view(n, 1, h, 1).expand(n, c, h, wp)
-        out = padded.gather(2, idx_r)
-        idx_c = cols.view(n, 1, 1, w).expand(n, c, h, w)
-        out = out.gather(3, idx_c)
+        windows = padded.unfold(2, h, 1).unfold(3, w, 1)  # (N, C, 2p+1, 2p+1, H, W), a view
+        out = windows[torch.arange(n, device=x.device), :, dy, dx]  # (N, C, H, W)
     if flip:
         mask = torch.rand(n, generator=generator).to(x.device) < 0.5
         out = torch.where(mask.view(n, 1, 1, 1), out.flip(3), out)

@@ -62,7 +62,7 @@ class L2RW(Method):
             losses = per_sample_ce(self.model(x), y)
             loss = (w.detach() * losses).sum()
             self.sgd_step(self.opt, loss)
-            total, n = total + float(losses.mean()) * len(idx), n + len(idx)
+            total, n = total + losses.detach().mean().item() * len(idx), n + len(idx)
             zero_batches += int(bool((w == 0).all()))
             weights[idx.cpu().numpy()] = (w * len(idx)).cpu().numpy()  # mean-one scale
         self.sched.step()

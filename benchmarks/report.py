@@ -1,0 +1,244 @@
+"""Tables and plots from the JSON-lines records of :mod:`benchmarks.runner`.
+
+* :func:`markdown_report`: one table per noise type (mean +- std over seeds of the best and last
+  test accuracy, the kept-sample precision / recall, the share of noisy labels memorised, the
+  time per epoch and its ratio to CE) and a compact method x noise summary.
+* :func:`make_plots`: accuracy curves per method, clean-vs-noisy weight histograms for FBR and
+  L2RW, and the kept fraction over epochs (clean and noisy samples) for FBR and L2RW.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["aggregate", "load_records", "make_plots", "markdown_report"]
+
+LABELS = {"ce": "CE", "clean_only": "Clean only", "coteaching": "Co-teaching",
+          "coteaching_plus": "Co-teaching+", "fine": "FINE", "l2rw": "L2RW", "mwnet": "MW-Net",
+          "fbr": "FBR"}
+
+
+def load_records(path: str | Path) -> list[dict[str, Any]]:
+    """All records of a results.jsonl file (later duplicates of a run key win)."""
+    out: dict[str, dict[str, Any]] = {}
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                rec = json.loads(line)
+                out[rec["key"]] = rec
+    return list(out.values())
+
+
+def _ms(values: Sequence[float | None], scale: float = 1.0, digits: int = 1) -> str:
+    vals = [v * scale for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return "-"
+    if len(vals) == 1:
+        return f"{vals[0]:.{digits}f}"
+    return f"{np.mean(vals):.{digits}f} ± {np.std(vals, ddof=1):.{digits}f}"
+
+
+def aggregate(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Records grouped by (noise, method)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        groups[(r["noise"], r["method"])].append(r)
+    return groups
+
+
+def _order(items: Iterable[str], reference: Sequence[str]) -> list[str]:
+    items = list(dict.fromkeys(items))
+    return sorted(items, key=lambda m: (reference.index(m) if m in reference else len(reference),
+                                        m))
+
+
+def markdown_report(records: list[dict[str, Any]], *, command: str = "", machine: str = "",
+                    title: str = "CIFAR-N benchmark") -> str:
+    """The Markdown tables (mean ± std over seeds)."""
+    groups = aggregate(records)
+    methods = _order((r["method"] for r in records), list(LABELS))
+    noises = _order((r["noise"] for r in records), ["worst", "aggre", "rand1", "rand2", "rand3",
+                                                     "clean", "noisy100"])
+    lines = [f"# {title}", ""]
+    if command:
+        lines += ["Reproduce with:", "", "```", command, "```", ""]
+    if machine:
+        lines += [f"Machine: {machine}", ""]
+    any_rec = records[0] if records else None
+    if any_rec is not None:
+        spec = any_rec["spec"]
+        tr = spec["train"]
+        lines += [f"Data: {spec['dataset']}, {any_rec['n_pool']} noisy pool + "
+                  f"{any_rec['n_clean']} clean (trusted, true labels) training images, "
+                  f"{any_rec['n_test']} test images. Backbone: {tr['arch']} width {tr['width']}, "
+                  f"{tr['epochs']} epochs, SGD lr {tr['lr']} (x{tr['gamma']} at "
+                  f"{tr['milestones']}), momentum {tr['momentum']}, weight decay "
+                  f"{tr['weight_decay']}, batch {tr['batch_size']}, augmentation "
+                  f"{'crop+flip' if tr['augment'] else 'none'}.", ""]
+    lines += ["## Summary: test accuracy (%), last epoch / best epoch, mean ± std over seeds", ""]
+    lines.append("| method | " + " | ".join(noises) + " |")
+    lines.append("|---|" + "---|" * len(noises))
+    for m in methods:
+        cells = []
+        for nz in noises:
+            g = groups.get((nz, m), [])
+            cells.append(f"{_ms([r['last_acc'] for r in g], 100)} / "
+                         f"{_ms([r['best_acc'] for r in g], 100)}" if g else "")
+        lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " |")
+    lines.append("")
+    ce_time = {nz: np.mean([r["epoch_time_mean"] for r in groups.get((nz, "ce"), [])])
+               if groups.get((nz, "ce")) else None for nz in noises}
+    for nz in noises:
+        recs = [r for m in methods for r in groups.get((nz, m), [])]
+        if not recs:
+            continue
+        rate = np.mean([r["pool_noise_rate"] for r in recs])
+        seeds = sorted({r["seed"] for r in recs})
+        lines += [f"## {nz} (pool noise rate {100 * rate:.1f}%, seeds {seeds})", "",
+                  "| method | last acc | best acc (epoch) | kept precision | kept recall | "
+                  "noisy labels memorised | s / epoch | × CE |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for m in methods:
+            g = groups.get((nz, m), [])
+            if not g:
+                continue
+            sel = g[0]["selects"] or m == "mwnet"
+            prec = [r["final"]["precision" if g[0]["selects"] else "weighted_precision"]
+                    for r in g] if sel else []
+            rec = [r["final"]["recall"] for r in g] if g[0]["selects"] else []
+            t = [r["epoch_time_mean"] for r in g]
+            ratio = (_ms([x / ce_time[nz] for x in t], 1, 2) if ce_time.get(nz) else "-")
+            best_ep = _ms([r["best_epoch"] + 1 for r in g], 1, 0)
+            mem = [r["memorisation"].get("memorised") for r in g]
+            lines.append(
+                f"| {LABELS.get(m, m)} | {_ms([r['last_acc'] for r in g], 100)} | "
+                f"{_ms([r['best_acc'] for r in g], 100)} ({best_ep}) | "
+                f"{_ms(prec, 100)}{'ʷ' if m == 'mwnet' else ''} | {_ms(rec, 100)} | "
+                f"{_ms(mem, 100)} | {_ms(t, 1, 2)} | {ratio} |")
+        lines.append("")
+    lines += [
+        "Columns: *last acc* at the final epoch; *best acc* at the best epoch (selected on the "
+        "test set: the early-stopping upper bound, reported for every method); *kept "
+        "precision / recall*: of the pool samples a method kept in its last epoch (weight > 0), "
+        "the share whose label is correct, and the share of correctly labelled pool samples it "
+        "kept (ʷ MW-Net never drops a sample: weight-averaged precision instead); *noisy labels "
+        "memorised*: share of mislabelled pool samples the final network predicts as their "
+        "wrong label (eval mode, no augmentation); *s / epoch*: training time of one epoch "
+        "(evaluation excluded); *× CE*: that time relative to CE on the same machine.", ""]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- plots
+def _curve_stats(recs: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
+    arr = np.array([[np.nan if v is None else v for v in r["curves"][key]] for r in recs],
+                   dtype=float)
+    with np.errstate(all="ignore"):
+        return np.nanmean(arr, 0), (np.nanstd(arr, 0) if len(recs) > 1 else np.zeros(arr.shape[1]))
+
+
+def make_plots(records: list[dict[str, Any]], out_dir: str | Path,
+               weights_dir: str | Path | None = None) -> list[Path]:
+    """Write the PNG plots into ``out_dir``; returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    groups = aggregate(records)
+    methods = _order((r["method"] for r in records), list(LABELS))
+    noises = _order((r["noise"] for r in records), ["worst", "aggre", "rand1"])
+    paths: list[Path] = []
+
+    # Accuracy curves per method, one panel per noise type.
+    fig, axes = plt.subplots(1, len(noises), figsize=(5 * len(noises), 3.8), squeeze=False)
+    for ax, nz in zip(axes[0], noises):
+        for m in methods:
+            g = groups.get((nz, m))
+            if not g:
+                continue
+            mean, std = _curve_stats(g, "test_acc")
+            ep = np.arange(1, len(mean) + 1)
+            ax.plot(ep, 100 * mean, label=LABELS.get(m, m))
+            ax.fill_between(ep, 100 * (mean - std), 100 * (mean + std), alpha=0.15)
+        ax.set_title(f"{nz}: test accuracy")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("%")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(out_dir / "accuracy_curves.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    weighting = [m for m in ("fbr", "l2rw") if any(k[1] == m for k in groups)]
+    if weighting:
+        # Kept fraction over epochs, clean vs noisy pool samples.
+        fig, axes = plt.subplots(len(weighting), len(noises),
+                                 figsize=(5 * len(noises), 3.4 * len(weighting)), squeeze=False)
+        for i, m in enumerate(weighting):
+            for ax, nz in zip(axes[i], noises):
+                g = groups.get((nz, m))
+                if not g:
+                    ax.set_visible(False)
+                    continue
+                for key, lab in (("kept_frac_clean", "clean labels"),
+                                 ("kept_frac_noisy", "noisy labels")):
+                    mean, std = _curve_stats(g, key)
+                    ep = np.arange(1, len(mean) + 1)
+                    ax.plot(ep, mean, label=lab)
+                    ax.fill_between(ep, mean - std, mean + std, alpha=0.15)
+                ax.set_ylim(-0.02, 1.02)
+                ax.set_title(f"{LABELS[m]} / {nz}: kept fraction")
+                ax.set_xlabel("epoch")
+                ax.grid(alpha=0.3)
+                ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(out_dir / "kept_fraction.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+
+    if weighting and weights_dir is not None and Path(weights_dir).is_dir():
+        # Weight histograms, clean vs noisy, at the last snapshot (first seed found).
+        fig, axes = plt.subplots(len(weighting), len(noises),
+                                 figsize=(5 * len(noises), 3.4 * len(weighting)), squeeze=False)
+        for i, m in enumerate(weighting):
+            for ax, nz in zip(axes[i], noises):
+                files = sorted(Path(weights_dir).glob(f"{m}__{nz}__seed*.npz"))
+                if not files:
+                    ax.set_visible(False)
+                    continue
+                w_all, c_all, ep = [], [], None
+                for f in files:
+                    with np.load(f) as z:
+                        if len(z["epochs"]) == 0:
+                            continue
+                        w_all.append(z["weights"][-1])
+                        c_all.append(z["is_clean"])
+                        ep = int(z["epochs"][-1])
+                if not w_all:
+                    ax.set_visible(False)
+                    continue
+                w, clean = np.concatenate(w_all), np.concatenate(c_all)
+                ok = ~np.isnan(w)
+                hi = max(float(np.nanmax(w)), 1e-6)
+                bins = np.linspace(0, hi, 41)
+                ax.hist(w[ok & clean], bins=bins, alpha=0.6, label="clean labels")
+                ax.hist(w[ok & ~clean], bins=bins, alpha=0.6, label="noisy labels")
+                ax.set_yscale("log")
+                scale = " (× batch size)" if m == "l2rw" else ""
+                ax.set_title(f"{LABELS[m]} / {nz}: weights{scale}, epoch {(ep or 0) + 1}")
+                ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(out_dir / "weight_histograms.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    return paths
