@@ -19,7 +19,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -275,7 +274,6 @@ def test_from_model_unwraps_data_parallel():
 
 # ----------------------------------------------------------------------------- the example
 def test_ddp_example_runs():
-    start = time.monotonic()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / "ddp_example.py")],
                           capture_output=True, text=True, timeout=180, env=env, cwd=ROOT)
@@ -285,4 +283,3 @@ def test_ddp_example_runs():
     acc, _kept, precision, pool = map(float, re.findall(r"\d\.\d+", out.splitlines()[-1]))
     assert acc > 0.8, out
     assert precision > pool + 0.15, f"kept samples should be cleaner than the pool: {out}"
-    assert time.monotonic() - start < 120
