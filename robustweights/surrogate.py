@@ -10,6 +10,7 @@ classes and no host synchronisation; half-precision inputs are accumulated in fl
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -242,7 +243,9 @@ class SurrogateReweighter(Reweighter):
         num_classes: number of classes :math:`C`.
         alpha: modulation :math:`\alpha \ge 0`: a float, or a callable of the epoch counter set
             with :meth:`set_epoch`. Default: the reference schedule :func:`alpha_schedule`
-            (:math:`1/(C-1)` before epoch 40, then 0).
+            (:math:`1/(C-1)` before epoch 40, then 0). With two classes and :math:`\alpha = 0`
+            no direction is negative (the runner-up is the only other class), so nothing is
+            filtered: a warning says so.
         ratio: ``None`` (drive every negative-direction sample to 0) or a fraction in (0, 1]: the
             step drives only the ``floor(ratio * B)`` most negative samples to 0.
         w_init: the starting weight :math:`w_0` (0.5), also the default threshold.
@@ -267,13 +270,10 @@ class SurrogateReweighter(Reweighter):
 
     Example:
         >>> import numpy as np
-        >>> rng = np.random.default_rng(0)
-        >>> rw = SurrogateReweighter(num_classes=3, alpha=0.0)
-        >>> clean = rng.normal(size=(30, 4)); yc = np.arange(30) % 3
-        >>> clean[np.arange(30), yc] += 5.0          # class c lives along axis c
-        >>> rw.set_clean(features=clean, labels=yc)
-        >>> feats = np.eye(4)[:3] * 5.0
-        >>> rw.weights(features=feats, labels=np.array([0, 1, 0])).round(3)
+        >>> rw = SurrogateReweighter(num_classes=3, alpha=0.5)
+        >>> rw.set_clean(features=np.eye(3) * 2.0, labels=np.arange(3))  # class c along axis c
+        >>> feats = np.array([[3.0, 0, 0], [0, 2.5, 0], [0, 0, 3.0]])
+        >>> rw.weights(features=feats, labels=np.array([0, 1, 0]))   # the third is mislabelled
         array([1., 1., 0.])
     """
 
@@ -292,6 +292,10 @@ class SurrogateReweighter(Reweighter):
             alpha = alpha_schedule(num_classes)
         elif not callable(alpha):
             alpha = check_nonneg_float(alpha, "alpha")
+            if alpha == 0 and num_classes == 2:
+                warnings.warn("With num_classes=2 and alpha=0 no direction is ever negative, so "
+                              "FBR keeps every sample at w_max; use alpha > 0 (reference: 1).",
+                              UserWarning, stacklevel=2)
         self.alpha = alpha
         self.ratio = None if ratio is None else check_fraction(ratio, "ratio")
         self.w_max = check_positive_float(w_max, "w_max")
