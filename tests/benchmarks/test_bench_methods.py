@@ -1,0 +1,248 @@
+"""Each method's selection / weighting rule on a tiny case whose answer is checked by hand."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.methods import METHODS, Context, TrainConfig  # noqa: E402
+from benchmarks.methods.clean_only import CleanOnly  # noqa: E402
+from benchmarks.methods.coteaching import (  # noqa: E402
+    coteaching_losses,
+    forget_rate,
+    small_loss_indices,
+)
+from benchmarks.methods.coteaching_plus import coteaching_plus_losses, disagreement  # noqa: E402
+from benchmarks.methods.fbr import FBR  # noqa: E402
+from benchmarks.methods.fine import (  # noqa: E402
+    alignment_scores,
+    fine_select,
+    gmm_clean_mask,
+    principal_directions,
+)
+from benchmarks.methods.l2rw import l2rw_weights  # noqa: E402
+from benchmarks.methods.mwnet import VNet, mwnet_step  # noqa: E402
+from benchmarks.runner import selection_stats  # noqa: E402
+from robustweights import MetaReweighter  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():  # type: ignore[no-untyped-def]
+    """Tiny nets: one thread is faster, and much faster on a shared, busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _tiny_context(n_pool: int = 40, n_clean: int = 20, batch_size: int = 8) -> Context:
+    g = torch.Generator().manual_seed(0)
+    img = lambda n: torch.randint(0, 256, (n, 32, 32, 3), dtype=torch.uint8, generator=g)  # noqa: E731
+    cfg = TrainConfig(width=2, epochs=2, batch_size=batch_size, milestones=(10,),
+                      channels_last=False)
+    return Context(img(n_pool), torch.arange(n_pool) % 3, img(n_clean), torch.arange(n_clean) % 3,
+                   3, cfg, seed=0)
+
+
+def _logits_for_losses(losses: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two-class logits (0, z) with label 0 whose CE is exactly the given loss."""
+    z = torch.tensor([math.log(math.exp(v) - 1.0) for v in losses])
+    logits = torch.stack([torch.zeros_like(z), z], 1)
+    return logits, torch.zeros(len(losses), dtype=torch.long)
+
+
+# ------------------------------------------------------------------------- CE / clean-only
+def test_ce_trains_on_pool_and_clean_with_unit_weights() -> None:
+    ctx = _tiny_context()
+    m = METHODS["ce"]()
+    m.setup(ctx)
+    assert len(m.y) == ctx.n_pool + ctx.n_clean, "CE trains on the noisy pool plus the clean set"
+    log = m.train_epoch(0)
+    assert log.weights is not None and np.all(log.weights == 1.0)
+
+
+def test_clean_only_uses_only_clean_indices_for_a_ce_epoch_of_steps() -> None:
+    ctx = _tiny_context(n_pool=40, n_clean=20, batch_size=8)
+    m = CleanOnly()
+    m.setup(ctx)
+    batches = m.epoch_batches()
+    assert len(batches) == math.ceil(60 / 8), "as many steps as a CE epoch over pool + clean"
+    assert all(int(b.max()) < 20 for b in batches), "indices into the clean subset only"
+    assert np.all(m.train_epoch(0).weights == 0.0), "no pool sample is used"
+
+
+# ------------------------------------------------------------------------- Co-teaching
+def test_forget_rate_ramp_matches_linspace_then_tau() -> None:
+    expect = np.linspace(0, 0.4, 10)
+    got = [forget_rate(e, 0.4, num_gradual=10) for e in range(10)]
+    np.testing.assert_allclose(got, expect)
+    assert forget_rate(10, 0.4, 10) == forget_rate(150, 0.4, 10) == 0.4
+
+
+def test_small_loss_selection_and_cross_update() -> None:
+    # Losses of net 1: sample 2 smallest, then 0; net 2: sample 1 smallest, then 3.
+    l1 = [0.5, 2.0, 0.1, 3.0]
+    l2 = [1.0, 0.2, 4.0, 0.3]
+    assert small_loss_indices(torch.tensor(l1), 0.5).tolist() == [2, 0]
+    z1, y = _logits_for_losses(l1)
+    z2, _ = _logits_for_losses(l2)
+    loss1, loss2, pick = coteaching_losses(z1, z2, y, forget=0.5)
+    assert pick.tolist() == [1, 3], "net 1 learns from net 2's small-loss samples"
+    assert float(loss1) == pytest.approx((2.0 + 3.0) / 2, rel=1e-5), "net 1's loss on them"
+    assert float(loss2) == pytest.approx((1.0 + 4.0) / 2, rel=1e-5), "net 2 on net 1's picks"
+    assert small_loss_indices(torch.tensor(l1), 1.0).tolist() == [2, 0, 1, 3], (
+        "keeping 0 samples falls back to the whole batch, as the official code does")
+
+
+def test_coteaching_plus_restricts_to_disagreement() -> None:
+    # Predictions: net1 argmax = [0, 1, 0, 1], net2 = [0, 0, 1, 1] -> disagree on 1 and 2.
+    z1 = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0], [0.0, 2.0]])
+    z2 = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 0.5], [0.0, 1.0]])
+    y = torch.zeros(4, dtype=torch.long)
+    assert disagreement(z1, z2).tolist() == [1, 2]
+    loss1, loss2, pick = coteaching_plus_losses(z1, z2, y, forget=0.5)
+    # Within {1, 2}: net 2's losses are ln(1+e^-1) (idx 1) < ln(1+e^0.5) (idx 2) -> keeps 1.
+    assert pick.tolist() == [1], "net 1 updated on net 2's small-loss disagreement sample"
+    assert float(loss1) == pytest.approx(float(F.cross_entropy(z1[1:2], y[1:2])), rel=1e-6)
+    # Net 1's losses: idx 1 ln(1+e) > idx 2 ln(1+e^-3) -> net 2 updated on sample 2.
+    assert float(loss2) == pytest.approx(float(F.cross_entropy(z2[2:3], y[2:3])), rel=1e-6)
+
+
+def test_coteaching_plus_without_disagreement_makes_no_update() -> None:
+    z = torch.tensor([[2.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    loss1, loss2, pick = coteaching_plus_losses(z, z.detach().clone(), torch.tensor([0, 0]), 0.2)
+    assert pick.numel() == 0 and loss1.item() == 0.0 and loss2.item() == 0.0
+    loss1.backward()
+    assert z.grad is not None and float(z.grad.abs().sum()) == 0.0
+
+
+# ------------------------------------------------------------------------- FINE
+def test_fine_principal_direction_score_and_gmm() -> None:
+    # Class 0 lives along e1 (scaled), class 1 along e2; two mislabelled class-0 samples lie
+    # along e2 and two along e1 carry label 1.
+    feats = np.array([[3.0, 0.0], [2.0, 0.0], [4.0, 0.1], [1.0, 0.0], [0.0, 1.0], [0.1, 2.0],
+                      [0.0, 3.0], [0.0, 1.5], [0.0, 2.0], [0.0, 1.0], [2.0, 0.0], [1.0, 0.0]])
+    labels = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+    dirs = principal_directions(feats[:4], labels[:4], 2)
+    assert abs(dirs[0] @ np.array([1.0, 0.0])) == pytest.approx(1.0, abs=1e-3), "u_0 = +-e1"
+    scores = alignment_scores(np.array([[0.6, 0.8]]), np.array([0]), np.array([[1.0, 0.0],
+                                                                                [0.0, 1.0]]))
+    assert scores[0] == pytest.approx(0.6), "|<u_y, f/||f||>| = 0.6"
+    keep = fine_select(feats, labels, 2, previous=None, seed=0)
+    assert keep.tolist() == [True] * 4 + [False, False] + [True] * 4 + [False, False], keep
+
+
+def test_gmm_keeps_the_high_mode() -> None:
+    scores = np.r_[np.full(20, 0.95), np.full(10, 0.1)] + np.linspace(0, 0.01, 30)
+    keep = gmm_clean_mask(scores, np.zeros(30, dtype=int), 1)
+    assert keep.tolist() == [True] * 20 + [False] * 10
+
+
+# ------------------------------------------------------------------------- L2RW
+def test_l2rw_weights_hand_case() -> None:
+    # Linear head at zero: softmax = (1/2, 1/2), residual r = softmax - onehot(y).
+    # Clean: x=(1,0), y=0 -> s = (-1/2, 1/2). <grad l_i, grad L_c> = (r_i.s)(x_i.x_c) + r_i.s:
+    #   A: x=(1,0), y=0: 1/2*1 + 1/2 = 1;  B: x=(1,0), y=1: -1;  C: x=(0,1), y=0: 0 + 1/2.
+    # Normalised: w = (1, 0, 1/2) / 1.5 = (2/3, 0, 1/3).
+    model = nn.Linear(2, 2)
+    nn.init.zeros_(model.weight)
+    nn.init.zeros_(model.bias)
+    rw = MetaReweighter.from_model(model, nn.CrossEntropyLoss(reduction="none"),
+                                   normalization="sum")
+    x = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    w = l2rw_weights(rw, x, torch.tensor([0, 1, 0]), torch.tensor([[1.0, 0.0]]), torch.tensor([0]))
+    torch.testing.assert_close(w, torch.tensor([2 / 3, 0.0, 1 / 3]))
+
+
+# ------------------------------------------------------------------------- MW-Net
+def test_mwnet_step_raises_the_weight_of_the_clean_like_loss() -> None:
+    # W = [[1, 0], [0, 0]]: for x = e1 the logits are (1, 0). Sample A (label 0) has loss
+    # ln(1 + e^-1) = 0.313 and agrees with the clean sample (e1, label 0); sample B (label 1)
+    # has loss 1.313 and conflicts with it. The meta step must move V up at A's loss relative
+    # to B's; the actual step must be SGD on mean(V(l_i) l_i) with the updated V.
+    torch.manual_seed(0)
+    model = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
+    vnet = VNet(100)
+    opt_m = torch.optim.SGD(model.parameters(), lr=0.5)
+    opt_v = torch.optim.Adam(vnet.parameters(), lr=1e-2)
+    x = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    y = torch.tensor([0, 1])
+    la, lb = math.log(1 + math.exp(-1)), math.log(1 + math.exp(1))
+    probe = torch.tensor([[la], [lb]])
+    before = vnet(probe).detach().squeeze(1)
+    w_before_model = model.weight.detach().clone()
+    w, losses, _ = mwnet_step(model, vnet, opt_m, opt_v, x, y, torch.tensor([[1.0, 0.0]]),
+                              torch.tensor([0]), lr=0.5)
+    after = vnet(probe).detach().squeeze(1)
+    assert (after[0] - after[1]) > (before[0] - before[1]), (before, after)
+    torch.testing.assert_close(losses, torch.tensor([la, lb]))
+    torch.testing.assert_close(w, after)
+    # Manual actual step: grad of mean(w_i * CE_i) w.r.t. W at the old weights.
+    ref = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        ref.weight.copy_(w_before_model)
+    (w * F.cross_entropy(ref(x), y, reduction="none")).mean().backward()
+    assert ref.weight.grad is not None
+    torch.testing.assert_close(model.weight.detach(), w_before_model - 0.5 * ref.weight.grad)
+
+
+# ------------------------------------------------------------------------- FBR
+def test_fbr_rule_hand_case_and_alpha_switch() -> None:
+    # C = 3 prototypes: clean class 0 at (1, 0), class 1 at (0, 1), class 2 at (-1, -1); the
+    # balanced mean is 0, so P = the class means. Training features f = (2, 0):
+    #   S = f P^T = (2, 0, -2); second max 0 -> S' = (2, 0, -2).
+    #   label 0: d = 2 - a*(0 - 2) = 2 + 2a;  label 1: d = 0 - a*(2 - 2) = 0;
+    #   label 2: d = -2 - a*(2 + 0) = -2 - 2a.
+    # Before the switch a = 1/(C-1) = 1/2: d = (3, 0, -3); eta = w0/3 = 1/6;
+    #   w = clip(0.5 + d/6) = (1, 0.5, 0) -> threshold (<= 0.5 dropped) -> (1, 0, 0).
+    # After the switch a = 0: for f = (2, 0), (1, 0), (2, 0) with labels (0, 0, 2):
+    #   d = (2, 1, -2); eta = w0/2 = 1/4; w = (1, 0.75, 0), all above the threshold or 0.
+    ctx = _tiny_context()
+    m = FBR(warmup=1, clean_passes=1, alpha_switch=3)
+    m.setup(ctx)
+    clean = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
+    m.rw.set_clean(features=clean, labels=torch.tensor([0, 1, 2]))
+    f = torch.tensor([[2.0, 0.0], [2.0, 0.0], [2.0, 0.0]])
+    y = torch.tensor([0, 1, 2])
+    m.rw.set_epoch(2)
+    assert m.rw.current_alpha() == pytest.approx(0.5)
+    torch.testing.assert_close(m.rw.weights(features=f, labels=y), torch.tensor([1.0, 0.0, 0.0]))
+    m.rw.set_epoch(3)
+    assert m.rw.current_alpha() == 0.0
+    f2 = torch.tensor([[2.0, 0.0], [1.0, 0.0], [2.0, 0.0]])
+    torch.testing.assert_close(m.rw.weights(features=f2, labels=torch.tensor([0, 0, 2])),
+                               torch.tensor([1.0, 0.75, 0.0]))
+
+
+def test_fbr_warmup_weights_are_half_then_reweighted() -> None:
+    ctx = _tiny_context()
+    m = FBR(warmup=1, clean_passes=1, alpha_switch=1)
+    m.setup(ctx)
+    first = m.train_epoch(0).weights
+    assert first is not None and np.all(first == 0.5), "warm-up: every weight w_init"
+    second = m.train_epoch(1).weights
+    assert second is not None and not np.all(second == 0.5)
+    assert set(np.unique(second)) <= {0.0} | set(second[second > 0.5]), "weights are 0 or > 0.5"
+
+
+# ------------------------------------------------------------------------- scoring
+def test_selection_stats_precision_recall() -> None:
+    w = np.array([1.0, 0.0, 1.0, np.nan, 0.5])
+    clean = np.array([True, True, False, True, True])
+    s = selection_stats(w, clean)
+    # Visited: 0,1,2,4. Kept: 0,2,4. Clean among visited: 0,1,4.
+    assert s["precision"] == pytest.approx(2 / 3) and s["recall"] == pytest.approx(2 / 3)
+    assert s["kept_frac_noisy"] == 1.0 and s["kept_frac_clean"] == pytest.approx(2 / 3)
+    assert s["weighted_precision"] == pytest.approx(1.5 / 2.5)
