@@ -50,7 +50,7 @@ def _namespace_of(x: Any) -> Any:
     if getter is not None:
         try:
             return getter()
-        except Exception:  # noqa: BLE001 - a broken namespace just means no round trip
+        except Exception:  # a broken namespace just means no round trip
             pass
     root = type(x).__module__.split(".")[0]
     try:

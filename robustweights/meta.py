@@ -5,7 +5,8 @@ One virtual SGD step :math:`\\theta'(\\epsilon) = \\theta - \\text{lr}\\,\\nabla
 \\sum_i \\epsilon_i \\ell_i(\\theta)` followed by the clean loss gives
 
 .. math::
-    u_i = -\\frac{\\partial L_{clean}(\\theta'(\\epsilon))}{\\partial \\epsilon_i}\\Big|_{\\epsilon=0}
+    u_i = -\\frac{\\partial L_{clean}(\\theta'(\\epsilon))}{\\partial \\epsilon_i}
+          \\Big|_{\\epsilon=0}
         = \\text{lr}\\,\\langle \\nabla_\\theta \\ell_i(\\theta), \\nabla_\\theta L_{clean}(\\theta)
           \\rangle,
     \\qquad w_i = \\frac{\\max(u_i, 0)}{\\sum_j \\max(u_j, 0)}.
@@ -23,9 +24,9 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
-import torch.autograd.forward_ad as fwAD
 from torch.func import functional_call
 
 from robustweights import distributed
@@ -127,7 +128,7 @@ def l2rw_clean_gradient(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor,
         total = _per_sample(loss_fn, out, labels).sum()
         grads = torch.autograd.grad(total, list(leaves.values()), allow_unused=True)
     return {k: (g if g is not None else torch.zeros_like(v)).detach()
-            for (k, v), g in zip(leaves.items(), grads)}
+            for (k, v), g in zip(leaves.items(), grads, strict=True)}
 
 
 def l2rw_model_scores(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor,
@@ -135,10 +136,10 @@ def l2rw_model_scores(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor,
                       lr: float = 1.0) -> torch.Tensor:
     r"""Exact full-network L2RW scores :math:`u_i = \text{lr}\,\langle\nabla\ell_i, g\rangle`.
 
-    All B inner products come from one forward-mode JVP (dual numbers) of the vector of per-sample losses
-    :math:`\theta \mapsto (\ell_1, \dots, \ell_B)` in the direction :math:`g` (the clean-loss
-    gradient). BatchNorm in train mode couples the samples of a batch; the JVP is still the exact
-    derivative of each loss, as in the original's lookahead.
+    All B inner products come from one forward-mode JVP (dual numbers) of the vector of
+    per-sample losses :math:`\theta \mapsto (\ell_1, \dots, \ell_B)` in the direction
+    :math:`g` (the clean-loss gradient). BatchNorm in train mode couples the samples of a
+    batch; the JVP is still the exact derivative of each loss, as in the original's lookahead.
 
     Args:
         clean_grad: :math:`g = \nabla_\theta L_{clean}` keyed like ``model.named_parameters()``

@@ -355,16 +355,18 @@ class SurrogateReweighter(Reweighter):
         sim = fbr_similarity(features, mu, protos)
         d, valid = fbr_directions(sim, labels, present, self.current_alpha())
         self.last_directions = d.detach()
-        opts = dict(w_init=self.w_init, w_max=self.w_max, threshold=self.threshold,
-                    missing_class_weight=self.missing_class_weight)
         if self.mode == "recompute":
             step = fbr_step(d, valid, w_init=self.w_init, ratio=self.ratio,
                             global_batch=self._global_batch(), process_group=self.process_group)
-            return fbr_recompute_weights(d, valid, ratio=self.ratio, step=step, **opts)
+            return fbr_recompute_weights(
+                d, valid, ratio=self.ratio, step=step, w_init=self.w_init, w_max=self.w_max,
+                threshold=self.threshold, missing_class_weight=self.missing_class_weight)
         if sample_ids is None:
             raise ValueError("Expected `sample_ids` to be given in incremental mode, but got None")
         prev = self._gather_state(sample_ids, d)
-        state, w = fbr_incremental_weights(prev, d, valid, eta=self.eta, **opts)
+        state, w = fbr_incremental_weights(
+            prev, d, valid, eta=self.eta, w_init=self.w_init, w_max=self.w_max,
+            threshold=self.threshold, missing_class_weight=self.missing_class_weight)
         if self._global_batch():  # every rank stores every rank's update
             sample_ids, state = distributed.all_gather_cat(sample_ids, state,
                                                            group=self.process_group)
