@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -19,10 +21,11 @@ def test_custom_loop_example_filters_noisy_labels(capsys):
     assert precision > pool + 0.15, f"kept samples should be cleaner than the pool: {out}"
 
 
-def test_readme_embeds_the_tested_example_verbatim():
+@pytest.mark.parametrize("name", ["custom_loop.py", "ddp_example.py"])
+def test_readme_embeds_the_tested_examples_verbatim(name):
     readme = (ROOT / "README.md").read_text()
-    example = (ROOT / "examples" / "custom_loop.py").read_text()
-    assert example.strip() in readme, "README's custom-loop example drifted from the tested file"
+    example = (ROOT / "examples" / name).read_text()
+    assert example.strip() in readme, f"README's copy of examples/{name} drifted from the file"
 
 
 def test_ci_runs_the_readme_test_command():
