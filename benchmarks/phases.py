@@ -87,7 +87,7 @@ class Config:
     seed: int = 0
 
 
-SMOKE = dict(n_train=80, n_clean=15, width=128, steps=120, window=10, drops=2, n_traces=4)
+SMOKE = dict(n_train=150, n_clean=20, width=256, steps=400, window=20, drops=4, n_traces=4)
 
 
 # ------------------------------------------------------------------------------------- data
