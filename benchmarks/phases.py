@@ -1,12 +1,13 @@
-r"""The three phases of meta-reweighting (arXiv 2510.12209), reproduced in about a minute.
+r"""The three phases of meta-reweighting (arXiv 2510.12209), reproduced in under a minute.
 
     python -m benchmarks.phases [--out results/phases] [--figures-dir DIR] [--smoke]
 
-**Regime.** The analysis covers: a linear softmax classifier :math:`z = \Theta\,\phi(x)` on fixed
-random ReLU features :math:`\phi(x) = \sqrt{2/m}\,\mathrm{relu}(W x)`, i.e. a wide two-layer
-network in the lazy (NTK) regime, where only the output layer moves. Data: ``C`` Gaussian
-classes, symmetric label noise, and a small clean subset with true labels. Both lanes train
-:math:`\Theta` by full-batch gradient descent on :math:`\frac1N\sum_i w_i\,\mathrm{CE}(z_i, y_i)`.
+**Regime**, the one the analysis covers: a linear softmax classifier
+:math:`z = \Theta\,\phi(x)` on fixed random ReLU features
+:math:`\phi(x) = \sqrt{2/m}\,\mathrm{relu}(W x)`, i.e. a wide two-layer network in the lazy
+(NTK) regime, where only the output layer moves. Data: ``C`` Gaussian classes, symmetric label
+noise, and a small clean subset with true labels. Both lanes train :math:`\Theta` by full-batch
+gradient descent on :math:`\frac1N\sum_i w_i\,\mathrm{CE}(z_i, y_i)`.
 
 * **L2RW lane** (meta-reweighting as a gradient flow on the weights, the object of the analysis):
   :math:`u_i = \langle\nabla_\Theta\ell_i, \nabla_\Theta L_{clean}\rangle` is exact for a linear
@@ -139,8 +140,8 @@ def new_lane(name: str, data: Data, cfg: Config) -> Lane:
     theta = torch.zeros(cfg.num_classes, cfg.width, dtype=torch.float64)
     if name == "L2RW":
         # normalization="none": the raw scores u are in `last_scores`; bias=False: z = Θ φ.
-        rw = MetaReweighter(cfg.num_classes, normalization="none", bias=False, validate=False)
-        return Lane(name, theta, rw, torch.full((cfg.n_train,), 0.5, dtype=torch.float64))
+        meta = MetaReweighter(cfg.num_classes, normalization="none", bias=False, validate=False)
+        return Lane(name, theta, meta, torch.full((cfg.n_train,), 0.5, dtype=torch.float64))
     rw = SurrogateReweighter(cfg.num_classes, alpha=1.0 / (cfg.num_classes - 1),
                              mode="incremental", eta=cfg.fbr_eta, validate=False)
     rw.set_clean(features=data.clean_features, labels=data.clean_labels)
@@ -290,9 +291,9 @@ def describe(bounds: dict[str, int | None]) -> str:
 
 
 def shade(ax: Any, bounds: dict[str, int | None], steps: int, label: bool = False) -> None:
-    starts = [("alignment", 0), ("filtering", bounds["filtering"]),
-              ("post_filtering", bounds["post_filtering"])]
-    starts = [(p, s) for p, s in starts if s is not None]
+    named = [("alignment", 0), ("filtering", bounds["filtering"]),
+             ("post_filtering", bounds["post_filtering"])]
+    starts = [(p, s) for p, s in named if s is not None]
     for i, (phase, s) in enumerate(starts):
         e = starts[i + 1][1] if i + 1 < len(starts) else steps
         if e > s:
@@ -430,9 +431,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     candidates = set(log_subsample(cfg.steps - cfg.window + 1, 60))
     runs = {name: train(name, data, cfg, candidates) for name in LANES}
     l2rw_bounds = asdict(runs["L2RW"].monitor.boundaries)
-    ckpt = checkpoints(l2rw_bounds, cfg)
-    ckpt = {p: min(candidates, key=lambda c, t=t: abs(math.log(c + 1) - math.log(t + 1)))
-            for p, t in ckpt.items()}
+    def nearest_candidate(t: int) -> int:  # in log steps
+        return min(candidates, key=lambda c: abs(math.log(c + 1) - math.log(t + 1)))
+
+    ckpt = {p: nearest_candidate(t) for p, t in checkpoints(l2rw_bounds, cfg).items()}
     sens: dict[str, dict[str, Any]] = {name: {} for name in LANES}
     for name in LANES:
         for phase, t in ckpt.items():
