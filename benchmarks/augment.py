@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["crop_flip", "normalize", "CIFAR_MEAN", "CIFAR_STD"]
+__all__ = ["CIFAR_MEAN", "CIFAR_STD", "crop_flip", "normalize"]
 
 #: Per-channel mean and standard deviation of the CIFAR-10 training images (RGB, in [0, 1]).
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -43,7 +43,7 @@ def crop_flip(x: torch.Tensor, *, padding: int = 4, flip: bool = True,
     Returns:
         A new tensor of the same shape, dtype and device.
     """
-    n, c, h, w = x.shape
+    n, _, h, w = x.shape
     if n == 0:
         return x.clone()
     out = x

@@ -61,7 +61,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", nargs="+", type=int, default=None)
     p.add_argument("--methods", nargs="+", default=None,
                    help=f"any of {list(METHODS)}, or 'all'")
-    p.add_argument("--out", default=None, help="output directory (default results/cifar_n_<preset>)")
+    p.add_argument("--out", default=None,
+                   help="output directory (default results/cifar_n_<preset>)")
     p.add_argument("--dataset", default=None, choices=["cifar10n-subset", "cifar10n", "cifar100n"])
     p.add_argument("--data-dir", default=None, help="where the data files are (see data.py)")
     p.add_argument("--download", action="store_true",
@@ -90,7 +91,7 @@ def build_preset(args: argparse.Namespace) -> Preset:
                         width=args.width if args.width is not None else train.width)
         if args.epochs is not None and args.epochs != base.train.epochs:
             f = args.epochs / base.train.epochs
-            train = replace(train, milestones=tuple(int(round(m * f))
+            train = replace(train, milestones=tuple(round(m * f)
                                                     for m in base.train.milestones))
     params = {m: dict(v) for m, v in base.method_params.items()}
     for item in args.set:

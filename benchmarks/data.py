@@ -35,7 +35,7 @@ import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -43,9 +43,9 @@ import torch
 __all__ = [
     "CIFARN_RATES",
     "NOISE_KEYS",
+    "PINNED",
     "DataSplit",
     "LabeledImages",
-    "PINNED",
     "asymmetric_noise",
     "build_split",
     "data_dirs",
@@ -207,7 +207,7 @@ def _locate(name: str, data_dir: str | os.PathLike[str] | None, download: bool) 
 class _RestrictedUnpickler(pickle.Unpickler):
     """Resolves only the NumPy globals a CIFAR batch needs; anything else is an error."""
 
-    _ALLOWED = {
+    _ALLOWED: ClassVar[set[tuple[str, str]]] = {
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
     }
@@ -322,7 +322,7 @@ def write_npz(path: str | os.PathLike[str], arrays: dict[str, np.ndarray]) -> Pa
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part.npz")
-    np.savez(tmp, **{k: arrays[k] for k in _NPZ_KEYS})
+    np.savez(tmp, **{k: arrays[k] for k in _NPZ_KEYS})  # type: ignore[arg-type]
     os.replace(tmp, path)
     return path
 
@@ -414,7 +414,7 @@ def symmetric_noise(labels: np.ndarray, rate: float, num_classes: int, seed: int
     class; the noise rate is therefore exactly ``rate``."""
     rng = np.random.default_rng(seed)
     out = labels.copy()
-    flip = rng.choice(len(labels), size=int(round(rate * len(labels))), replace=False)
+    flip = rng.choice(len(labels), size=round(rate * len(labels)), replace=False)
     shift = rng.integers(1, num_classes, size=len(flip))
     out[flip] = (labels[flip] + shift) % num_classes
     return out
@@ -481,7 +481,7 @@ def draw_clean_subset(true_labels: np.ndarray, size: int | float, num_classes: i
         Sorted int64 indices into the training set.
     """
     n = len(true_labels)
-    count = int(round(size * n)) if isinstance(size, float) and size < 1 else int(size)
+    count = round(size * n) if isinstance(size, float) and size < 1 else int(size)
     if not 1 <= count < n:
         raise ValueError(f"Expected the clean subset size in [1, {n - 1}], but got {size!r}")
     rng = np.random.default_rng(seed)

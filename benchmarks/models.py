@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["SmallCNN", "ResNet34", "build_model"]
+__all__ = ["ResNet34", "SmallCNN", "build_model", "head"]
 
 
 def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -96,3 +96,12 @@ def build_model(arch: str, num_classes: int, width: int | None = None) -> nn.Mod
     if arch == "resnet34":
         return ResNet34(num_classes, width=64 if width is None else width)
     raise ValueError(f"Expected `arch` to be 'cnn' or 'resnet34', but got {arch!r}")
+
+
+def head(model: nn.Module) -> nn.Module:
+    """The classifier head ``model.fc`` (its input is the penultimate feature)."""
+    fc = getattr(model, "fc", None)
+    if not isinstance(fc, nn.Module):
+        raise TypeError(f"Expected the model to have a linear head `fc`, but "
+                        f"{type(model).__name__} has none")
+    return fc

@@ -160,7 +160,7 @@ def make_plots(records: list[dict[str, Any]], out_dir: str | Path,
 
     # Accuracy curves per method, one panel per noise type.
     fig, axes = plt.subplots(1, len(noises), figsize=(5 * len(noises), 3.8), squeeze=False)
-    for ax, nz in zip(axes[0], noises):
+    for ax, nz in zip(axes[0], noises, strict=True):
         for m in methods:
             g = groups.get((nz, m))
             if not g:
@@ -185,7 +185,7 @@ def make_plots(records: list[dict[str, Any]], out_dir: str | Path,
         fig, axes = plt.subplots(len(weighting), len(noises),
                                  figsize=(5 * len(noises), 3.4 * len(weighting)), squeeze=False)
         for i, m in enumerate(weighting):
-            for ax, nz in zip(axes[i], noises):
+            for ax, nz in zip(axes[i], noises, strict=True):
                 g = groups.get((nz, m))
                 if not g:
                     ax.set_visible(False)
@@ -211,19 +211,19 @@ def make_plots(records: list[dict[str, Any]], out_dir: str | Path,
         fig, axes = plt.subplots(len(weighting), len(noises),
                                  figsize=(5 * len(noises), 3.4 * len(weighting)), squeeze=False)
         for i, m in enumerate(weighting):
-            for ax, nz in zip(axes[i], noises):
+            for ax, nz in zip(axes[i], noises, strict=True):
                 files = sorted(Path(weights_dir).glob(f"{m}__{nz}__seed*.npz"))
                 if not files:
                     ax.set_visible(False)
                     continue
-                w_all, c_all, ep = [], [], None
+                w_all, c_all, snap_ep = [], [], None
                 for f in files:
                     with np.load(f) as z:
                         if len(z["epochs"]) == 0:
                             continue
                         w_all.append(z["weights"][-1])
                         c_all.append(z["is_clean"])
-                        ep = int(z["epochs"][-1])
+                        snap_ep = int(z["epochs"][-1])
                 if not w_all:
                     ax.set_visible(False)
                     continue
@@ -235,7 +235,7 @@ def make_plots(records: list[dict[str, Any]], out_dir: str | Path,
                 ax.hist(w[ok & ~clean], bins=bins, alpha=0.6, label="noisy labels")
                 ax.set_yscale("log")
                 scale = " (× batch size)" if m == "l2rw" else ""
-                ax.set_title(f"{LABELS[m]} / {nz}: weights{scale}, epoch {(ep or 0) + 1}")
+                ax.set_title(f"{LABELS[m]} / {nz}: weights{scale}, epoch {(snap_ep or 0) + 1}")
                 ax.legend(fontsize=8)
         fig.tight_layout()
         paths.append(out_dir / "weight_histograms.png")

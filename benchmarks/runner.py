@@ -24,7 +24,7 @@ from benchmarks.augment import normalize
 from benchmarks.data import LabeledImages, build_split
 from benchmarks.methods import METHODS, Context, TrainConfig
 
-__all__ = ["RunSpec", "RunResult", "run_one", "selection_stats"]
+__all__ = ["RunResult", "RunSpec", "run_one", "selection_stats"]
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -136,7 +136,7 @@ def run_one(spec: RunSpec, ds: LabeledImages, progress: Progress | None = None) 
 
     epochs = spec.train.epochs
     curves: dict[str, list[Any]] = {k: [] for k in (
-        "test_acc", "train_loss", "epoch_time", "kept_frac", "kept_frac_clean",
+        "test_acc", "train_loss", "epoch_time", "epoch_cpu_time", "kept_frac", "kept_frac_clean",
         "kept_frac_noisy", "precision", "recall", "weighted_precision", "mean_weight_clean",
         "mean_weight_noisy", "lr", "extra")}
     diagnostics: list[dict[str, float]] = []
@@ -145,9 +145,9 @@ def run_one(spec: RunSpec, ds: LabeledImages, progress: Progress | None = None) 
     start = time.perf_counter()
     for epoch in range(epochs):
         lr = float(_lr_of(method))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         log = method.train_epoch(epoch)
-        dt = time.perf_counter() - t0
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
         acc = _accuracy(ctx, method.eval_model(), test_x, test_y)
         stats = (selection_stats(log.weights, is_clean) if log.weights is not None
                  else dict.fromkeys(("kept_frac", "kept_frac_clean", "kept_frac_noisy",
@@ -158,6 +158,7 @@ def run_one(spec: RunSpec, ds: LabeledImages, progress: Progress | None = None) 
         curves["test_acc"].append(acc)
         curves["train_loss"].append(log.loss)
         curves["epoch_time"].append(dt)
+        curves["epoch_cpu_time"].append(dc)
         curves["lr"].append(lr)
         curves["extra"].append(log.extra)
         last = epoch == epochs - 1
@@ -195,6 +196,7 @@ def run_one(spec: RunSpec, ds: LabeledImages, progress: Progress | None = None) 
         "diagnostics": diagnostics,
         "wall_time": wall,
         "epoch_time_mean": float(np.mean(curves["epoch_time"])),
+        "epoch_cpu_time_mean": float(np.mean(curves["epoch_cpu_time"])),
         "curves": curves,
         "torch_threads": torch.get_num_threads(),
     }

@@ -15,5 +15,18 @@ METHODS: dict[str, type[Method]] = {
     m.name: m for m in (CE, CleanOnly, CoTeaching, CoTeachingPlus, FINE, L2RW, MWNet, FBR)
 }
 
-__all__ = ["METHODS", "CE", "CleanOnly", "CoTeaching", "CoTeachingPlus", "Context", "EpochLog",
-           "FBR", "FINE", "L2RW", "MWNet", "Method", "TrainConfig"]
+__all__ = [
+    "CE",
+    "FBR",
+    "FINE",
+    "L2RW",
+    "METHODS",
+    "CleanOnly",
+    "CoTeaching",
+    "CoTeachingPlus",
+    "Context",
+    "EpochLog",
+    "MWNet",
+    "Method",
+    "TrainConfig",
+]

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from benchmarks.methods.base import Context, EpochLog, Method, per_sample_ce
+from benchmarks.models import head
 from robustweights import FeatureCapture, SurrogateReweighter, alpha_schedule, weighted_mean
 
 __all__ = ["FBR"]
@@ -40,7 +41,7 @@ class FBR(Method):
         super().setup(ctx)
         p = self.params
         self.model = ctx.new_model()
-        self.cap = FeatureCapture(self.model.fc)
+        self.cap = FeatureCapture(head(self.model))
         self.opt = ctx.new_optimizer(self.model)
         self.sched = ctx.new_scheduler(self.opt)
         self.rw = SurrogateReweighter(

@@ -24,6 +24,7 @@ from sklearn.mixture import GaussianMixture
 from torch import nn
 
 from benchmarks.methods.base import Context, EpochLog, Method, per_sample_ce
+from benchmarks.models import head
 from robustweights import FeatureCapture
 
 __all__ = ["FINE", "alignment_scores", "fine_select", "gmm_clean_mask", "principal_directions"]
@@ -96,7 +97,7 @@ class FINE(Method):
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
         self.model = ctx.new_model()
-        self.cap = FeatureCapture(self.model.fc)
+        self.cap = FeatureCapture(head(self.model))
         self.opt = ctx.new_optimizer(self.model)
         self.sched = ctx.new_scheduler(self.opt)
         self.x, self.y = ctx.union()

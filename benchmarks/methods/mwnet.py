@@ -57,12 +57,12 @@ def mwnet_step(model: nn.Module, vnet: nn.Module, opt_model: torch.optim.Optimiz
     v = vnet(losses.detach().unsqueeze(1)).squeeze(1)
     virtual = (v * losses).mean()
     grads = torch.autograd.grad(virtual, list(params.values()), create_graph=True)
-    fast = {k: p - lr * g for (k, p), g in zip(params.items(), grads)}
+    fast = {k: p - lr * g for (k, p), g in zip(params.items(), grads, strict=True)}
     buffers = {k: b.clone() for k, b in model.named_buffers()}
     meta_loss = F.cross_entropy(functional_call(model, (fast, buffers), (clean_x,)), clean_y)
     vgrads = torch.autograd.grad(meta_loss, list(vnet.parameters()), retain_graph=True)
     opt_vnet.zero_grad(set_to_none=True)
-    for p, g in zip(vnet.parameters(), vgrads):
+    for p, g in zip(vnet.parameters(), vgrads, strict=True):
         p.grad = g
     opt_vnet.step()
     with torch.no_grad():

@@ -15,7 +15,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.methods import METHODS, Context, TrainConfig  # noqa: E402
+from benchmarks.methods import Context, TrainConfig  # noqa: E402
+from benchmarks.methods.ce import CE  # noqa: E402
 from benchmarks.methods.clean_only import CleanOnly  # noqa: E402
 from benchmarks.methods.coteaching import (  # noqa: E402
     coteaching_losses,
@@ -64,7 +65,7 @@ def _logits_for_losses(losses: list[float]) -> tuple[torch.Tensor, torch.Tensor]
 # ------------------------------------------------------------------------- CE / clean-only
 def test_ce_trains_on_pool_and_clean_with_unit_weights() -> None:
     ctx = _tiny_context()
-    m = METHODS["ce"]()
+    m = CE()
     m.setup(ctx)
     assert len(m.y) == ctx.n_pool + ctx.n_clean, "CE trains on the noisy pool plus the clean set"
     log = m.train_epoch(0)
