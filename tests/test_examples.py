@@ -21,7 +21,15 @@ def test_custom_loop_example_filters_noisy_labels(capsys):
     assert precision > pool + 0.15, f"kept samples should be cleaner than the pool: {out}"
 
 
-@pytest.mark.parametrize("name", ["custom_loop.py", "ddp_example.py"])
+def test_phase_monitor_example_reports_cleaner_kept_samples(capsys):
+    runpy.run_path(str(ROOT / "examples" / "phase_monitor.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    precision = float(re.search(r"precision (\d\.\d+)", out).group(1))
+    assert re.search(r"^phase (alignment|filtering|post-filtering);", out), out
+    assert precision > 0.70, f"kept samples should be cleaner than the 65% clean pool: {out}"
+
+
+@pytest.mark.parametrize("name", ["custom_loop.py", "ddp_example.py", "phase_monitor.py"])
 def test_readme_embeds_the_tested_examples_verbatim(name):
     readme = (ROOT / "README.md").read_text()
     example = (ROOT / "examples" / name).read_text()
