@@ -45,6 +45,7 @@ from benchmarks.micro_harness import (
     machine_info,
     paired_ratio,
     peak_memory,
+    quiet_native_stderr,
     side_by_side,
     spearman,
     sync,
@@ -64,8 +65,8 @@ class Sizes:
     sweep_D: tuple[int, ...] = (128, 512)
     sweep_C: tuple[int, ...] = (10, 100)
     sweep_M: tuple[int, ...] = (500, 2000, 20000)
-    repeats: int = 11
-    repeats_big_M: int = 7  # M >= big_M: fewer rounds (the reference takes 0.1-0.3 s per call)
+    repeats: int = 15
+    repeats_big_M: int = 9  # M >= big_M: fewer rounds (the reference takes 0.1-0.3 s per call)
     big_M: int = 20000
     min_sample_s: float = 0.02
     warmup: int = 2
@@ -73,17 +74,17 @@ class Sizes:
     scale_C: int = 100
     scale_M: tuple[int, ...] = (500, 1000, 2000, 5000, 10000, 20000, 50000)
     scale_M_at_B: tuple[int, ...] = (128, 512)
-    scale_B: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048)
+    scale_B: tuple[int, ...] = (32, 64, 128, 256, 512, 1024)
     scale_B_at_M: tuple[int, ...] = (2000, 20000)
-    scale_repeats: int = 5
+    scale_repeats: int = 7
     width: int = 32
     num_classes: int = 10
     step_B: int = 128
     step_M: int = 2000
-    step_repeats: int = 9
+    step_repeats: int = 11
     l2rw_B: int = 128
     l2rw_clean_B: int = 128
-    l2rw_repeats: int = 7
+    l2rw_repeats: int = 11
     train_epochs: int = 3
     train_lr: float = 0.05
     clean_holdout: int = 1000
@@ -188,14 +189,20 @@ def run_fbr_sweep(sizes: Sizes, device: torch.device, progress: bool) -> list[di
     return rows
 
 
-def run_fbr_scaling(sizes: Sizes, device: torch.device, progress: bool) -> dict[str, Any]:
+def run_fbr_scaling(sizes: Sizes, device: torch.device, progress: bool,
+                    measured: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Time vs M and vs B at one (D, C); cases already in ``measured`` (the sweep) are reused."""
     D, C = sizes.scale_D, sizes.scale_C
     cases = ([("M", B, M) for B in sizes.scale_M_at_B for M in sizes.scale_M]
              + [("B", B, M) for M in sizes.scale_B_at_M for B in sizes.scale_B])
+    known = {(r["B"], r["D"], r["C"], r["M"]): r for r in measured or []}
     out: dict[str, list[dict[str, Any]]] = {"vs_M": [], "vs_B": []}
     for i, (axis, B, M) in enumerate(tqdm(cases, desc="fbr scaling", disable=not progress)):
-        r = fbr_case(B, D, C, M, device=device, sizes=sizes, repeats=sizes.scale_repeats,
-                     seed=1000 + i, memory=False)
+        r = known.get((B, D, C, M))
+        if r is None:
+            r = fbr_case(B, D, C, M, device=device, sizes=sizes, repeats=sizes.scale_repeats,
+                         seed=1000 + i, memory=False)
+            known[(B, D, C, M)] = r
         out["vs_" + axis].append({k: v for k, v in r.items() if k != "timing"})
     return {"D": D, "C": C, **out}
 
@@ -426,6 +433,86 @@ def run_l2rw(sizes: Sizes, device: torch.device) -> dict[str, Any]:
         "peak_bytes": mem,
         "timing": _strip(stats),
     }
+
+
+# --------------------------------------------------------------------------- profiles
+def _op_table(fn: Any, calls: int) -> tuple[str, list[dict[str, Any]]]:
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available()
+                                     else [])
+    with quiet_native_stderr(), profile(activities=acts) as prof:
+        for _ in range(calls):
+            fn()
+    avg = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in avg) or 1.0
+    rows = sorted(avg, key=lambda e: e.self_cpu_time_total, reverse=True)[:10]
+    top = [{"op": e.key, "self_cpu_ms_per_call": e.self_cpu_time_total / 1e3 / calls,
+            "share": e.self_cpu_time_total / total, "count_per_call": e.count / calls}
+           for e in rows]
+    return avg.table(sort_by="self_cpu_time_total", row_limit=20), top
+
+
+def _py_profile(fn: Any, calls: int) -> tuple[str, list[dict[str, Any]]]:
+    """cProfile of ``fn``: cumulative time per robustweights function, as a share of the call."""
+    import cProfile
+    import io
+    import pstats
+
+    pr = cProfile.Profile()
+    pr.enable()
+    for _ in range(calls):
+        fn()
+    pr.disable()
+    st = pstats.Stats(pr)
+    total = max(v[3] for v in st.stats.values())  # type: ignore[attr-defined]
+    rows = [{"function": f"{Path(k[0]).name}:{k[1]}({k[2]})", "cum_us_per_call":
+             v[3] / calls * 1e6, "share": v[3] / total}
+            for k, v in st.stats.items() if "robustweights" in k[0]]  # type: ignore[attr-defined]
+    rows.sort(key=lambda r: r["share"], reverse=True)
+    buf = io.StringIO()
+    pstats.Stats(pr, stream=buf).sort_stats("cumulative").print_stats(25)
+    return buf.getvalue(), rows[:12]
+
+
+def run_profiles(sizes: Sizes, device: torch.device, out_dir: Path) -> dict[str, Any]:
+    """Where the time goes: torch-profiler op tables (and cProfile for FBR's Python path) of the
+    workloads behind the targets, written to ``<out>/profile_*.txt``."""
+    C = sizes.num_classes
+    F, y, G, yc = fbr_problem(sizes.step_B, 8 * sizes.width, C, sizes.step_M, device=device,
+                              seed=77)
+    rw = SurrogateReweighter(C, alpha=1.0 / (C - 1))
+    rw.set_clean(features=G, labels=yc)
+    rw_nv = SurrogateReweighter(C, alpha=1.0 / (C - 1), validate=False)
+    rw_nv.set_clean(features=G, labels=yc)
+    tr = Trainer(sizes, device)
+    x, yy = images(sizes.l2rw_B, device, 3, C)
+    xc, yyc = images(sizes.l2rw_clean_B, device, 4, C)
+    full = MetaReweighter.from_model(tr.model, CE, normalization="mean")
+    full.set_clean_inputs(xc, yyc)
+    work = {
+        "fbr_weights": (lambda: rw.weights(features=F, labels=y), 200),
+        "fbr_weights_novalidate": (lambda: rw_nv.weights(features=F, labels=y), 200),
+        "plain_step": (lambda: tr.plain_step(x, yy), 2),
+        "clean_grad": (lambda: full.set_clean_inputs(xc, yyc), 2),
+        "jvp": (lambda: full.weights_from_model(x, yy), 2),
+        "classic_weights": (lambda: classic_l2rw_scores(tr.model, CE, x, yy, xc, yyc), 1),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    res: dict[str, Any] = {"fbr_B": sizes.step_B, "fbr_D": 8 * sizes.width,
+                           "fbr_M": sizes.step_M, "C": C}
+    for name, (fn, calls) in work.items():
+        fn()  # warm
+        table, top = _op_table(fn, calls)
+        text = f"# {name}: torch.profiler, {calls} call(s)\n{table}\n"
+        entry: dict[str, Any] = {"top_ops": top}
+        if name.startswith("fbr"):
+            ptext, prow = _py_profile(fn, 4 * calls)
+            text += f"\n# {name}: cProfile, {4 * calls} calls\n{ptext}"
+            entry["python"] = prow
+        (out_dir / f"profile_{name}.txt").write_text(text)
+        res[name] = entry
+    return res
 
 
 # --------------------------------------------------------------------------- Spearman
@@ -717,7 +804,8 @@ def plots(res: dict[str, Any], fig_dir: Path) -> list[str]:
 
 
 # --------------------------------------------------------------------------- main
-SECTIONS = ("checks", "fbr_sweep", "fbr_scaling", "fbr_vs_step", "l2rw", "spearman")
+SECTIONS = ("checks", "fbr_sweep", "fbr_scaling", "fbr_vs_step", "l2rw", "spearman",
+            "profiles")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -768,10 +856,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runners = {
         "checks": lambda: run_checks(sizes, device),
         "fbr_sweep": lambda: run_fbr_sweep(sizes, device, progress),
-        "fbr_scaling": lambda: run_fbr_scaling(sizes, device, progress),
+        "fbr_scaling": lambda: run_fbr_scaling(sizes, device, progress, res.get("fbr_sweep")),
         "fbr_vs_step": lambda: run_fbr_vs_step(sizes, device),
         "l2rw": lambda: run_l2rw(sizes, device),
         "spearman": lambda: run_spearman(sizes, device, data_dir, progress),
+        "profiles": lambda: run_profiles(sizes, device, args.out),
     }
     section_s = {}
     for name in SECTIONS:
@@ -819,16 +908,25 @@ def targets(res: dict[str, Any]) -> dict[str, Any]:
                                             "met": x["jvp_total"] <= 1.7,
                                             "classic_total": x["classic_total"]}
     if "fbr_sweep" in res:
-        rows = res["fbr_sweep"]
-        flat = {}
-        for r in rows:
-            flat.setdefault((r["B"], r["D"], r["C"]), []).append(r)
-        spread = [max(x["ours_us"] for x in v) / min(x["ours_us"] for x in v)
-                  for v in flat.values()]
-        growth = [max(x["reference_us"] for x in v) / min(x["reference_us"] for x in v)
-                  for v in flat.values()]
-        t["fbr_flat_in_M"] = {"max_ours_spread_over_M": max(spread),
-                              "min_reference_growth_over_M": min(growth)}
+        # Log-log slope of time vs M per (B, D, C): 0 = flat, 1 = linear.
+        groups: dict[tuple[int, int, int], list[dict[str, Any]]] = {}
+        for r in res["fbr_sweep"]:
+            groups.setdefault((r["B"], r["D"], r["C"]), []).append(r)
+        slopes: dict[str, list[float]] = {"ours": [], "reference": []}
+        for rows in groups.values():
+            if len({r["M"] for r in rows}) < 2:
+                continue
+            lm = np.log([r["M"] for r in rows])
+            for key in slopes:
+                lt = np.log([r[key + "_us"] for r in rows])
+                slopes[key].append(float(np.polyfit(lm, lt, 1)[0]))
+        if slopes["ours"]:
+            t["fbr_time_vs_M_loglog_slope"] = {
+                "ours_median": float(np.median(slopes["ours"])),
+                "ours_max": max(slopes["ours"]),
+                "reference_median": float(np.median(slopes["reference"])),
+                "reference_min": min(slopes["reference"]),
+                "expected": "ours ~0 (flat in M), reference -> 1 (linear in M) as M grows"}
     return t
 
 

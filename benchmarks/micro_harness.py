@@ -20,15 +20,17 @@ for the Python-side allocations.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -38,6 +40,7 @@ __all__ = [
     "machine_info",
     "paired_ratio",
     "peak_memory",
+    "quiet_native_stderr",
     "rankdata",
     "side_by_side",
     "spearman",
@@ -94,10 +97,26 @@ def paired_ratio(stats: dict[str, dict[str, Any]], num: str, den: str) -> float:
     return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Silence C-level stderr (the profiler's per-session "USDT: profiler_start" lines)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _profiler_peak(fn: Callable[[], Any]) -> int:
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with quiet_native_stderr(), profile(activities=[ProfilerActivity.CPU],
+                                        profile_memory=True) as prof:
         fn()
     fd, path = tempfile.mkstemp(suffix=".json")
     os.close(fd)
