@@ -49,7 +49,7 @@ def test_smoke_writes_json_markdown_and_figures(smoke):
     assert "| B | D | C | M |" in md, "FBR table missing"
     for name in ("micro_fbr_scaling.png", "micro_cost_per_step.png"):
         assert (out / "fig" / name).stat().st_size > 0, f"{name} not written"
-    assert res["meta"]["wall_s"] < 60, f"smoke run took {res['meta']['wall_s']:.0f} s"
+    assert res["meta"]["wall_s"] < 120, f"smoke run took {res['meta']['wall_s']:.0f} s"
 
 
 def test_smoke_fbr_matches_gram_reference(smoke):
