@@ -69,6 +69,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="fetch missing official files (sha256-verified before parsing)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--width", type=int, default=None)
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random crop + flip on training batches (preset default if omitted)")
     p.add_argument("--clean-size", type=float, default=None,
                    help="trusted clean subset: a count (>= 1) or a fraction (< 1)")
     p.add_argument("--jobs", type=int, default=None, help="runs in parallel (processes)")
@@ -86,9 +88,10 @@ def build_preset(args: argparse.Namespace) -> Preset:
     """The preset with the command-line overrides applied."""
     base = PRESETS[args.preset]
     train = base.train
-    if args.epochs is not None or args.width is not None:
+    if args.epochs is not None or args.width is not None or args.augment is not None:
         train = replace(train, epochs=args.epochs or train.epochs,
-                        width=args.width if args.width is not None else train.width)
+                        width=args.width if args.width is not None else train.width,
+                        augment=train.augment if args.augment is None else args.augment)
         if args.epochs is not None and args.epochs != base.train.epochs:
             f = args.epochs / base.train.epochs
             train = replace(train, milestones=tuple(round(m * f)

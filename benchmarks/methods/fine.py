@@ -18,8 +18,11 @@ penultimate layer in eval mode on un-augmented images. The GMM is scikit-learn's
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from torch import nn
 
@@ -32,13 +35,15 @@ __all__ = ["FINE", "alignment_scores", "fine_select", "gmm_clean_mask", "princip
 
 def principal_directions(features: np.ndarray, labels: np.ndarray, num_classes: int
                          ) -> np.ndarray:
-    """(C, D) unit principal direction per class: the top right singular vector of the class's
-    feature matrix (rows of an absent class are 0)."""
+    """(C, D) unit principal direction per class: the principal eigenvector of the class's
+    uncentred Gram matrix :math:`F_c^T F_c` (= the top right singular vector of :math:`F_c`, as
+    the official code takes it; ``eigh`` of the D x D matrix is much cheaper than an SVD of the
+    N_c x D one). Rows of absent classes are 0; the sign is arbitrary (scores use ``|.|``)."""
     dirs = np.zeros((num_classes, features.shape[1]))
     for c in range(num_classes):
         fc = features[labels == c]
         if len(fc):
-            dirs[c] = np.linalg.svd(fc, full_matrices=False)[2][0]
+            dirs[c] = np.linalg.eigh(fc.T @ fc)[1][:, -1]
     return dirs
 
 
@@ -61,8 +66,10 @@ def gmm_clean_mask(scores: np.ndarray, labels: np.ndarray, num_classes: int, *,
             keep[members] = True
             continue
         s = scores[members].reshape(-1, 1).astype(np.float64)
-        gmm = GaussianMixture(n_components=2, covariance_type="full", tol=1e-6, max_iter=100,
-                              random_state=seed).fit(s)
+        with warnings.catch_warnings():  # tol 1e-6 often needs more than 100 iterations
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            gmm = GaussianMixture(n_components=2, covariance_type="full", tol=1e-6,
+                                  max_iter=100, random_state=seed).fit(s)
         post = gmm.predict_proba(s)[:, int(np.argmax(gmm.means_.ravel()))]
         keep[members] = post > zeta
     return keep
