@@ -45,6 +45,10 @@ def _ms(values: Sequence[float | None], scale: float = 1.0, digits: int = 1) -> 
     return f"{np.mean(vals):.{digits}f} ± {np.std(vals, ddof=1):.{digits}f}"
 
 
+def _epochs(values: Sequence[int | None]) -> str:
+    return ", ".join("-" if v is None else str(v + 1) for v in values)
+
+
 def aggregate(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """Records grouped by (noise, method)."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
@@ -123,6 +127,15 @@ def markdown_report(records: list[dict[str, Any]], *, command: str = "", machine
                 f"{_ms(prec, 100)}{'ʷ' if m == 'mwnet' else ''} | {_ms(rec, 100)} | "
                 f"{_ms(mem, 100)} | {_ms(t, 1, 2)} | {ratio} |")
         lines.append("")
+        for m in methods:
+            ph: list[dict[str, Any]] = [r["phases"] for r in groups.get((nz, m), [])
+                                        if r.get("phases")]
+            if ph:
+                lines.append(f"Phases of {LABELS.get(m, m)} (epochs, per seed; - = not reached): "
+                             f"filtering from {_epochs([p['filtering'] for p in ph])}, "
+                             f"post-filtering from {_epochs([p['post_filtering'] for p in ph])}.")
+        if any(r.get("phases") for r in recs):
+            lines.append("")
     lines += [
         "Columns: *last acc* at the final epoch; *best acc* at the best epoch (selected on the "
         "test set: the early-stopping upper bound, reported for every method); *kept "
@@ -131,7 +144,9 @@ def markdown_report(records: list[dict[str, Any]], *, command: str = "", machine
         "kept (ʷ MW-Net never drops a sample: weight-averaged precision instead); *noisy labels "
         "memorised*: share of mislabelled pool samples the final network predicts as their "
         "wrong label (eval mode, no augmentation); *s / epoch*: training time of one epoch "
-        "(evaluation excluded); *× CE*: that time relative to CE on the same machine.", ""]
+        "(evaluation excluded); *× CE*: that time relative to CE on the same machine. Phases: "
+        "the library's `detect_phases` rule on per-epoch kept fraction, clean-subset loss and "
+        "coupling magnitude (mean |u| for L2RW, mean |d| for FBR).", ""]
     return "\n".join(lines)
 
 
@@ -196,6 +211,12 @@ def make_plots(records: list[dict[str, Any]], out_dir: str | Path,
                     ep = np.arange(1, len(mean) + 1)
                     ax.plot(ep, mean, label=lab)
                     ax.fill_between(ep, mean - std, mean + std, alpha=0.15)
+                ph = [r["phases"] for r in g if r.get("phases")]
+                for key, style in (("filtering", "--"), ("post_filtering", ":")):
+                    starts = [p[key] for p in ph if p[key] is not None]
+                    if starts:
+                        ax.axvline(float(np.median(starts)) + 1, color="gray", ls=style,
+                                   label=f"{key.replace('_', '-')} (median)")
                 ax.set_ylim(-0.02, 1.02)
                 ax.set_title(f"{LABELS[m]} / {nz}: kept fraction")
                 ax.set_xlabel("epoch")

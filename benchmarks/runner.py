@@ -23,6 +23,7 @@ import torch
 from benchmarks.augment import normalize
 from benchmarks.data import LabeledImages, build_split
 from benchmarks.methods import METHODS, Context, TrainConfig
+from robustweights import detect_phases
 
 __all__ = ["RunResult", "RunSpec", "run_one", "selection_stats"]
 
@@ -99,6 +100,12 @@ def _accuracy(ctx: Context, model: torch.nn.Module, x: torch.Tensor, y: torch.Te
 
 
 @torch.no_grad()
+def _clean_loss(ctx: Context, model: torch.nn.Module) -> float:
+    logits, _ = ctx.predict(model, ctx.clean_x)
+    return float(torch.nn.functional.cross_entropy(logits, ctx.clean_y))
+
+
+@torch.no_grad()
 def _memorisation(ctx: Context, model: torch.nn.Module, true: torch.Tensor
                   ) -> dict[str, float]:
     pred = ctx.predict(model, ctx.pool_x)[0].argmax(1)
@@ -138,7 +145,7 @@ def run_one(spec: RunSpec, ds: LabeledImages, progress: Progress | None = None) 
     curves: dict[str, list[Any]] = {k: [] for k in (
         "test_acc", "train_loss", "epoch_time", "epoch_cpu_time", "kept_frac", "kept_frac_clean",
         "kept_frac_noisy", "precision", "recall", "weighted_precision", "mean_weight_clean",
-        "mean_weight_noisy", "lr", "extra")}
+        "mean_weight_noisy", "lr", "clean_loss", "coupling", "extra")}
     diagnostics: list[dict[str, float]] = []
     snap_epochs: list[int] = []
     snaps: list[np.ndarray] = []
@@ -160,6 +167,8 @@ def run_one(spec: RunSpec, ds: LabeledImages, progress: Progress | None = None) 
         curves["epoch_time"].append(dt)
         curves["epoch_cpu_time"].append(dc)
         curves["lr"].append(lr)
+        curves["clean_loss"].append(_clean_loss(ctx, method.eval_model()))
+        curves["coupling"].append(log.extra.get("coupling", float("nan")))
         curves["extra"].append(log.extra)
         last = epoch == epochs - 1
         if last or (spec.diag_every > 0 and (epoch + 1) % spec.diag_every == 0):
@@ -176,6 +185,12 @@ def run_one(spec: RunSpec, ds: LabeledImages, progress: Progress | None = None) 
     best_epoch = int(np.argmax(accs))
     final = {k: curves[k][-1] for k in ("kept_frac", "kept_frac_clean", "kept_frac_noisy",
                                          "precision", "recall", "weighted_precision")}
+    phases = None
+    if any(math.isfinite(c) for c in curves["coupling"]):
+        # Epoch-level signals through the library's causal phase rule: kept fraction, clean loss
+        # (eval mode, the clean subset) and the coupling magnitude (mean |u| or mean |d|).
+        b = detect_phases(curves["kept_frac"], curves["clean_loss"], curves["coupling"])
+        phases = {"filtering": b.filtering, "post_filtering": b.post_filtering}
     record = {
         "spec": spec.to_json(),
         "key": spec.key,
@@ -193,6 +208,7 @@ def run_one(spec: RunSpec, ds: LabeledImages, progress: Progress | None = None) 
         "last_acc": float(accs[-1]),
         "final": final,
         "memorisation": diagnostics[-1] if diagnostics else {},
+        "phases": phases,
         "diagnostics": diagnostics,
         "wall_time": wall,
         "epoch_time_mean": float(np.mean(curves["epoch_time"])),

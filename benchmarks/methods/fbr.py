@@ -77,6 +77,7 @@ class FBR(Method):
             self.refresh_clean()
         weights = np.full(c.n_pool, np.nan)
         total, n = 0.0, 0
+        couplings: list[float] = []
         for idx in c.batches(c.n_pool):
             y = c.pool_y[idx]
             losses = per_sample_ce(self.model(c.train_view(c.pool_x[idx])), y)
@@ -86,13 +87,17 @@ class FBR(Method):
                 w = self.rw.weights(features=self.cap.features, labels=y,
                                     sample_ids=idx if self.params["mode"] == "incremental"
                                     else None)
+                if self.rw.last_directions is not None:
+                    # mean |d_i|: the coupling magnitude the phase rule watches
+                    couplings.append(float(self.rw.last_directions.abs().mean()))
             self.sgd_step(self.opt, weighted_mean(losses, w))
             total, n = total + float(losses.detach().mean()) * len(idx), n + len(idx)
             weights[idx.cpu().numpy()] = w.detach().cpu().numpy()
         self.sched.step()
         return EpochLog(total / n, weights,
-                        {"alpha": self.rw.current_alpha(), "clean_loss": clean_loss,
-                         "warmup": float(warm)})
+                        {"alpha": self.rw.current_alpha(), "clean_pass_loss": clean_loss,
+                         "warmup": float(warm),
+                         "coupling": float(np.mean(couplings)) if couplings else float("nan")})
 
     def eval_model(self) -> nn.Module:
         return self.model

@@ -55,6 +55,7 @@ class L2RW(Method):
         self.model.train()
         weights = np.full(c.n_pool, np.nan)
         total, n, zero_batches = 0.0, 0, 0
+        couplings: list[float] = []
         for idx in c.batches(c.n_pool):
             x, y = c.train_view(c.pool_x[idx]), c.pool_y[idx]
             cidx = c.clean_batch(self.params["clean_batch_size"])
@@ -64,9 +65,13 @@ class L2RW(Method):
             self.sgd_step(self.opt, loss)
             total, n = total + losses.detach().mean().item() * len(idx), n + len(idx)
             zero_batches += int(bool((w == 0).all()))
+            if self.rw.last_scores is not None:
+                # mean |u_i|: the coupling magnitude the phase rule watches
+                couplings.append(float(self.rw.last_scores.abs().mean()))
             weights[idx.cpu().numpy()] = (w * len(idx)).cpu().numpy()  # mean-one scale
         self.sched.step()
-        return EpochLog(total / n, weights, {"all_zero_batches": float(zero_batches)})
+        return EpochLog(total / n, weights, {"all_zero_batches": float(zero_batches),
+                                             "coupling": float(np.mean(couplings))})
 
     def eval_model(self) -> nn.Module:
         return self.model

@@ -46,6 +46,8 @@ def test_every_method_runs_and_is_recorded(smoke: Path) -> None:
         if r["selects"]:
             assert r["final"]["precision"] is not None, f"{r['method']} kept nothing"
         assert (smoke / "weights" / f"{r['method']}__worst__seed0.npz").is_file()
+        if r["method"] in ("fbr", "l2rw"):
+            assert set(r["phases"]) == {"filtering", "post_filtering"}, r["method"]
 
 
 def test_report_tables_plots_and_reproduce_command(smoke: Path) -> None:
