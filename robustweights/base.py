@@ -16,7 +16,13 @@ import torch
 from robustweights import distributed
 from robustweights._backend import from_torch, kind_of, to_torch
 from robustweights.clean_stats import CleanStatistics
-from robustweights.validation import check_finite, check_labels, check_matrix, check_num_classes
+from robustweights.validation import (
+    check_label_shape,
+    check_labels,
+    check_matrix,
+    check_num_classes,
+    check_values,
+)
 
 __all__ = ["Reweighter"]
 
@@ -142,19 +148,23 @@ class Reweighter(abc.ABC):
                 out["labels"] = out["labels"].long()
             return out
         n, first = None, ""
+        floats: dict[str, torch.Tensor] = {}
         for name in ("features", "logits"):
             if name in out:
                 cols = self.num_classes if name == "logits" else None
                 check_matrix(out[name], prefix + name, cols=cols)
-                check_finite(out[name], prefix + name)
                 if n is not None and out[name].shape[0] != n:
                     raise ValueError(
                         f"Expected `{prefix}{name}` to have as many rows as `{first}` ({n}), but "
                         f"got {out[name].shape[0]}"
                     )
                 n, first = out[name].shape[0], prefix + name
+                floats[prefix + name] = out[name]
+        labels: dict[str, torch.Tensor] = {}
         if "labels" in out:
-            out["labels"] = check_labels(out["labels"], prefix + "labels", self.num_classes, n)
+            out["labels"] = check_label_shape(out["labels"], prefix + "labels", n)
+            labels[prefix + "labels"] = out["labels"]
+        check_values(floats, labels, self.num_classes)
         return out
 
     def _reduce(self, sums: dict[str, torch.Tensor]) -> None:

@@ -32,6 +32,8 @@ class CleanStatistics:
 
     def __init__(self) -> None:
         self._state: dict[str, torch.Tensor] = {}
+        #: Bumped on every change, so derived quantities (e.g. FBR prototypes) can be cached.
+        self.version = 0
 
     def add(self, **sums: torch.Tensor) -> None:
         """Add per-batch sums to the state (the first call defines the state's names)."""
@@ -51,10 +53,12 @@ class CleanStatistics:
                 self._state[name] = self._state[name] + value.to(self._state[name])
             else:
                 self._state[name] = value.clone()
+        self.version += 1
 
     def reset(self) -> None:
         """Forget every statistic."""
         self._state = {}
+        self.version += 1
 
     @property
     def empty(self) -> bool:
@@ -75,10 +79,12 @@ class CleanStatistics:
     def replace(self, name: str, value: torch.Tensor) -> None:
         """Overwrite one statistic (used after a cross-rank reduction)."""
         self._state[name] = value
+        self.version += 1
 
     def to(self, device: torch.device) -> CleanStatistics:
         """Move the state to ``device`` in place (a no-op when it is there) and return self."""
         for name, value in self._state.items():
             if value.device != device:
                 self._state[name] = value.to(device)
+                self.version += 1
         return self

@@ -41,6 +41,7 @@ __all__ = [
     "l2rw_clean_sums",
     "l2rw_last_layer_scores",
     "l2rw_model_scores",
+    "l2rw_model_scores_and_losses",
     "preserved_state",
     "softmax_residuals",
 ]
@@ -146,18 +147,48 @@ def l2rw_model_scores(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor,
             (trainable ones only).
     """
     params = {k: v.detach() for k, v in _trainable(model).items()}
+    with preserved_state(model) as buffers:
+        _, tangent = _losses_and_jvp(model, loss_fn, inputs, labels, clean_grad, params, buffers)
+    return lr * tangent.detach()
+
+
+def l2rw_model_scores_and_losses(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor,
+                                 labels: torch.Tensor, clean_grad: dict[str, torch.Tensor], *,
+                                 lr: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The scores of :func:`l2rw_model_scores` *and* the per-sample losses from one forward.
+
+    The forward runs on the real parameters and buffers, as the training step's forward would:
+    the returned losses (B,) carry their autograd graph, so ``weighted_mean(losses,
+    w).backward()`` finishes the step without a second forward. BatchNorm running statistics
+    are updated once and dropout masks are shared by scoring and the step.
+
+    Returns:
+        ``(scores, losses)``: scores detached, losses attached to the graph.
+    """
+    params = _trainable(model)
+    buffers = dict(model.named_buffers())
+    losses, tangent = _losses_and_jvp(model, loss_fn, inputs, labels, clean_grad, params, buffers)
+    return lr * tangent.detach(), losses
+
+
+def _losses_and_jvp(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor,
+                    labels: torch.Tensor, clean_grad: dict[str, torch.Tensor],
+                    params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor]
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample losses and their derivative along ``clean_grad``, by forward-mode AD."""
     if set(clean_grad) != set(params):
         raise ValueError("Expected `clean_grad` to hold one tensor per trainable parameter, but "
                          f"got keys {sorted(clean_grad)[:3]}... for {sorted(params)[:3]}...")
     # Dual tensors (torch.autograd.forward_ad) rather than torch.func.jvp: BatchNorm's in-place
-    # running-statistic updates are allowed on the cloned buffers this way.
-    with preserved_state(model) as buffers, fwAD.dual_level():
+    # running-statistic updates are allowed this way. Parameters that require grad keep their
+    # reverse-mode graph through make_dual, which the fused path relies on.
+    with fwAD.dual_level():
         duals = {k: fwAD.make_dual(p, clean_grad[k].to(p)) for k, p in params.items()}
         out = functional_call(model, (duals, buffers), (inputs,))
-        tangent = fwAD.unpack_dual(_per_sample(loss_fn, out, labels)).tangent
+        primal, tangent = fwAD.unpack_dual(_per_sample(loss_fn, out, labels))
     if tangent is None:  # the losses do not depend on any trainable parameter
-        tangent = torch.zeros(inputs.shape[0], device=inputs.device)
-    return lr * tangent.detach()
+        tangent = torch.zeros(inputs.shape[0], device=inputs.device, dtype=primal.dtype)
+    return primal, tangent
 
 
 def _trainable(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -300,7 +331,39 @@ class MetaReweighter(Reweighter):
         per-sample losses. The model's parameters, buffers (e.g. BatchNorm running statistics),
         train/eval mode, gradients and the global RNG state are left as they were.
         """
+        g = self._mean_clean_grad(inputs, clean_inputs, clean_labels)
         model, loss_fn = self._require_model()
+        u = l2rw_model_scores(model, loss_fn, inputs, labels, g, lr=self.lr)
+        return self._finish_model_scores(u)
+
+    def weights_and_losses(self, inputs: torch.Tensor, labels: torch.Tensor, *,
+                           clean_inputs: torch.Tensor | None = None,
+                           clean_labels: torch.Tensor | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weights *and* per-sample losses of a training batch from one forward pass.
+
+        The faster path for a training step: it replaces the step's own forward, so exact
+        full-network L2RW costs one clean backward and one JVP forward on top of the backward
+        of the step (see ``benchmarks/micro.py``)::
+
+            w, losses = meta.weights_and_losses(x, y, clean_inputs=xc, clean_labels=yc)
+            weighted_mean(losses, w).backward(); opt.step()
+
+        Unlike :meth:`weights_from_model` this *is* the training forward: BatchNorm running
+        statistics are updated once and the RNG advances, as for a plain forward. The weights
+        equal :meth:`weights_from_model`'s.
+
+        Returns:
+            ``(weights, losses)``, both (B,); the losses carry the autograd graph.
+        """
+        g = self._mean_clean_grad(inputs, clean_inputs, clean_labels)
+        model, loss_fn = self._require_model()
+        u, losses = l2rw_model_scores_and_losses(model, loss_fn, inputs, labels, g, lr=self.lr)
+        return self._finish_model_scores(u), losses
+
+    def _mean_clean_grad(self, inputs: torch.Tensor, clean_inputs: torch.Tensor | None,
+                         clean_labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        self._require_model()
         if inputs.shape[0] == 0:
             raise ValueError("Expected `inputs` to hold at least one sample, but got none")
         if clean_inputs is not None:
@@ -311,9 +374,10 @@ class MetaReweighter(Reweighter):
             raise ValueError("Expected `clean_inputs`/`clean_labels` or a clean gradient cached "
                              "with `set_clean_inputs`, but got neither")
         count = self._clean_grad["__count__"]
-        g = {k: v / count for k, v in self._clean_grad.items() if k != "__count__"}
-        u = l2rw_model_scores(model, loss_fn, inputs, labels, g, lr=self.lr)
-        if not bool(torch.isfinite(u).all()):
+        return {k: v / count for k, v in self._clean_grad.items() if k != "__count__"}
+
+    def _finish_model_scores(self, u: torch.Tensor) -> torch.Tensor:
+        if self.validate and not bool(torch.isfinite(u).all()):  # the one host sync
             raise ValueError("Expected finite per-sample losses and gradients, but the "
                              "train-clean inner products are NaN/inf: check `inputs` and the model")
         self.last_scores = u

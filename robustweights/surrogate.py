@@ -80,10 +80,10 @@ def fbr_prototypes(class_sums: torch.Tensor, class_counts: torch.Tensor
         ``(mu, prototypes, present)`` of shapes (D,), (C, D), (C,); rows of absent classes are 0.
     """
     present = class_counts > 0
-    means = class_sums / class_counts.clamp_min(1).unsqueeze(1)
-    # Masked sum rather than boolean indexing: no host sync on a GPU.
-    mu = (means * present.unsqueeze(1)).sum(0) / present.sum()
-    protos = (means - mu) * present.unsqueeze(1)
+    means = class_sums / class_counts.clamp_min(1).unsqueeze(1)  # absent classes: 0 / 1 = 0
+    # Sums over all classes rather than boolean indexing: no host sync on a GPU.
+    mu = means.sum(0) / present.sum()
+    protos = torch.where(present.unsqueeze(1), means - mu, 0.0)
     return mu, protos, present
 
 
@@ -112,7 +112,7 @@ def fbr_directions(similarity: torch.Tensor, labels: torch.Tensor, present: torc
     """
     masked = similarity.masked_fill(~present, float("-inf"))
     second = masked.topk(2, dim=1).values[:, 1:2]
-    shifted = (similarity - second) * present  # absent classes contribute exactly 0
+    shifted = torch.where(present, similarity - second, 0.0)  # absent classes contribute 0
     own = shifted.gather(1, labels.unsqueeze(1)).squeeze(1)
     others = shifted.sum(1) - own
     valid = present[labels]
@@ -319,6 +319,7 @@ class SurrogateReweighter(Reweighter):
         self.epoch = 0
         self._state: torch.Tensor | None = None  # incremental mode: weight per sample id
         self.last_directions: torch.Tensor | None = None
+        self._proto_cache: tuple[Any, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Set the counter a callable ``alpha`` is evaluated at."""
@@ -340,18 +341,12 @@ class SurrogateReweighter(Reweighter):
     def _compute(self, stats: CleanStatistics, *, sample_ids: torch.Tensor | None,
                  **batch: torch.Tensor) -> torch.Tensor:
         features, labels = batch["features"], batch["labels"]
-        class_sums, counts = stats["class_sums"], stats["class_counts"]
-        if features.shape[1] != class_sums.shape[1]:
+        mu, protos, present = self._prototypes(stats)
+        if features.shape[1] != protos.shape[1]:
             raise ValueError(
                 f"Expected `features` to have the clean set's dimension D = "
-                f"{class_sums.shape[1]}, but got {features.shape[1]}"
+                f"{protos.shape[1]}, but got {features.shape[1]}"
             )
-        if self.validate and int((counts > 0).sum()) < 2:
-            raise ValueError(
-                "Expected `clean_labels` to cover at least 2 classes, but got "
-                f"{int((counts > 0).sum())}: FBR's row shift needs a runner-up class"
-            )
-        mu, protos, present = fbr_prototypes(class_sums, counts)
         sim = fbr_similarity(features, mu, protos)
         d, valid = fbr_directions(sim, labels, present, self.current_alpha())
         self.last_directions = d.detach()
@@ -373,6 +368,24 @@ class SurrogateReweighter(Reweighter):
             self._gather_state(sample_ids, state)  # grow the store to cover them
         self._state[sample_ids] = state  # type: ignore[index]
         return w
+
+    def _prototypes(self, stats: CleanStatistics
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Prototypes of the clean statistics, computed (and checked) once per clean refresh
+        for the cached clean set, and per call for a clean batch passed to ``weights``."""
+        key = (stats.version, stats["class_sums"].device)
+        if stats is self.clean and self._proto_cache is not None and self._proto_cache[0] == key:
+            return self._proto_cache[1]
+        counts = stats["class_counts"]
+        if self.validate and int((counts > 0).sum()) < 2:
+            raise ValueError(
+                "Expected `clean_labels` to cover at least 2 classes, but got "
+                f"{int((counts > 0).sum())}: FBR's row shift needs a runner-up class"
+            )
+        protos = fbr_prototypes(stats["class_sums"], counts)
+        if stats is self.clean:
+            self._proto_cache = (key, protos)
+        return protos
 
     def _gather_state(self, ids: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         # The store grows to the largest id seen; unseen ids start at w_init.

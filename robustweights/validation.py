@@ -14,12 +14,14 @@ import torch
 __all__ = [
     "check_finite",
     "check_fraction",
+    "check_label_shape",
     "check_labels",
     "check_matrix",
     "check_nonneg_float",
     "check_num_classes",
     "check_positive_float",
     "check_same_rows",
+    "check_values",
 ]
 
 #: Dtypes the kernels accept for features and logits.
@@ -76,9 +78,9 @@ def check_finite(x: torch.Tensor, name: str) -> None:
         raise ValueError(f"Expected `{name}` to be finite, but got {bad} NaN/inf entries")
 
 
-def check_labels(y: torch.Tensor, name: str, num_classes: int, n: int | None = None
-                 ) -> torch.Tensor:
-    """Integer class labels of shape (n,) in ``[0, num_classes)``; returned as int64."""
+def check_label_shape(y: torch.Tensor, name: str, n: int | None = None) -> torch.Tensor:
+    """Integer class labels of shape (n,), returned as int64; the value range is checked by
+    :func:`check_values` (or :func:`check_labels`), which needs a host sync."""
     if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
         raise TypeError(f"Expected `{name}` to be integer class indices, but got {y.dtype}")
     if y.ndim != 1:
@@ -87,12 +89,40 @@ def check_labels(y: torch.Tensor, name: str, num_classes: int, n: int | None = N
         raise ValueError(f"Expected `{name}` to have {n} entries, but got {y.shape[0]}")
     if y.numel() == 0:
         raise ValueError(f"Expected `{name}` to hold at least one label, but got none")
-    lo, hi = int(y.min()), int(y.max())
+    return y.long()
+
+
+def _check_range(lo: int, hi: int, name: str, num_classes: int) -> None:
     if lo < 0 or hi >= num_classes:
         raise ValueError(
             f"Expected `{name}` to lie in [0, {num_classes - 1}], but got values in [{lo}, {hi}]"
         )
-    return y.long()
+
+
+def check_labels(y: torch.Tensor, name: str, num_classes: int, n: int | None = None
+                 ) -> torch.Tensor:
+    """Integer class labels of shape (n,) in ``[0, num_classes)``; returned as int64."""
+    y = check_label_shape(y, name, n)
+    _check_range(int(y.min()), int(y.max()), name, num_classes)
+    return y
+
+
+def check_values(floats: dict[str, torch.Tensor], labels: dict[str, torch.Tensor],
+                 num_classes: int) -> None:
+    """Finiteness of every float tensor and the range of every label tensor, with a single
+    host synchronisation for all of them (tensors on one device, shapes already checked)."""
+    probes = [torch.isfinite(t).all().to(torch.float64) for t in floats.values()]
+    for y in labels.values():
+        probes += [y.min().to(torch.float64), y.max().to(torch.float64)]
+    if not probes:
+        return
+    values = torch.stack(probes).tolist()  # the one device -> host copy
+    for (name, t), ok in zip(floats.items(), values, strict=False):
+        if not ok:
+            check_finite(t, name)  # raises, counting the bad entries
+    ranges = values[len(floats):]
+    for i, name in enumerate(labels):
+        _check_range(int(ranges[2 * i]), int(ranges[2 * i + 1]), name, num_classes)
 
 
 def check_same_rows(a: torch.Tensor, a_name: str, b: torch.Tensor, b_name: str) -> None:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from reference import l2rw_normalise, l2rw_virtual_step_reference
 from torch import nn
 
-from robustweights import FeatureCapture, MetaReweighter
+from robustweights import FeatureCapture, MetaReweighter, weighted_mean
 
 CE = nn.CrossEntropyLoss(reduction="none")
 
@@ -222,3 +222,25 @@ def test_l2rw_permutation_equivariance(data, rnd):
     wp = rw.weights(logits=z[p], features=h[p], labels=y[p], clean_logits=zc[q],
                     clean_features=hc[q], clean_labels=yc[q])
     np.testing.assert_allclose(wp, w[p], rtol=1e-9, atol=1e-12)
+
+
+def test_fused_weights_and_losses_equal_separate_passes():
+    net, x, y, xc, yc = net_data(5)
+    net.train()
+    twin = SmallNet().double()
+    twin.load_state_dict(net.state_dict())
+    separate = MetaReweighter.from_model(twin, CE, normalization="mean")
+    w_ref = separate.weights_from_model(x, y, clean_inputs=xc, clean_labels=yc)
+    loss_ref = weighted_mean(CE(twin(x), y), w_ref)  # the step's own forward
+    loss_ref.backward()
+
+    fused = MetaReweighter.from_model(net, CE, normalization="mean")
+    w, losses = fused.weights_and_losses(x, y, clean_inputs=xc, clean_labels=yc)
+    torch.testing.assert_close(w, w_ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(fused.last_scores, separate.last_scores, rtol=1e-10, atol=1e-14)
+    weighted_mean(losses, w).backward()
+    for (k, p), q in zip(net.named_parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-10, atol=1e-12, msg=k)
+    # The fused pass is the training forward: BatchNorm statistics move exactly once, as in twin.
+    for (k, b), c in zip(net.named_buffers(), twin.buffers(), strict=True):
+        assert torch.equal(b, c), f"buffer `{k}` differs from one plain forward"

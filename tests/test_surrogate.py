@@ -238,3 +238,21 @@ def test_invariant_to_constant_feature_shift(data, alpha, shift):
     # them only when no direction sits at a floating-point knife edge.
     if np.all(np.abs(d) > 1e-6 * scale**2):
         np.testing.assert_allclose(ws, w, rtol=1e-5, atol=1e-6)
+
+
+def test_cached_prototypes_follow_every_clean_update():
+    F, y, G, yc = make_data(6, M=120)
+    rw = SurrogateReweighter(5, alpha=0.2)
+    rw.set_clean(features=G[:60], labels=yc[:60])
+    first = rw.weights(features=F, labels=y)
+    np.testing.assert_array_equal(rw.weights(features=F, labels=y), first)  # cache hit
+    rw.update_clean(features=G[60:], labels=yc[60:])  # must invalidate the cached prototypes
+    fresh = SurrogateReweighter(5, alpha=0.2)
+    fresh.set_clean(features=G, labels=yc)
+    np.testing.assert_array_equal(rw.weights(features=F, labels=y),
+                                  fresh.weights(features=F, labels=y))
+    rw.set_clean(features=G[:60], labels=yc[:60])
+    np.testing.assert_array_equal(rw.weights(features=F, labels=y), first)
+    rw.reset_clean()
+    with pytest.raises(ValueError, match="clean set cached"):
+        rw.weights(features=F, labels=y)
