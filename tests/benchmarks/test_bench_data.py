@@ -226,3 +226,31 @@ def test_cifar100n_label_file_loads() -> None:
     assert labels["noisy_label"].shape == (50000,)
     rate = float(np.mean(labels["noisy_label"] != labels["clean_label"]))
     assert rate == pytest.approx(0.402, abs=2e-3), rate
+
+
+def test_full_dataset_builds_npz_cache_from_official_files(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    # Fake official files under their official names, with pins replaced by their digests.
+    sha = _fake_archive(tmp_path / "cifar-10-python.tar.gz")
+    labels = np.tile(np.arange(3), 5).astype(np.int64)  # _fake_archive: labels 0, 1, 2 per batch
+    human = {"clean_label": labels, "worse_label": (labels + 1) % 10,
+             "aggre_label": labels, "random_label1": labels}
+    torch.save(human, tmp_path / "CIFAR-10_human.pt")
+    pt_sha = hashlib.sha256((tmp_path / "CIFAR-10_human.pt").read_bytes()).hexdigest()
+    monkeypatch.setitem(D.PINNED, "cifar-10-python.tar.gz", D.Pin("https://invalid/a", sha))
+    monkeypatch.setitem(D.PINNED, "CIFAR-10_human.pt", D.Pin("https://invalid/b", pt_sha))
+    ds = D.load_dataset("cifar10n", tmp_path)
+    assert (tmp_path / "cifar10n.npz").is_file(), "the parsed archive is cached as .npz"
+    assert ds.train_images.shape == (15, 32, 32, 3)
+    assert float(np.mean(D.noisy_labels(ds, "worst") != ds.train_labels)) == 1.0
+    (tmp_path / "cifar-10-python.tar.gz").unlink()  # the cache alone now suffices
+    again = D.load_dataset("cifar10n", tmp_path)
+    np.testing.assert_array_equal(again.train_images, ds.train_images)
+
+
+def test_missing_files_say_where_they_were_looked_for(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(D, "data_dirs", lambda data_dir=None: [tmp_path])
+    with pytest.raises(FileNotFoundError, match="--download"):
+        D.load_dataset("cifar10n", tmp_path)
