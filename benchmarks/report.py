@@ -252,8 +252,8 @@ def make_plots(records: list[dict[str, Any]], out_dir: str | Path,
                 ok = ~np.isnan(w)
                 hi = max(float(np.nanmax(w)), 1e-6)
                 bins = np.linspace(0, hi, 41)
-                ax.hist(w[ok & clean], bins=bins, alpha=0.6, label="clean labels")
-                ax.hist(w[ok & ~clean], bins=bins, alpha=0.6, label="noisy labels")
+                ax.hist(w[ok & clean], bins=bins, histtype="step", lw=1.8, label="clean labels")
+                ax.hist(w[ok & ~clean], bins=bins, histtype="step", lw=1.8, label="noisy labels")
                 ax.set_yscale("log")
                 scale = " (× batch size)" if m == "l2rw" else ""
                 ax.set_title(f"{LABELS[m]} / {nz}: weights{scale}, epoch {(snap_ep or 0) + 1}")
