@@ -67,6 +67,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", default=None, help="where the data files are (see data.py)")
     p.add_argument("--download", action="store_true",
                    help="fetch missing official files (sha256-verified before parsing)")
+    p.add_argument("--limit-train", type=int, default=None,
+                   help="use only the first N training images (e.g. a quick run on the full set)")
+    p.add_argument("--limit-test", type=int, default=None,
+                   help="use only the first N test images")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
@@ -118,7 +122,8 @@ def build_preset(args: argparse.Namespace) -> Preset:
         methods=tuple(methods) if methods else None,
         noises=tuple(args.noise) if args.noise else None,
         seeds=tuple(args.seeds) if args.seeds else None, clean_size=clean, jobs=args.jobs,
-        threads=args.threads, device=args.device)
+        threads=args.threads, device=args.device, limit_train=args.limit_train,
+        limit_test=args.limit_test)
 
 
 def plan_runs(preset: Preset) -> list[RunSpec]:

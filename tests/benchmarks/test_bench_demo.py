@@ -1,0 +1,69 @@
+"""The README's main command (``python -m benchmarks.demo``): data resolution, the offline
+message, and one short end-to-end run on the real subset."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import cifar_n, demo  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture
+def no_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Pretend that no data file exists anywhere."""
+    monkeypatch.setattr(demo, "find_file", lambda name, data_dir=None: None)
+    monkeypatch.setattr(demo, "data_dirs", lambda data_dir=None: [tmp_path])
+    return tmp_path
+
+
+def test_offline_without_data_says_what_to_do(no_data: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert demo.main([]) == 2
+    err = capsys.readouterr().err
+    assert str(no_data) in err, "lists the folders it searched"
+    assert "--data-dir" in err and "ROBUSTWEIGHTS_DATA" in err and "--download" in err
+
+
+def test_download_fallback_is_a_valid_benchmark_command(no_data: Path) -> None:
+    argv = demo.benchmark_argv(demo.parse_args(["--download", "--epochs", "3"]))
+    assert argv is not None and "--download" in argv
+    preset = cifar_n.build_preset(cifar_n.parse_args(argv))
+    assert preset.dataset == "cifar10n"
+    assert (preset.limit_train, preset.limit_test) == (5170, 508), "same size as the subset"
+    assert preset.train.epochs == 3 and preset.methods == ("l2rw", "fbr", "ce")
+
+
+def test_with_data_runs_the_cpu_preset_on_worst_labels() -> None:
+    if not (SHARED / "cifar10n_subset.npz").is_file():
+        pytest.skip("../shared/data (the real CIFAR-10N subset) is absent")
+    argv = demo.benchmark_argv(demo.parse_args([]))
+    assert argv is not None and "--download" not in argv
+    preset = cifar_n.build_preset(cifar_n.parse_args(argv))
+    assert preset.dataset == "cifar10n-subset" and preset.noises == ("worst",)
+    assert preset.train.epochs == demo.DEMO_EPOCHS and preset.jobs == 2
+
+
+def test_one_epoch_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if not (SHARED / "cifar10n_subset.npz").is_file():
+        pytest.skip("../shared/data (the real CIFAR-10N subset) is absent")
+    before = torch.get_num_threads()
+    try:
+        assert demo.main(["--epochs", "1", "--out", str(tmp_path), "--quiet"]) == 0
+    finally:
+        torch.set_num_threads(before)
+    out = capsys.readouterr().out
+    assert "python -m benchmarks.cifar_n --preset cpu --methods l2rw fbr ce" in out
+    for row in ("| CE |", "| FBR |", "| L2RW |", "kept precision"):
+        assert row in out, row
+    recs = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["method"] for r in recs) == ["ce", "fbr", "l2rw"]
