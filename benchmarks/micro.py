@@ -220,6 +220,7 @@ def run_checks(sizes: Sizes, device: torch.device) -> dict[str, Any]:
             ref = GramFBR(G, yc, C, alpha)
             d_ref, w_ref = ref.directions(F, y), ref.weights(F, y)
             dw = float((w - w_ref).abs().max())
+            assert rw.last_directions is not None
             dd = float((rw.last_directions - d_ref).abs().max() / d_ref.abs().max())
             worst_w, worst_d = max(worst_w, dw), max(worst_d, dd)
             cases.append({"B": B, "D": D, "C": C, "M": M, "alpha": alpha,
@@ -239,7 +240,9 @@ class Trainer:
         self.model = model.to(device).train()
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9,
                                    weight_decay=5e-4)
-        self.capture = FeatureCapture(self.model.fc)
+        head = self.model.fc
+        assert isinstance(head, torch.nn.Module)
+        self.capture = FeatureCapture(head)
         self.device = device
 
     def plain_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -338,6 +341,7 @@ def run_l2rw(sizes: Sizes, device: torch.device) -> dict[str, Any]:
     u_classic = classic_l2rw_scores(tr.model, CE, x, y, xc, yc)
     full.weights_from_model(x, y, clean_inputs=xc, clean_labels=yc)
     u_jvp = full.last_scores
+    assert u_jvp is not None
     rel = float((u_jvp - u_classic).abs().max() / u_classic.abs().max())
 
     logits = tr.model(x).detach()
@@ -595,7 +599,10 @@ def run_spearman(sizes: Sizes, device: torch.device, data_dir: Path | None,
     tr.model.train()
     full = MetaReweighter.from_model(tr.model, CE, normalization="none")
     last = MetaReweighter(sizes.num_classes, normalization="none")
-    rhos, rhos_w, agree, noisy_pos = [], [], [], {"last": [], "full": []}
+    rhos: list[float] = []
+    rhos_w: list[float] = []
+    agree: list[float] = []
+    noisy_pos: dict[str, list[float]] = {"last": [], "full": []}
     perm = torch.randperm(n, generator=g).to(device)
     cperm = torch.randperm(d["xc"].shape[0], generator=g).to(device)
     Bc = min(sizes.l2rw_clean_B, d["xc"].shape[0])
@@ -611,6 +618,7 @@ def run_spearman(sizes: Sizes, device: torch.device, data_dir: Path | None,
         last.weights(logits=z, features=h, labels=y, clean_logits=zc, clean_features=hc,
                      clean_labels=yc)
         full.weights_from_model(x, y, clean_inputs=xc, clean_labels=yc)
+        assert last.last_scores is not None and full.last_scores is not None
         u_l, u_f = last.last_scores.cpu().numpy(), full.last_scores.cpu().numpy()
         rhos.append(spearman(u_l, u_f))
         rhos_w.append(spearman(np.maximum(u_l, 0), np.maximum(u_f, 0)))
