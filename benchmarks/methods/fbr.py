@@ -10,7 +10,8 @@
 3. ``alpha`` = 1/(C-1) before ``alpha_switch``, then 0 (``robustweights.alpha_schedule``).
 
 Reference values (CIFAR, ResNet-34, 150 epochs): warm-up 20, 30 clean passes per epoch,
-alpha switch at epoch 40, "recompute" mode, hard threshold at ``w_init``.
+alpha switch at epoch 40, "recompute" mode, hard threshold at ``w_init`` (``threshold=None``;
+``threshold=0`` keeps the soft weights ``clip(w0 + eta d, 0, w_max)``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class FBR(Method):
     @classmethod
     def defaults(cls) -> dict[str, object]:
         return {"warmup": 20, "clean_passes": 30, "alpha_switch": 40, "w_init": 0.5,
-                "mode": "recompute", "ratio": None}
+                "mode": "recompute", "ratio": None, "threshold": None}
 
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
@@ -46,7 +47,8 @@ class FBR(Method):
         self.sched = ctx.new_scheduler(self.opt)
         self.rw = SurrogateReweighter(
             ctx.num_classes, alpha=alpha_schedule(ctx.num_classes, int(p["alpha_switch"])),
-            w_init=float(p["w_init"]), mode=p["mode"], ratio=p["ratio"])
+            w_init=float(p["w_init"]), mode=p["mode"], ratio=p["ratio"],
+            threshold=p["threshold"])
 
     def clean_passes(self) -> float:
         """Plain CE passes over the clean subset; returns the mean loss."""
