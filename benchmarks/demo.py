@@ -8,9 +8,10 @@ to finish in under 5 minutes on 2 CPU cores; ``--epochs`` trades time for accura
 
 Data resolution, first hit wins: ``--data-dir``, the ``ROBUSTWEIGHTS_DATA`` environment
 variable, ``../shared/data`` beside the repository, the download cache
-(``~/.cache/robustweights``). Without the subset, ``--download`` fetches the official CIFAR-10
-archive and CIFAR-N label file, verifies their sha256 before parsing, and trains on the first
-5,170 images of the official training set.
+(``~/.cache/robustweights``). Without the subset, the demo downloads the official CIFAR-10
+archive and CIFAR-N label file into the cache (``--no-download`` forbids it), verifies their
+sha256 before parsing anything, and trains on the first 5,170 images of the official training
+set. Offline and without data it prints what to do and exits with status 2.
 """
 
 from __future__ import annotations
@@ -20,20 +21,24 @@ import sys
 from collections.abc import Sequence
 
 from benchmarks import cifar_n
-from benchmarks.data import data_dirs, find_file
+from benchmarks.data import data_dirs, find_file, load_dataset
 
 #: Epochs per method: enough for FBR's warm-up, filtering and the alpha switch to happen.
 DEMO_EPOCHS = 12
+#: Sizes of the shared subset; the download fallback takes the same numbers of official images.
+SUBSET_TRAIN, SUBSET_TEST = 5170, 508
 
 HOW_TO_GET_DATA = """\
-No data found for the demo. Looked for `cifar10n_subset.npz` and `CIFAR-10_human.pt` in:
+No data for the demo. Looked for `cifar10n_subset.npz` and `CIFAR-10_human.pt` in:
 {dirs}
 Do one of:
   * point at a folder that has them:  python -m benchmarks.demo --data-dir /path/to/data
     (or export ROBUSTWEIGHTS_DATA=/path/to/data)
-  * with internet access, fetch the official CIFAR-10 archive and CIFAR-N labels (sha256-verified
-    before anything is parsed, cached in ~/.cache/robustweights):
-                                      python -m benchmarks.demo --download
+  * connect to the internet and run `python -m benchmarks.demo` again: it fetches the official
+    CIFAR-10 archive (163 MiB) and the CIFAR-N labels, verifies their sha256 before parsing
+    anything, and caches them in ~/.cache/robustweights
+  * or copy those two official files (cifar-10-python.tar.gz, CIFAR-10_human.pt) into one of
+    the folders above
 """
 
 
@@ -41,8 +46,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=None, help="folder with the data files")
-    p.add_argument("--download", action="store_true",
-                   help="fetch the official files if the subset is not found")
+    p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
+                   help="fetch the official files if the subset is not found (default: yes)")
     p.add_argument("--epochs", type=int, default=DEMO_EPOCHS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/demo")
@@ -64,8 +69,17 @@ def benchmark_argv(args: argparse.Namespace) -> list[str] | None:
                                                                      args.data_dir):
         return argv
     if args.download:
-        return [*argv, "--dataset", "cifar10n", "--download", "--limit-train", "5170",
-                "--limit-test", "508"]
+        return [*argv, "--dataset", "cifar10n", "--download", "--limit-train", str(SUBSET_TRAIN),
+                "--limit-test", str(SUBSET_TEST)]
+    return None
+
+
+def fetch_official(data_dir: str | None) -> str | None:
+    """Download and verify the official files (or find them cached); the error text if offline."""
+    try:
+        load_dataset("cifar10n", data_dir, download=True, limit_train=1, limit_test=1)
+    except OSError as err:  # URLError, timeouts, DNS failures and missing files are all OSError
+        return f"{type(err).__name__}: {err}"
     return None
 
 
@@ -76,6 +90,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         dirs = "\n".join(f"  - {d}" for d in data_dirs(args.data_dir))
         print(HOW_TO_GET_DATA.format(dirs=dirs), file=sys.stderr)
         return 2
+    if "--download" in bench:
+        print("The CIFAR-10N subset was not found; fetching the official CIFAR-10 + CIFAR-N files "
+              "(sha256-verified) ...", flush=True)
+        error = fetch_official(args.data_dir)
+        if error is not None:
+            dirs = "\n".join(f"  - {d}" for d in data_dirs(args.data_dir))
+            print(f"Download failed ({error}).\n" + HOW_TO_GET_DATA.format(dirs=dirs),
+                  file=sys.stderr)
+            return 2
     print("robustweights demo: CE vs FBR vs L2RW on CIFAR-10N (worst labels), "
           f"{args.epochs} epochs each.\nEquivalent benchmark command: "
           f"python -m benchmarks.cifar_n {' '.join(bench)}\n", flush=True)

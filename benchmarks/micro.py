@@ -801,7 +801,7 @@ def plots(res: dict[str, Any], fig_dir: Path) -> list[str]:
                 ("L2RW last layer\n(+ clean fwd)", x["last_layer_with_clean_forward"], "C1"),
                 ("L2RW full, JVP\n(weights)", x["jvp_weights"], "C0"),
                 ("L2RW full, JVP\n(+ weighted step)", x["jvp_total"], "C0"),
-                ("L2RW full, fused\n(weights_and_losses)", x["fused_total"], "C9"),
+                ("L2RW full, fused\n(weights_and_\nlosses + step)", x["fused_total"], "C9"),
                 ("classic lookahead\n(weights)", x["classic_weights"], "C3"),
                 ("classic lookahead\n(+ weighted step)", x["classic_total"], "C3")]
         fig, ax = plt.subplots(figsize=(10, 4))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import urllib.error
 from pathlib import Path
 
 import pytest
@@ -26,16 +27,28 @@ def no_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_offline_without_data_says_what_to_do(no_data: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
-    assert demo.main([]) == 2
+def test_without_data_and_no_download_says_what_to_do(no_data: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert demo.main(["--no-download"]) == 2
     err = capsys.readouterr().err
     assert str(no_data) in err, "lists the folders it searched"
-    assert "--data-dir" in err and "ROBUSTWEIGHTS_DATA" in err and "--download" in err
+    assert "--data-dir" in err and "ROBUSTWEIGHTS_DATA" in err and "cifar-10-python.tar.gz" in err
+
+
+def test_offline_download_failure_says_what_to_do(no_data: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    def offline(*args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(demo, "load_dataset", offline)
+    assert demo.main([]) == 2, "tries the download by default, then gives up cleanly"
+    err = capsys.readouterr().err
+    assert "Download failed (URLError" in err and "name resolution" in err
+    assert "--data-dir" in err and str(no_data) in err
 
 
 def test_download_fallback_is_a_valid_benchmark_command(no_data: Path) -> None:
-    argv = demo.benchmark_argv(demo.parse_args(["--download", "--epochs", "3"]))
+    argv = demo.benchmark_argv(demo.parse_args(["--epochs", "3"]))
     assert argv is not None and "--download" in argv
     preset = cifar_n.build_preset(cifar_n.parse_args(argv))
     assert preset.dataset == "cifar10n"
