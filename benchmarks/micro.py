@@ -530,10 +530,10 @@ def run_profiles(sizes: Sizes, device: torch.device, out_dir: Path) -> dict[str,
 
 
 # --------------------------------------------------------------------------- Spearman
-def _training_data(sizes: Sizes, device: torch.device, data_dir: Path | None
-                   ) -> dict[str, Any]:
+def _training_data(sizes: Sizes, device: torch.device, data_dir: Path | None,
+                   smoke: bool = False) -> dict[str, Any]:
     """Noisy-labelled training images, a trusted clean hold-out and a test set."""
-    data = load_cifar10n(data_dir) if data_dir is not None else None
+    data = None if smoke else load_cifar10n(data_dir)
     C = sizes.num_classes
     if data is None:
         n = sizes.synthetic_train
@@ -557,14 +557,8 @@ def _training_data(sizes: Sizes, device: torch.device, data_dir: Path | None
 
         xtr, ytr = prep(data["train_images"]), torch.from_numpy(data["train_labels"])
         xte, yte = prep(data["test_images"]), torch.from_numpy(data["test_labels"])
-        if data["noisy_labels"] is not None:
-            ynoisy = torch.from_numpy(data["noisy_labels"])
-            source = "CIFAR-10N subset, human 'worse' labels"
-        else:
-            g = torch.Generator().manual_seed(7)
-            flip = torch.rand(len(ytr), generator=g) < 0.4
-            ynoisy = torch.where(flip, torch.randint(0, C, (len(ytr),), generator=g), ytr)
-            source = "CIFAR-10N subset images, 40% synthetic symmetric noise (no label file)"
+        ynoisy = torch.from_numpy(data["noisy_labels"])
+        source = "CIFAR-10N subset, human 'worse' labels"
     perm = torch.randperm(len(ytr), generator=torch.Generator().manual_seed(8))
     clean_idx, train_idx = perm[:sizes.clean_holdout], perm[sizes.clean_holdout:]
     return {"source": source,
@@ -575,8 +569,8 @@ def _training_data(sizes: Sizes, device: torch.device, data_dir: Path | None
 
 
 def run_spearman(sizes: Sizes, device: torch.device, data_dir: Path | None,
-                 progress: bool) -> dict[str, Any]:
-    d = _training_data(sizes, device, data_dir)
+                 progress: bool, smoke: bool = False) -> dict[str, Any]:
+    d = _training_data(sizes, device, data_dir, smoke)
     tr = Trainer(sizes, device, seed=1)
     for group in tr.opt.param_groups:
         group["lr"] = sizes.train_lr
@@ -844,9 +838,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="torch intra-op threads (default: torch's default)")
     p.add_argument("--sections", default=",".join(SECTIONS),
                    help=f"comma-separated subset of {','.join(SECTIONS)}")
-    p.add_argument("--data", type=Path, default=Path("/work/shared/data"),
-                   help="directory with cifar10n_subset.npz for the Spearman section "
-                        "(synthetic data if absent; always synthetic with --smoke)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="directory with cifar10n_subset.npz and CIFAR-10_human.pt for the "
+                        "Spearman section (default: benchmarks.data's search path; synthetic "
+                        "data if absent; always synthetic with --smoke)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     return p.parse_args(argv)
 
@@ -873,14 +868,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": machine_info(device), "smoke": args.smoke,
         "date": time.strftime("%Y-%m-%d %H:%M %Z"), "sizes": asdict(sizes),
     }}
-    data_dir = None if args.smoke else args.data
+    data_dir = args.data
     runners = {
         "checks": lambda: run_checks(sizes, device),
         "fbr_sweep": lambda: run_fbr_sweep(sizes, device, progress),
         "fbr_scaling": lambda: run_fbr_scaling(sizes, device, progress, res.get("fbr_sweep")),
         "fbr_vs_step": lambda: run_fbr_vs_step(sizes, device),
         "l2rw": lambda: run_l2rw(sizes, device),
-        "spearman": lambda: run_spearman(sizes, device, data_dir, progress),
+        "spearman": lambda: run_spearman(sizes, device, data_dir, progress, args.smoke),
         "profiles": lambda: run_profiles(sizes, device, args.out),
     }
     section_s = {}

@@ -15,9 +15,6 @@
 
 from __future__ import annotations
 
-import io
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -137,39 +134,15 @@ def make_cnn(num_classes: int = 10, width: int = 32) -> tuple[nn.Module, str]:
     return SmallCNN(num_classes, width=width), f"benchmarks.models.SmallCNN(width={width})"
 
 
-_LABEL_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray",
-                  "_reconstruct"), ("numpy", "ndarray"), ("numpy", "dtype"),
-                  ("_codecs", "encode")}
+def load_cifar10n(data_dir: Path | None = None) -> dict[str, np.ndarray] | None:
+    """The CIFAR-10N subset (found as :func:`benchmarks.data.find_file` does) with
+    ``noisy_labels``, its human "worse" labels; ``None`` when the subset or labels are absent."""
+    from benchmarks.data import load_dataset, noisy_labels
 
-
-class _LabelUnpickler(pickle.Unpickler):
-    """Loads the CIFAR-N label file (a torch-saved dict of NumPy arrays) and nothing else."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in _LABEL_GLOBALS:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        return super().find_class(module, name)
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError("unexpected tensor storage in a label file")
-
-
-def load_cifar10n(data_dir: Path) -> dict[str, np.ndarray] | None:
-    """The CIFAR-10N subset with ``noisy_labels`` (human "worse" labels when the CIFAR-N label
-    file is present, else ``None``), or ``None`` when the subset is absent."""
-    path = data_dir / "cifar10n_subset.npz"
-    if not path.exists():
+    try:
+        ds = load_dataset("cifar10n-subset", data_dir)
+    except FileNotFoundError:
         return None
-    with np.load(path) as z:
-        out = {k: z[k] for k in z.files}
-    out["noisy_labels"] = None  # type: ignore[assignment]
-    labels = data_dir / "CIFAR-10_human.pt"
-    if labels.exists():
-        import warnings
-
-        with zipfile.ZipFile(labels) as zf, warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pkl = next(n for n in zf.namelist() if n.endswith("data.pkl"))
-            human = _LabelUnpickler(io.BytesIO(zf.read(pkl))).load()
-        out["noisy_labels"] = np.asarray(human["worse_label"])[out["train_index"]]
-    return out
+    return {"train_images": ds.train_images, "train_labels": ds.train_labels,
+            "test_images": ds.test_images, "test_labels": ds.test_labels,
+            "noisy_labels": noisy_labels(ds, "worst")}
