@@ -37,15 +37,6 @@ from benchmarks.runner import selection_stats  # noqa: E402
 from robustweights import MetaReweighter  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # type: ignore[no-untyped-def]
-    """Tiny nets: one thread is faster, and much faster on a shared, busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _tiny_context(n_pool: int = 40, n_clean: int = 20, batch_size: int = 8) -> Context:
     g = torch.Generator().manual_seed(0)
     img = lambda n: torch.randint(0, 256, (n, 32, 32, 3), dtype=torch.uint8, generator=g)  # noqa: E731

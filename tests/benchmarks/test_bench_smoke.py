@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -19,14 +18,6 @@ from benchmarks.methods import METHODS  # noqa: E402
 SHARED = ROOT.parent / "shared" / "data"
 pytestmark = pytest.mark.skipif(not (SHARED / "cifar10n_subset.npz").is_file(),
                                 reason="../shared/data (the real CIFAR-10N subset) is absent")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # type: ignore[no-untyped-def]
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
