@@ -3,13 +3,14 @@
 FBR keeps a sample when its label-signed direction pushes its weight above w0. With alpha = 0
 (the reference schedule after ``alpha_switch``) that is exactly "the label is the class of the
 nearest centred clean prototype", a nearest-class-mean prediction from the network's own
-features. A clean sample the filter dropped is no longer trained on, so it is re-admitted only
-when the network classifies it correctly *without* having trained on it: the kept recall is tied
-to the network's accuracy on unseen data. This script plots both, per epoch, with the warm-up end
-and the alpha switch marked, and prints their gap after the switch::
+features. A clean sample the filter drops is no longer trained on, so it comes back only when
+the network classifies it correctly *without* training on it: after the switch the kept recall
+is what the network already got right at the switch, plus what it generalises to. This script
+plots recall and test accuracy per epoch with the alpha switch marked, and prints their gap
+after the switch::
 
-    python -m benchmarks.fbr_diagnosis results/cifar_n_cpu results/why/fbr_no_switch \\
-        --noise worst --out docs/figures/cifar_n_fbr_recall.png
+    python -m benchmarks.fbr_diagnosis results/cifar_n_cpu results/fbr_warmup12 \\
+        --noise worst --seed 0 --out docs/figures/cifar_n_fbr_recall.png
 """
 
 from __future__ import annotations
@@ -24,14 +25,17 @@ import numpy as np
 from benchmarks.report import load_records
 
 
-def fbr_runs(result_dirs: Sequence[str], noise: str | None) -> list[tuple[str, dict[str, Any]]]:
+def fbr_runs(result_dirs: Sequence[str], noise: str | None, seed: int | None = None,
+             labels: Sequence[str] | None = None) -> list[tuple[str, dict[str, Any]]]:
     """``(label, record)`` of every FBR run in the given result directories."""
     runs = []
-    for d in result_dirs:
+    for i, d in enumerate(result_dirs):
+        name = labels[i] if labels else Path(d).name
         for r in load_records(Path(d) / "results.jsonl"):
-            if r["method"] == "fbr" and (noise is None or r["noise"] == noise):
+            if (r["method"] == "fbr" and noise in (None, r["noise"])
+                    and seed in (None, r["seed"])):
                 params = r["spec"]["method_params"]
-                runs.append((f"{Path(d).name} {r['noise']} s{r['seed']}", r | {"_p": params}))
+                runs.append((f"{name}, {r['noise']} s{r['seed']}", r | {"_p": params}))
     return runs
 
 
@@ -51,9 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("result_dirs", nargs="+", help="output folders of benchmarks.cifar_n")
     p.add_argument("--noise", default=None, help="only this noise type")
+    p.add_argument("--seed", type=int, default=None, help="only this seed")
+    p.add_argument("--labels", nargs="+", default=None, help="a legend label per result dir")
     p.add_argument("--out", default=None, help="write the figure here (PNG)")
     args = p.parse_args(argv)
-    runs = fbr_runs(args.result_dirs, args.noise)
+    if args.labels and len(args.labels) != len(args.result_dirs):
+        raise SystemExit("--labels needs one label per result directory")
+    runs = fbr_runs(args.result_dirs, args.noise, args.seed, args.labels)
     if not runs:
         raise SystemExit(f"no FBR runs in {args.result_dirs}")
     print("| run | warm-up | alpha switch | last acc | kept recall | kept precision | "
@@ -63,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         mean_gap, _ = switch_gap(r)
         print(f"| {label} | {r['_p'].get('warmup')} | {r['_p'].get('alpha_switch')} | "
               f"{100 * r['last_acc']:.1f} | {100 * r['final']['recall']:.1f} | "
-              f"{100 * r['final']['precision']:.1f} | {mean_gap:+.1f} |")
+              f"{100 * r['final']['precision']:.1f} | "
+              f"{'-' if np.isnan(mean_gap) else f'{mean_gap:+.1f}'} |")
     if args.out:
         import matplotlib
 
