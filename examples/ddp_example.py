@@ -51,6 +51,8 @@ def train(rank, world, init_file):
         print(f"{world} processes: accuracy on true labels {accuracy:.3f}; kept "
               f"{kept[0] / kept[2]:.2f} of samples, {kept[1] / kept[0]:.3f} correctly labelled "
               f"(pool {(~flip).float().mean():.3f})")
+    dist.barrier()                                      # no rank leaves while others still talk
+    del model                                           # DDP's reducer before the process group
     dist.destroy_process_group()
 
 

@@ -189,6 +189,7 @@ def _worker(rank: int, tmp: str) -> None:
         out = {(name, setting): run_scenario(name, data, (rank,), (rank,), **options)
                for name in SCENARIOS for setting, options in SETTINGS.items()}
         torch.save(out, f"{tmp}/rank{rank}.pt")
+        dist.barrier()  # tear down together: a gloo peer leaving early can abort the other
     finally:
         dist.destroy_process_group()
 
