@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -230,3 +230,14 @@ class Method(abc.ABC):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
+    def ce_steps(self, model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
+                 y: torch.Tensor, batches: Iterable[torch.Tensor]) -> float:
+        """One SGD step on the mean cross-entropy of each index batch into ``(x, y)``; returns
+        the loss averaged over all samples seen (0 if none)."""
+        total, n = 0.0, 0
+        for idx in batches:
+            loss = per_sample_ce(model(self.c.train_view(x[idx])), y[idx]).mean()
+            self.sgd_step(opt, loss)
+            total, n = total + loss.item() * len(idx), n + len(idx)
+        return total / max(n, 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from benchmarks.methods.base import Context, EpochLog, Method, per_sample_ce
+from benchmarks.methods.base import Context, EpochLog, Method
 
 __all__ = ["CE"]
 
@@ -29,13 +29,9 @@ class CE(Method):
     def train_epoch(self, epoch: int) -> EpochLog:
         c = self.c
         self.model.train()
-        total, n = 0.0, 0
-        for idx in c.batches(len(self.y)):
-            loss = per_sample_ce(self.model(c.train_view(self.x[idx])), self.y[idx]).mean()
-            self.sgd_step(self.opt, loss)
-            total, n = total + loss.item() * len(idx), n + len(idx)
+        loss = self.ce_steps(self.model, self.opt, self.x, self.y, c.batches(len(self.y)))
         self.sched.step()
-        return EpochLog(total / n, np.ones(c.n_pool))
+        return EpochLog(loss, np.ones(c.n_pool))
 
     def eval_model(self) -> nn.Module:
         return self.model

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmarks.methods.base import Context, EpochLog, Method, per_sample_ce
+from benchmarks.methods.base import Context, EpochLog, Method
 
 __all__ = ["CleanOnly"]
 
@@ -40,13 +40,9 @@ class CleanOnly(Method):
     def train_epoch(self, epoch: int) -> EpochLog:
         c = self.c
         self.model.train()
-        total, n = 0.0, 0
-        for idx in self.epoch_batches():
-            loss = per_sample_ce(self.model(c.train_view(c.clean_x[idx])), c.clean_y[idx]).mean()
-            self.sgd_step(self.opt, loss)
-            total, n = total + loss.item() * len(idx), n + len(idx)
+        loss = self.ce_steps(self.model, self.opt, c.clean_x, c.clean_y, self.epoch_batches())
         self.sched.step()
-        return EpochLog(total / n, np.zeros(c.n_pool))
+        return EpochLog(loss, np.zeros(c.n_pool))
 
     def eval_model(self) -> nn.Module:
         return self.model

@@ -53,14 +53,9 @@ class FBR(Method):
     def clean_passes(self) -> float:
         """Plain CE passes over the clean subset; returns the mean loss."""
         c = self.c
-        total, n = 0.0, 0
-        for _ in range(int(self.params["clean_passes"])):
-            for idx in c.batches(c.n_clean):
-                loss = per_sample_ce(self.model(c.train_view(c.clean_x[idx])),
-                                     c.clean_y[idx]).mean()
-                self.sgd_step(self.opt, loss)
-                total, n = total + loss.item() * len(idx), n + len(idx)
-        return total / max(n, 1)
+        passes = (idx for _ in range(int(self.params["clean_passes"]))
+                  for idx in c.batches(c.n_clean))
+        return self.ce_steps(self.model, self.opt, c.clean_x, c.clean_y, passes)
 
     def refresh_clean(self) -> None:
         """Clean features in eval mode, cached as the reweighter's clean statistics."""

@@ -26,7 +26,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from torch import nn
 
-from benchmarks.methods.base import Context, EpochLog, Method, per_sample_ce
+from benchmarks.methods.base import Context, EpochLog, Method
 from benchmarks.models import head
 from robustweights import FeatureCapture
 
@@ -126,16 +126,12 @@ class FINE(Method):
         active = (torch.arange(len(self.y), device=c.device) if self.selected is None else
                   torch.from_numpy(np.flatnonzero(self.selected)).to(c.device))
         self.model.train()
-        total, n = 0.0, 0
-        for b in c.batches(len(active)):
-            idx = active[b]
-            loss = per_sample_ce(self.model(c.train_view(self.x[idx])), self.y[idx]).mean()
-            self.sgd_step(self.opt, loss)
-            total, n = total + loss.item() * len(idx), n + len(idx)
+        loss = self.ce_steps(self.model, self.opt, self.x, self.y,
+                             (active[b] for b in c.batches(len(active))))
         self.sched.step()
         kept = (np.ones(c.n_pool) if self.selected is None
                 else self.selected[: c.n_pool].astype(float))
-        return EpochLog(total / max(n, 1), kept, {"selected": float(kept.mean())})
+        return EpochLog(loss, kept, {"selected": float(kept.mean())})
 
     def eval_model(self) -> nn.Module:
         return self.model
