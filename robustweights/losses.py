@@ -9,18 +9,25 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from robustweights._backend import to_torch
+
 __all__ = ["WeightedLoss", "weighted_mean"]
 
 
 def weighted_mean(losses: torch.Tensor, weights: Any) -> torch.Tensor:
     r"""Batch mean of weighted per-sample losses, :math:`\frac1B\sum_i w_i \ell_i`, weights
     treated as constants (detached). ``weights`` may be any array the reweighters return."""
-    w = torch.as_tensor(weights) if not isinstance(weights, torch.Tensor) else weights
-    w = w.detach().to(device=losses.device, dtype=losses.dtype)
+    return (_weights_for(losses, weights) * losses).mean()
+
+
+def _weights_for(losses: torch.Tensor, weights: Any) -> torch.Tensor:
+    """``weights`` (any array the reweighters accept or return) as a constant tensor shaped,
+    placed and typed like ``losses``."""
+    w = to_torch(weights, "weights").detach().to(device=losses.device, dtype=losses.dtype)
     if w.shape != losses.shape:
         raise ValueError(f"Expected `weights` of shape {tuple(losses.shape)}, but got "
                          f"{tuple(w.shape)}")
-    return (w * losses).mean()
+    return w
 
 
 class WeightedLoss(nn.Module):
@@ -58,12 +65,7 @@ class WeightedLoss(nn.Module):
             raise ValueError(f"Expected `loss_fn` to return per-sample losses (B,), but got "
                              f"shape {tuple(losses.shape)}")
         if weights is not None:
-            w = torch.as_tensor(weights) if not isinstance(weights, torch.Tensor) else weights
-            w = w.detach().to(device=losses.device, dtype=losses.dtype)
-            if w.shape != losses.shape:
-                raise ValueError(f"Expected `weights` of shape {tuple(losses.shape)}, but got "
-                                 f"{tuple(w.shape)}")
-            losses = losses * w
+            losses = losses * _weights_for(losses, weights)
         if self.reduction == "mean":
             return losses.mean()
         return losses.sum() if self.reduction == "sum" else losses
