@@ -2,6 +2,7 @@
 
 Public API::
 
+    FBRRecipe             the whole FBR training recipe (clean passes, eval features, schedule)
     SurrogateReweighter   feature-based reweighting (FBR), arXiv 2510.12209
     MetaReweighter        meta-reweighting (L2RW), last-layer closed form or full network
     WeightedLoss          wrap a per-sample loss so it takes weights
@@ -17,9 +18,11 @@ from robustweights.features import FeatureCapture
 from robustweights.losses import WeightedLoss, weighted_mean
 from robustweights.meta import MetaReweighter
 from robustweights.phases import PhaseMonitor, PostFilteringWarning, detect_phases
+from robustweights.recipe import FBRRecipe
 from robustweights.surrogate import SurrogateReweighter, alpha_schedule
 
 __all__ = [
+    "FBRRecipe",
     "FeatureCapture",
     "MetaReweighter",
     "PhaseMonitor",

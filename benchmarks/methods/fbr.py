@@ -1,100 +1,105 @@
-"""FBR: feature-based reweighting (Zhang, Holtz, Mishne, Cloninger, arXiv 2510.12209) through
-``robustweights.SurrogateReweighter``, with the reference training recipe of ``method.md``:
+"""FBR: feature-based reweighting (Zhang, Holtz, Mishne, Cloninger, arXiv 2510.12209), trained
+with the authors' recipe through the public ``robustweights.FBRRecipe``.
 
-1. warm-up: ``warmup`` epochs on the noisy pool with every weight ``w_init`` (0.5);
-2. then every epoch: ``clean_passes`` passes of plain CE over the clean subset; the clean
-   subset's penultimate features recomputed in eval mode on un-augmented images and cached with
-   ``set_clean``; one pass over the noisy pool in which every batch's weights are recomputed
-   from its own features (captured by ``FeatureCapture`` during the training forward pass) and
-   the loss is the batch mean of :math:`w_i\\,\\mathrm{CE}(z_i, y_i)`;
-3. ``alpha`` = 1/(C-1) before ``alpha_switch``, then 0 (``robustweights.alpha_schedule``).
+``fbr`` is the authors' recipe as their public code runs it (``docs/method.md``, "The authors'
+training recipe"), item by item:
 
-Reference values (CIFAR, ResNet-34, 150 epochs): warm-up 20, 30 clean passes per epoch,
-alpha switch at epoch 40, "recompute" mode, hard threshold at ``w_init`` (``threshold=None``;
-``threshold=0`` keeps the soft weights ``clip(w0 + eta d, 0, w_max)``).
+- every epoch, from epoch 0 (warm-up included): ``clean_passes`` (30) passes of plain mean CE
+  over the clean subset, batch 128, un-augmented, with the pool's optimizer and learning rate;
+- then the clean subset's features in eval mode, un-augmented, as FBR's clean prototypes;
+- for every pool batch (augmented as every method's), its features from a separate no-grad
+  eval-mode forward of the same augmented batch; the training forward in train mode;
+- every pool weight 0.5 for ``warmup`` epochs, then FBR's weights recomputed for each batch
+  (w0 = 0.5, w_max = 1, weights <= 0.5 set to 0);
+- alpha = 1/(C-1) before ``alpha_switch``, then 0; the presets put the switch on the first
+  learning-rate drop, as the authors' 40 of 150 is;
+- loss: the batch mean of w_i CE(z_i, y_i), weights detached.
+
+Remaining deviations, and why: the backbone, data size and run length are the preset's (a
+width-16 CNN, 4,920 + 250 images and 80 epochs on the cpu preset, for 2 CPU cores), so the
+warm-up (10 of 150) becomes 5 and the LR milestones are the preset's shared ones (every method
+trains under the same schedule); the clean set is the benchmark's trusted subset (250 images
+on the cpu preset, 2,000 in the paper); weight decay is the preset's (5e-4 on cpu, the authors'
+1e-3 on ``paper``). The clean passes' batch order comes from its own seeded generator.
+
+``fbr_plus`` (:class:`FBRPlus`) is the same recipe with the options of ``FBRRecipe`` that our
+selection on held-out seeds kept (see ``benchmarks/presets.py`` and the README).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from benchmarks.methods.base import Context, EpochLog, Method, per_sample_ce
+from benchmarks.methods.base import Context, EpochLog, Method
 from benchmarks.models import head
-from robustweights import FeatureCapture, SurrogateReweighter, alpha_schedule, weighted_mean
+from robustweights import FBRRecipe
 
-__all__ = ["FBR"]
+__all__ = ["FBR", "FBRPlus"]
 
 
 class FBR(Method):
-    """FBR on the noisy pool with clean-subset passes (see the module docstring)."""
+    """FBR with the authors' training recipe (see the module docstring)."""
 
     name = "fbr"
     selects = True
 
     @classmethod
-    def defaults(cls) -> dict[str, object]:
-        return {"warmup": 20, "clean_passes": 30, "alpha_switch": 40, "w_init": 0.5,
-                "mode": "recompute", "ratio": None, "threshold": None}
+    def defaults(cls) -> dict[str, Any]:
+        return {"warmup": 10, "clean_passes": 30, "alpha_switch": 40, "eval_features": True,
+                "dropped_weight": 0.0, "smoothing": 0.0, "pseudo_label_weight": 0.0}
 
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
         p = self.params
         self.model = ctx.new_model()
-        self.cap = FeatureCapture(head(self.model))
         self.opt = ctx.new_optimizer(self.model)
         self.sched = ctx.new_scheduler(self.opt)
-        self.rw = SurrogateReweighter(
-            ctx.num_classes, alpha=alpha_schedule(ctx.num_classes, int(p["alpha_switch"])),
-            w_init=float(p["w_init"]), mode=p["mode"], ratio=p["ratio"],
-            threshold=p["threshold"])
-
-    def clean_passes(self) -> float:
-        """Plain CE passes over the clean subset; returns the mean loss."""
-        c = self.c
-        passes = (idx for _ in range(int(self.params["clean_passes"]))
-                  for idx in c.batches(c.n_clean))
-        return self.ce_steps(self.model, self.opt, c.clean_x, c.clean_y, passes)
-
-    def refresh_clean(self) -> None:
-        """Clean features in eval mode, cached as the reweighter's clean statistics."""
-        c = self.c
-        _, feats = c.predict(self.model, c.clean_x, self.cap)
-        self.rw.set_clean(features=feats, labels=c.clean_y)
+        self.recipe = FBRRecipe(
+            self.model, head=head(self.model), clean_inputs=ctx.memory_format(ctx.clean_x),
+            clean_labels=ctx.clean_y, optimizer=self.opt, num_classes=ctx.num_classes,
+            warmup_epochs=int(p["warmup"]), alpha_switch=int(p["alpha_switch"]),
+            clean_passes=int(p["clean_passes"]), clean_batch_size=ctx.config.batch_size,
+            eval_features=bool(p["eval_features"]), dropped_weight=float(p["dropped_weight"]),
+            smoothing=float(p["smoothing"]),
+            pseudo_label_weight=float(p["pseudo_label_weight"]),
+            generator=torch.Generator().manual_seed(ctx.seed + 7919))
 
     def train_epoch(self, epoch: int) -> EpochLog:
-        c = self.c
-        self.rw.set_epoch(epoch)
-        warm = epoch < int(self.params["warmup"])
+        c, recipe = self.c, self.recipe
         self.model.train()
-        clean_loss = float("nan")
-        if not warm:
-            clean_loss = self.clean_passes()
-            self.refresh_clean()
+        recipe.start_epoch(epoch)
         weights = np.full(c.n_pool, np.nan)
         total, n = 0.0, 0
         couplings: list[float] = []
         for idx in c.batches(c.n_pool):
-            y = c.pool_y[idx]
-            losses = per_sample_ce(self.model(c.train_view(c.pool_x[idx])), y)
-            if warm:
-                w = torch.full_like(losses, float(self.params["w_init"]))
-            else:
-                w = self.rw.weights(features=self.cap.features, labels=y,
-                                    sample_ids=idx if self.params["mode"] == "incremental"
-                                    else None)
-                if self.rw.last_directions is not None:
-                    # mean |d_i|: the coupling magnitude the phase rule watches
-                    couplings.append(float(self.rw.last_directions.abs().mean()))
-            self.sgd_step(self.opt, weighted_mean(losses, w))
-            total, n = total + float(losses.detach().mean()) * len(idx), n + len(idx)
-            weights[idx.cpu().numpy()] = w.detach().cpu().numpy()
+            loss = recipe.loss(c.train_view(c.pool_x[idx]), c.pool_y[idx], sample_ids=idx)
+            self.sgd_step(self.opt, loss)
+            total, n = total + float(loss.detach()) * len(idx), n + len(idx)
+            weights[idx.cpu().numpy()] = recipe.last_weights.detach().cpu().numpy()  # type: ignore[union-attr]
+            d = recipe.reweighter.last_directions
+            if not recipe.in_warmup and d is not None:
+                couplings.append(float(d.abs().mean()))  # mean |d_i|, for the phase rule
         self.sched.step()
         return EpochLog(total / n, weights,
-                        {"alpha": self.rw.current_alpha(), "clean_pass_loss": clean_loss,
-                         "warmup": float(warm),
+                        {"alpha": recipe.reweighter.current_alpha(),
+                         "clean_pass_loss": recipe.last_clean_loss,
+                         "warmup": float(recipe.in_warmup),
                          "coupling": float(np.mean(couplings)) if couplings else float("nan")})
 
     def eval_model(self) -> nn.Module:
         return self.model
+
+
+class FBRPlus(FBR):
+    """Our FBR recipe: the authors' recipe plus the ``FBRRecipe`` options selected on held-out
+    seeds (the README's "Which recipe should I use?")."""
+
+    name = "fbr_plus"
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return {**super().defaults(), "dropped_weight": 0.3}
