@@ -43,6 +43,9 @@ from benchmarks.runner import RunResult, RunSpec, run_one
 
 __all__ = ["main", "parse_args", "plan_runs"]
 
+#: Method parameters given in epochs, scaled with ``--epochs`` like the LR milestones.
+SCHEDULE_KEYS = frozenset({"warmup", "alpha_switch", "init_epoch"})
+
 
 def _value(text: str) -> Any:
     try:
@@ -101,6 +104,13 @@ def build_preset(args: argparse.Namespace) -> Preset:
             train = replace(train, milestones=tuple(round(m * f)
                                                     for m in base.train.milestones))
     params = {m: dict(v) for m, v in base.method_params.items()}
+    if train.epochs != base.train.epochs:
+        # Method schedules are tied to the run length (FBR's alpha switch to the first LR drop,
+        # warm-ups): scale them with it, as the milestones are.
+        f = train.epochs / base.train.epochs
+        for v in params.values():
+            for k in SCHEDULE_KEYS & v.keys():
+                v[k] = round(v[k] * f)
     for item in args.set:
         lhs, _, rhs = item.partition("=")
         method, _, key = lhs.partition(".")

@@ -22,7 +22,10 @@ __all__ = ["aggregate", "load_records", "make_plots", "markdown_report"]
 
 LABELS = {"ce": "CE", "clean_only": "Clean only", "coteaching": "Co-teaching",
           "coteaching_plus": "Co-teaching+", "fine": "FINE", "l2rw": "L2RW", "mwnet": "MW-Net",
-          "fbr": "FBR"}
+          "fbr": "FBR (authors' recipe)", "fbr_plus": "FBR+ (ours)"}
+
+
+NOISE_ORDER = ["worst", "aggre", "rand1", "asym0.4", "rand2", "rand3", "clean", "noisy100"]
 
 
 def load_records(path: str | Path) -> list[dict[str, Any]]:
@@ -68,8 +71,7 @@ def markdown_report(records: list[dict[str, Any]], *, command: str = "", machine
     """The Markdown tables (mean ± std over seeds)."""
     groups = aggregate(records)
     methods = _order((r["method"] for r in records), list(LABELS))
-    noises = _order((r["noise"] for r in records), ["worst", "aggre", "rand1", "rand2", "rand3",
-                                                     "clean", "noisy100"])
+    noises = _order((r["noise"] for r in records), NOISE_ORDER)
     lines = [f"# {title}", ""]
     if command:
         lines += ["Reproduce with:", "", "```", command, "```", ""]
@@ -97,7 +99,9 @@ def markdown_report(records: list[dict[str, Any]], *, command: str = "", machine
                          f"{_ms([r['best_acc'] for r in g], 100)}" if g else "")
         lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " |")
     lines.append("")
-    ce_time = {nz: np.mean([r["epoch_time_mean"] for r in groups.get((nz, "ce"), [])])
+    # Cost ratios use CPU time (process time): runs share the cores, so wall time depends on
+    # what else runs beside them, CPU time much less.
+    ce_time = {nz: np.mean([r["epoch_cpu_time_mean"] for r in groups.get((nz, "ce"), [])])
                if groups.get((nz, "ce")) else None for nz in noises}
     for nz in noises:
         recs = [r for m in methods for r in groups.get((nz, m), [])]
@@ -118,7 +122,8 @@ def markdown_report(records: list[dict[str, Any]], *, command: str = "", machine
                     for r in g] if sel else []
             rec = [r["final"]["recall"] for r in g] if g[0]["selects"] else []
             t = [r["epoch_time_mean"] for r in g]
-            ratio = (_ms([x / ce_time[nz] for x in t], 1, 2) if ce_time.get(nz) else "-")
+            ratio = (_ms([r["epoch_cpu_time_mean"] / ce_time[nz] for r in g], 1, 2)
+                     if ce_time.get(nz) else "-")
             best_ep = _ms([r["best_epoch"] + 1 for r in g], 1, 0)
             mem = [r["memorisation"].get("memorised") for r in g]
             lines.append(
@@ -144,7 +149,8 @@ def markdown_report(records: list[dict[str, Any]], *, command: str = "", machine
         "kept (ʷ MW-Net never drops a sample: weight-averaged precision instead); *noisy labels "
         "memorised*: share of mislabelled pool samples the final network predicts as their "
         "wrong label (eval mode, no augmentation); *s / epoch*: training time of one epoch "
-        "(evaluation excluded); *× CE*: that time relative to CE on the same machine. Phases: "
+        "(evaluation excluded, wall clock); *× CE*: CPU time per epoch relative to CE's in the "
+        "same run (CPU time, because runs share the cores). Phases: "
         "the library's `detect_phases` rule on per-epoch kept fraction, clean-subset loss and "
         "coupling magnitude (mean |u| for L2RW, mean |d| for FBR).", ""]
     return "\n".join(lines)
@@ -170,7 +176,7 @@ def make_plots(records: list[dict[str, Any]], out_dir: str | Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     groups = aggregate(records)
     methods = _order((r["method"] for r in records), list(LABELS))
-    noises = _order((r["noise"] for r in records), ["worst", "aggre", "rand1"])
+    noises = _order((r["noise"] for r in records), NOISE_ORDER)
     paths: list[Path] = []
 
     # Accuracy curves per method, one panel per noise type.
@@ -194,7 +200,7 @@ def make_plots(records: list[dict[str, Any]], out_dir: str | Path,
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
 
-    weighting = [m for m in ("fbr", "l2rw") if any(k[1] == m for k in groups)]
+    weighting = [m for m in ("fbr", "fbr_plus", "l2rw") if any(k[1] == m for k in groups)]
     if weighting:
         # Kept fraction over epochs, clean vs noisy pool samples.
         fig, axes = plt.subplots(len(weighting), len(noises),

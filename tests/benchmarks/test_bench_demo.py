@@ -53,7 +53,7 @@ def test_download_fallback_is_a_valid_benchmark_command(no_data: Path) -> None:
     preset = cifar_n.build_preset(cifar_n.parse_args(argv))
     assert preset.dataset == "cifar10n"
     assert (preset.limit_train, preset.limit_test) == (5170, 508), "same size as the subset"
-    assert preset.train.epochs == 3 and preset.methods == ("l2rw", "fbr", "ce")
+    assert preset.train.epochs == 3 and preset.methods == ("fbr_plus", "fbr", "ce")
 
 
 def test_with_data_runs_the_cpu_preset_on_worst_labels() -> None:
@@ -75,8 +75,8 @@ def test_one_epoch_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     finally:
         torch.set_num_threads(before)
     out = capsys.readouterr().out
-    assert "python -m benchmarks.cifar_n --preset cpu --methods l2rw fbr ce" in out
-    for row in ("| CE |", "| FBR |", "| L2RW |", "kept precision"):
+    assert "python -m benchmarks.cifar_n --preset cpu --methods fbr_plus fbr ce" in out
+    for row in ("| CE |", "| FBR+ (ours) |", "| FBR (authors' recipe) |", "kept precision"):
         assert row in out, row
     recs = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
-    assert sorted(r["method"] for r in recs) == ["ce", "fbr", "l2rw"]
+    assert sorted(r["method"] for r in recs) == ["ce", "fbr", "fbr_plus"]

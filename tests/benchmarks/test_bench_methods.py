@@ -24,7 +24,7 @@ from benchmarks.methods.coteaching import (  # noqa: E402
     small_loss_indices,
 )
 from benchmarks.methods.coteaching_plus import coteaching_plus_losses, disagreement  # noqa: E402
-from benchmarks.methods.fbr import FBR  # noqa: E402
+from benchmarks.methods.fbr import FBR, FBRPlus  # noqa: E402
 from benchmarks.methods.fine import (  # noqa: E402
     alignment_scores,
     fine_select,
@@ -205,16 +205,16 @@ def test_fbr_rule_hand_case_and_alpha_switch() -> None:
     m = FBR(warmup=1, clean_passes=1, alpha_switch=3)
     m.setup(ctx)
     clean = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
-    m.rw.set_clean(features=clean, labels=torch.tensor([0, 1, 2]))
+    m.recipe.reweighter.set_clean(features=clean, labels=torch.tensor([0, 1, 2]))
     f = torch.tensor([[2.0, 0.0], [2.0, 0.0], [2.0, 0.0]])
     y = torch.tensor([0, 1, 2])
-    m.rw.set_epoch(2)
-    assert m.rw.current_alpha() == pytest.approx(0.5)
-    torch.testing.assert_close(m.rw.weights(features=f, labels=y), torch.tensor([1.0, 0.0, 0.0]))
-    m.rw.set_epoch(3)
-    assert m.rw.current_alpha() == 0.0
+    m.recipe.reweighter.set_epoch(2)
+    assert m.recipe.reweighter.current_alpha() == pytest.approx(0.5)
+    torch.testing.assert_close(m.recipe.reweighter.weights(features=f, labels=y), torch.tensor([1.0, 0.0, 0.0]))
+    m.recipe.reweighter.set_epoch(3)
+    assert m.recipe.reweighter.current_alpha() == 0.0
     f2 = torch.tensor([[2.0, 0.0], [1.0, 0.0], [2.0, 0.0]])
-    torch.testing.assert_close(m.rw.weights(features=f2, labels=torch.tensor([0, 0, 2])),
+    torch.testing.assert_close(m.recipe.reweighter.weights(features=f2, labels=torch.tensor([0, 0, 2])),
                                torch.tensor([1.0, 0.75, 0.0]))
 
 
@@ -227,6 +227,26 @@ def test_fbr_warmup_weights_are_half_then_reweighted() -> None:
     second = m.train_epoch(1).weights
     assert second is not None and not np.all(second == 0.5)
     assert set(np.unique(second)) <= {0.0} | set(second[second > 0.5]), "weights are 0 or > 0.5"
+
+
+def test_fbr_plus_keeps_dropped_samples_at_its_floor() -> None:
+    ctx = _tiny_context()
+    m = FBRPlus(warmup=1, clean_passes=1, alpha_switch=1, dropped_weight=0.3)
+    m.setup(ctx)
+    m.train_epoch(0)
+    w = m.train_epoch(1).weights
+    assert w is not None and w.min() == pytest.approx(0.3) and (w > 0.5).any()
+    assert np.all(np.isclose(w, 0.3) | (w > 0.5)), "dropped at the floor, kept above w0"
+
+
+def test_fbr_makes_clean_passes_in_warmup_too() -> None:
+    ctx = _tiny_context(n_clean=20, batch_size=8)
+    m = FBR(warmup=2, clean_passes=2, alpha_switch=3)
+    m.setup(ctx)
+    steps: list[int] = []
+    m.opt.register_step_post_hook(lambda *a: steps.append(1))
+    m.train_epoch(0)  # warm-up: 2 passes x 3 clean batches + 5 pool batches
+    assert len(steps) == 2 * 3 + 5
 
 
 # ------------------------------------------------------------------------- scoring

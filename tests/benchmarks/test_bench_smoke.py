@@ -37,14 +37,14 @@ def test_every_method_runs_and_is_recorded(smoke: Path) -> None:
         if r["selects"]:
             assert r["final"]["precision"] is not None, f"{r['method']} kept nothing"
         assert (smoke / "weights" / f"{r['method']}__worst__seed0.npz").is_file()
-        if r["method"] in ("fbr", "l2rw"):
+        if r["method"] in ("fbr", "fbr_plus", "l2rw"):
             assert set(r["phases"]) == {"filtering", "post_filtering"}, r["method"]
 
 
 def test_report_tables_plots_and_reproduce_command(smoke: Path) -> None:
     md = (smoke / "results.md").read_text()
     assert "python -m benchmarks.cifar_n --preset smoke --noise worst" in md
-    assert "| FBR |" in md and "| L2RW |" in md and "× CE" in md
+    assert "| FBR (authors' recipe) |" in md and "| FBR+ (ours) |" in md and "| L2RW |" in md and "× CE" in md
     for png in ("accuracy_curves.png", "kept_fraction.png", "weight_histograms.png"):
         assert (smoke / png).stat().st_size > 1000, png
 
@@ -61,4 +61,24 @@ def test_ce_learns_better_than_chance_on_clean_labels(tmp_path: Path) -> None:
 def test_resume_skips_finished_runs(smoke: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cifar_n.main(["--preset", "smoke", "--noise", "worst", "--out", str(smoke), "--quiet",
                   "--resume", "--no-plots"])
-    assert "0 runs (8 already done)" in capsys.readouterr().out
+    assert f"0 runs ({len(METHODS)} already done)" in capsys.readouterr().out
+
+
+def test_paper_preset_code_path_at_smoke_size(tmp_path: Path) -> None:
+    """``--preset paper`` (ResNet-34, the authors' FBR recipe and milestones) on a few hundred
+    images of the subset, 2 epochs, a thin ResNet: the exact code path a GPU user runs."""
+    code = cifar_n.main(["--preset", "paper", "--dataset", "cifar10n-subset", "--device", "cpu",
+                         "--limit-train", "300", "--limit-test", "100", "--epochs", "2",
+                         "--width", "4", "--methods", "fbr", "ce", "--noise", "worst",
+                         "--seeds", "0", "--jobs", "1", "--threads", "1", "--out", str(tmp_path),
+                         "--quiet", "--no-plots"])
+    assert code == 0
+    recs = {r["method"]: r for r in map(json.loads,
+                                        (tmp_path / "results.jsonl").read_text().splitlines())}
+    assert set(recs) == {"fbr", "ce"}
+    spec = recs["fbr"]["spec"]
+    assert spec["train"]["arch"] == "resnet34" and spec["train"]["milestones"] == [1, 1, 1]
+    # 150 -> 2 epochs: warm-up 10 -> 0, alpha switch 40 -> 1: both FBR phases ran
+    assert spec["method_params"] == {"warmup": 0, "clean_passes": 30, "alpha_switch": 1}
+    alphas = [e["alpha"] for e in recs["fbr"]["curves"]["extra"]]
+    assert alphas[0] > 0 and alphas[1] == 0
