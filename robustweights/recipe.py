@@ -287,9 +287,10 @@ class FBRRecipe:
         loss = (w.detach().to(logits.dtype) * F.cross_entropy(logits, labels,
                                                               reduction="none")).mean()
         if self.pseudo_label_weight and not self.in_warmup:
-            dropped = (self.last_fbr_weights == 0).to(logits.dtype)  # type: ignore[operator]
-            target = torch.softmax(self._eval_logits.float()  # type: ignore[union-attr]
-                                   / self.pseudo_label_temperature, 1).to(logits.dtype)
+            assert self.last_fbr_weights is not None and self._eval_logits is not None
+            dropped = (self.last_fbr_weights == 0).to(logits.dtype)
+            target = torch.softmax(self._eval_logits.float() / self.pseudo_label_temperature,
+                                   1).to(logits.dtype)
             soft = -(target * torch.log_softmax(logits, 1)).sum(1)
             loss = loss + self.pseudo_label_weight * (dropped * soft).mean()
         return loss

@@ -106,7 +106,7 @@ def test_train_mode_features_option_uses_one_forward() -> None:
 
 
 def test_warmup_weights_and_alpha_schedule() -> None:
-    recipe, model, _, _ = make(warmup_epochs=2, alpha_switch=3)
+    recipe, _, _, _ = make(warmup_epochs=2, alpha_switch=3)
     x, y = torch.randn(9, 6), torch.randint(0, 3, (9,))
     alphas = []
     for epoch in range(5):
@@ -136,7 +136,7 @@ def test_loss_is_weighted_mean_of_ce() -> None:
 
 
 def test_dropped_weight_floor() -> None:
-    recipe, model, _, _ = make(dropped_weight=0.3)
+    recipe, _, _, _ = make(dropped_weight=0.3)
     recipe.start_epoch(1)
     x, y = torch.randn(40, 6), torch.randint(0, 3, (40,))
     w = recipe.weights(x, y)
@@ -146,7 +146,7 @@ def test_dropped_weight_floor() -> None:
 
 
 def test_smoothing_running_average_per_sample() -> None:
-    recipe, model, _, _ = make(smoothing=0.75)
+    recipe, _, _, _ = make(smoothing=0.75)
     recipe.start_epoch(1)
     x, y = torch.randn(6, 6), torch.randint(0, 3, (6,))
     ids = torch.tensor([4, 0, 9, 2, 7, 5])
@@ -211,7 +211,7 @@ def test_state_dict_resume_is_exact() -> None:
     recipe2.load_state_dict(saved[2])
     resumed = _run(recipe2, model2, opt2, range(2, 4), x, y)
     assert len(straight) == len(resumed)
-    assert all(torch.equal(a, b) for a, b in zip(straight, resumed))
+    assert all(torch.equal(a, b) for a, b in zip(straight, resumed, strict=True))
     with pytest.raises(ValueError, match="version"):
         recipe2.load_state_dict({**saved[2], "version": 99})
 

@@ -205,16 +205,17 @@ def test_fbr_rule_hand_case_and_alpha_switch() -> None:
     m = FBR(warmup=1, clean_passes=1, alpha_switch=3)
     m.setup(ctx)
     clean = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
-    m.recipe.reweighter.set_clean(features=clean, labels=torch.tensor([0, 1, 2]))
+    rw = m.recipe.reweighter
+    rw.set_clean(features=clean, labels=torch.tensor([0, 1, 2]))
     f = torch.tensor([[2.0, 0.0], [2.0, 0.0], [2.0, 0.0]])
     y = torch.tensor([0, 1, 2])
-    m.recipe.reweighter.set_epoch(2)
-    assert m.recipe.reweighter.current_alpha() == pytest.approx(0.5)
-    torch.testing.assert_close(m.recipe.reweighter.weights(features=f, labels=y), torch.tensor([1.0, 0.0, 0.0]))
-    m.recipe.reweighter.set_epoch(3)
-    assert m.recipe.reweighter.current_alpha() == 0.0
+    rw.set_epoch(2)
+    assert rw.current_alpha() == pytest.approx(0.5)
+    torch.testing.assert_close(rw.weights(features=f, labels=y), torch.tensor([1.0, 0.0, 0.0]))
+    rw.set_epoch(3)
+    assert rw.current_alpha() == 0.0
     f2 = torch.tensor([[2.0, 0.0], [1.0, 0.0], [2.0, 0.0]])
-    torch.testing.assert_close(m.recipe.reweighter.weights(features=f2, labels=torch.tensor([0, 0, 2])),
+    torch.testing.assert_close(rw.weights(features=f2, labels=torch.tensor([0, 0, 2])),
                                torch.tensor([1.0, 0.75, 0.0]))
 
 
