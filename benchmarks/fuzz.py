@@ -155,25 +155,13 @@ def _features(rng: np.random.Generator, pattern: str, labels: np.ndarray,
     return centres[labels] + rng.standard_normal((n, d))
 
 
-def make_case(seed: int, index: int, space: Space = Space()) -> Case:
-    """Call ``index`` of ``seed``: a function of the two numbers (and ``space``) only."""
-    rng = np.random.default_rng([seed, index])
-    method = str(rng.choice(METHODS))
-    fbr = method.startswith("fbr")
-    framework = str(rng.choice(("numpy", "torch")))
-    dtypes = tuple(d for d in space.dtypes if framework == "torch" or d != "bfloat16")
-    if not dtypes:  # bfloat16 alone: torch only
-        framework, dtypes = "torch", space.dtypes
-    dtype = str(rng.choice(dtypes))
-    clean_dtype = dtype if rng.random() < 0.85 else str(rng.choice(dtypes))
-    pattern = str(rng.choice(PATTERNS))
-    invalid = str(rng.choice(INVALID)) if rng.random() < INVALID_SHARE else None
-    C = int(rng.integers(2, 7))
-    D = int(rng.integers(1, 9))
-    B = 1 if pattern == "one_sample" else int(rng.integers(1, 17))
-    M = int(rng.integers(1, 25))
-
-    # Labels and class-structured float64 values, scaled per tensor.
+def _arrays(rng: np.random.Generator, space: Space, pattern: str, dtypes: tuple[str, str],
+            sizes: tuple[int, int, int, int]) -> tuple[dict[str, np.ndarray], tuple[int, ...]]:
+    """Labels, features and logits of the training (``y``, ``F``, ``Z``) and clean batch
+    (``yc``, ``G``, ``Zc``), in float64 / integers, and the decimal exponents they are scaled by
+    (per tensor, capped by the dtype each is cast to)."""
+    B, M, C, D = sizes
+    dtype, clean_dtype = dtypes
     y = rng.integers(0, C, B)
     if pattern == "one_class":
         yc = np.full(M, int(rng.integers(0, C)))
@@ -194,42 +182,51 @@ def make_case(seed: int, index: int, space: Space = Space()) -> Case:
     e_logits = space.exponent(rng, dtype)
     e_clean_logits = (min(e_logits, space.cap(clean_dtype)) if rng.random() < 0.7
                       else space.exponent(rng, clean_dtype))
-    F, G = F * 10.0 ** e_train, G * 10.0 ** e_clean
-    Z, Zc = Z * 10.0 ** e_logits, Zc * 10.0 ** e_clean_logits
     label_dtype = np.int64 if rng.random() < 0.8 else np.int32
-    y, yc = y.astype(label_dtype), yc.astype(label_dtype)
+    arrays = {"y": y.astype(label_dtype), "yc": yc.astype(label_dtype),
+              "F": F * 10.0 ** e_train, "G": G * 10.0 ** e_clean,
+              "Z": Z * 10.0 ** e_logits, "Zc": Zc * 10.0 ** e_clean_logits}
+    return arrays, (e_train, e_clean, e_logits, e_clean_logits)
 
-    # Constructor.
+
+def _config(rng: np.random.Generator, method: str, C: int) -> tuple[Any, dict[str, Any], float]:
+    """The reweighter class, its keyword arguments and its ``w_max``."""
     kwargs: dict[str, Any] = {"num_classes": C}
-    w_max = 1.0
-    if fbr:
-        kwargs["alpha"] = [None, 0.0, 1.0 / (C - 1), 1.0, float(rng.uniform(0, 2))][
-            int(rng.integers(0, 5))]
-        if "ratio" in method:
-            kwargs["ratio"] = float(rng.choice((0.1, 0.3, 0.5, 1.0)))
-        if "incremental" in method:
-            kwargs["mode"] = "incremental"
-            kwargs["eta"] = float(rng.choice((0.01, 0.1, 1.0)))
-        if rng.random() < 0.2:
-            w_max = kwargs["w_max"] = float(rng.choice((2.0, 10.0)))
-            kwargs["missing_class_weight"] = float(rng.choice((0.0, 0.5, w_max)))
-        cls: Any = robustweights.SurrogateReweighter
-    else:
+    if not method.startswith("fbr"):
         kwargs["normalization"] = method.split("_")[1]
         kwargs["lr"] = float(rng.choice((1.0, 0.1, 10.0)))
         kwargs["bias"] = bool(rng.random() < 0.8)
-        cls = robustweights.MetaReweighter
+        return robustweights.MetaReweighter, kwargs, 1.0
+    w_max = 1.0
+    kwargs["alpha"] = [None, 0.0, 1.0 / (C - 1), 1.0, float(rng.uniform(0, 2))][
+        int(rng.integers(0, 5))]
+    if "ratio" in method:
+        kwargs["ratio"] = float(rng.choice((0.1, 0.3, 0.5, 1.0)))
+    if "incremental" in method:
+        kwargs["mode"] = "incremental"
+        kwargs["eta"] = float(rng.choice((0.01, 0.1, 1.0)))
+    if rng.random() < 0.2:
+        w_max = kwargs["w_max"] = float(rng.choice((2.0, 10.0)))
+        kwargs["missing_class_weight"] = float(rng.choice((0.0, 0.5, w_max)))
+    return robustweights.SurrogateReweighter, kwargs, w_max
 
-    train: dict[str, Any] = {"features": F, "labels": y}
-    clean: dict[str, Any] = {"features": G, "labels": yc}
-    if not fbr:
-        train["logits"], clean["logits"] = Z, Zc
-    cached = bool(rng.random() < 0.4)
-    ids = rng.permutation(2 * B)[:B] if "incremental" in method else None
-    ids2 = rng.permutation(2 * B)[:B] if "incremental" in method else None
+
+#: Invalid constructor arguments, by name.
+BAD_CONFIG: dict[str, tuple[Any, ...]] = {
+    "num_classes": (1, 0, 2.5, True), "lr": (0.0, -1.0, float("inf")),
+    "normalization": ("bogus", "softmax"), "alpha": (-1.0, float("nan")),
+    "ratio": (0.0, 1.5, -0.1, float("nan")), "mode": ("bogus",), "eta": (0.0, -0.1),
+    "w_init": ("w_max", -0.5)}
+
+
+def _corrupt(rng: np.random.Generator, invalid: str, train: dict[str, Any],
+             clean: dict[str, Any], kwargs: dict[str, Any], *, fbr: bool, cached: bool,
+             incremental: bool, w_max: float) -> tuple[str, str | None]:
+    """Make the inputs (in place) invalid as ``invalid`` says. Returns what was done (a kind
+    that does not apply to the method is replaced) and the argument an error must name, if
+    one is unambiguous. ``no_sample_ids`` is left to the caller."""
+    C = kwargs["num_classes"]
     bad_arg = None
-
-    # Invalid inputs, applied to the float64 / integer arrays before conversion.
     if invalid in ("nan", "inf"):
         where = str(rng.choice([k for k in ("features", "logits") if k in train]))
         target = train if rng.random() < 0.5 else clean
@@ -268,27 +265,55 @@ def make_case(seed: int, index: int, space: Space = Space()) -> Case:
     elif invalid == "missing_input":
         target = train if rng.random() < 0.5 else clean
         del target[str(rng.choice(list(target)))]
-    elif invalid == "no_sample_ids":
-        if ids is None:
-            invalid = "label_range"
-        else:
-            ids = ids2 = None
+    elif invalid == "no_sample_ids" and not incremental:
+        invalid = "label_range"
     elif invalid == "bad_config":
-        options = {"num_classes": (1, 0, 2.5, True), "lr": (0.0, -1.0, float("inf")),
-                   "normalization": ("bogus", "softmax"), "alpha": (-1.0, float("nan")),
-                   "ratio": (0.0, 1.5, -0.1, float("nan")), "mode": ("bogus",),
-                   "eta": (0.0, -0.1), "w_init": (w_max, -0.5)}
         allowed = ["num_classes"] + (["alpha", "ratio", "mode", "eta", "w_init"] if fbr
                                      else ["lr", "normalization"])
         bad_arg = str(rng.choice(allowed))
-        choices = options[bad_arg]
-        kwargs[bad_arg] = choices[int(rng.integers(0, len(choices)))]
+        choices = BAD_CONFIG[bad_arg]
+        value = choices[int(rng.integers(0, len(choices)))]
+        kwargs[bad_arg] = w_max if value == "w_max" else value
     if invalid == "label_range":
         target = train if rng.random() < 0.5 else clean
         lab = target["labels"].copy()
         lab[int(rng.integers(0, lab.shape[0]))] = C if rng.random() < 0.5 else -1
         target["labels"] = lab
         bad_arg = "labels" if target is train or cached else "clean_labels"
+    return invalid, bad_arg
+
+
+def make_case(seed: int, index: int, space: Space = Space()) -> Case:
+    """Call ``index`` of ``seed``: a function of the two numbers (and ``space``) only."""
+    rng = np.random.default_rng([seed, index])
+    method = str(rng.choice(METHODS))
+    fbr, incremental = method.startswith("fbr"), "incremental" in method
+    framework = str(rng.choice(("numpy", "torch")))
+    dtypes = tuple(d for d in space.dtypes if framework == "torch" or d != "bfloat16")
+    if not dtypes:  # bfloat16 alone: torch only
+        framework, dtypes = "torch", space.dtypes
+    dtype = str(rng.choice(dtypes))
+    clean_dtype = dtype if rng.random() < 0.85 else str(rng.choice(dtypes))
+    pattern = str(rng.choice(PATTERNS))
+    invalid = str(rng.choice(INVALID)) if rng.random() < INVALID_SHARE else None
+    C = int(rng.integers(2, 7))
+    D = int(rng.integers(1, 9))
+    B = 1 if pattern == "one_sample" else int(rng.integers(1, 17))
+    M = int(rng.integers(1, 25))
+    a, exps = _arrays(rng, space, pattern, (dtype, clean_dtype), (B, M, C, D))
+    cls, kwargs, w_max = _config(rng, method, C)
+    train: dict[str, Any] = {"features": a["F"], "labels": a["y"]}
+    clean: dict[str, Any] = {"features": a["G"], "labels": a["yc"]}
+    if not fbr:
+        train["logits"], clean["logits"] = a["Z"], a["Zc"]
+    cached = bool(rng.random() < 0.4)
+    ids = [rng.permutation(2 * B)[:B] for _ in range(2)] if incremental else []
+    bad_arg = None
+    if invalid is not None:
+        invalid, bad_arg = _corrupt(rng, invalid, train, clean, kwargs, fbr=fbr, cached=cached,
+                                    incremental=incremental, w_max=w_max)
+        if invalid == "no_sample_ids":
+            ids = []
 
     def conv(d: dict[str, Any], dt: str) -> dict[str, Any]:
         out = {k: _convert(v, framework, dt) for k, v in d.items()}
@@ -301,21 +326,21 @@ def make_case(seed: int, index: int, space: Space = Space()) -> Case:
     # What a correct library does: reject every invalid input, and a valid one whose values
     # did not survive the cast to its dtype (they are then non-finite), or FBR on a clean set of
     # one class (documented: the row shift needs a runner-up class); weigh everything else.
-    degenerate = fbr and len(np.unique(clean.get("labels", yc))) < 2
+    degenerate = fbr and len(np.unique(clean.get("labels", a["yc"]))) < 2
     nonfinite = not all(_finite(v) for v in [*train_in.values(), *clean_in.values()])
     expect = "error" if invalid is not None or nonfinite or degenerate else "weights"
     if nonfinite:  # then an error may name the non-finite input first
         bad_arg = None
-    calls = [dict(train_in, **({} if cached else {"clean_" + k: v for k, v in clean_in.items()}))]
-    if ids is not None and ids2 is not None:  # incremental: a second call, state carries over
-        calls[0]["sample_ids"] = _convert(ids.astype(np.int64), framework, dtype)
-        calls.append(dict(calls[0], sample_ids=_convert(ids2.astype(np.int64), framework, dtype)))
+    call = dict(train_in, **({} if cached else {"clean_" + k: v for k, v in clean_in.items()}))
+    # Incremental: two calls, so that the per-sample state carries over.
+    calls = [dict(call, sample_ids=_convert(i.astype(np.int64), framework, dtype))
+             for i in ids] or [call]
     config = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
     desc = (f"call {index} of seed {seed}: {cls.__name__}({config}), {framework} {dtype} "
-            f"(clean {clean_dtype}), B={B} M={M} C={C} D={D}, pattern "
-            f"{pattern}, exponents train {e_train} clean {e_clean} logits {e_logits}/"
-            f"{e_clean_logits}, clean {'cached by set_clean' if cached else 'per call'}, "
-            f"invalid: {invalid}, expect {expect}")
+            f"(clean {clean_dtype}), B={B} M={M} C={C} D={D}, pattern {pattern}, exponents "
+            f"train {exps[0]} clean {exps[1]} logits {exps[2]}/{exps[3]}, clean "
+            f"{'cached by set_clean' if cached else 'per call'}, invalid: {invalid}, "
+            f"expect {expect}")
     return Case(make=lambda: cls(**kwargs), calls=calls, expect=expect, method=method,
                 framework=framework, dtype=dtype, set_clean=clean_in if cached else None,
                 bad_arg=bad_arg, invalid=invalid, w_max=w_max, description=desc)
