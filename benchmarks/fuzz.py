@@ -409,7 +409,7 @@ def run_case(case: Case) -> Outcome:
         n = len(ref) if ref is not None else -1
         problem = check_weights(case, out, n)
         if problem is not None:
-            return Outcome("failure", problem, f"weights: {out!r}")
+            return Outcome("failure", problem, "weights: " + " ".join(repr(out).split()))
     return Outcome("valid weights")
 
 
