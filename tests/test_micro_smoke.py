@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import micro  # noqa: E402
-from benchmarks.micro_harness import rankdata, spearman  # noqa: E402
+from benchmarks.micro.harness import rankdata, spearman  # noqa: E402
 
 
 @pytest.fixture(scope="module")
