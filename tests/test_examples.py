@@ -21,6 +21,14 @@ def test_custom_loop_example_filters_noisy_labels(capsys):
     assert precision > pool + 0.15, f"kept samples should be cleaner than the pool: {out}"
 
 
+def test_recipe_example_learns_and_filters(capsys):
+    runpy.run_path(str(ROOT / "examples" / "recipe_loop.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    acc, _kept, precision, pool = map(float, re.findall(r"\d\.\d+", out))
+    assert acc > 0.8, out
+    assert precision > pool + 0.15, f"kept samples should be cleaner than the pool: {out}"
+
+
 def test_phase_monitor_example_reports_cleaner_kept_samples(capsys):
     runpy.run_path(str(ROOT / "examples" / "phase_monitor.py"), run_name="__main__")
     out = capsys.readouterr().out
@@ -29,7 +37,8 @@ def test_phase_monitor_example_reports_cleaner_kept_samples(capsys):
     assert precision > 0.70, f"kept samples should be cleaner than the 65% clean pool: {out}"
 
 
-@pytest.mark.parametrize("name", ["custom_loop.py", "ddp_example.py", "phase_monitor.py"])
+@pytest.mark.parametrize("name", ["custom_loop.py", "ddp_example.py", "phase_monitor.py",
+                                  "recipe_loop.py"])
 def test_readme_embeds_the_tested_examples_verbatim(name):
     readme = (ROOT / "README.md").read_text()
     example = (ROOT / "examples" / name).read_text()
