@@ -1,0 +1,74 @@
+"""FBRRecipe under DDP: 2 gloo ranks, each with half of every pool batch and the whole clean set,
+train the same network as one process on the whole batches (float64, no BatchNorm, so the only
+coupling between ranks is what DDP and the reweighter's collectives provide)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from robustweights import FBRRecipe
+
+N, D, C, BATCH, EPOCHS = 96, 6, 3, 24, 3
+
+
+def _data() -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(C, D, generator=g, dtype=torch.float64) * 2
+    y_true = torch.randint(0, C, (N,), generator=g)
+    x = centres[y_true] + torch.randn(N, D, generator=g, dtype=torch.float64)
+    y = torch.where(torch.rand(N, generator=g) < 0.4, torch.randint(0, C, (N,), generator=g),
+                    y_true)
+    yc = torch.arange(30) % C
+    xc = centres[yc] + torch.randn(30, D, generator=g, dtype=torch.float64)
+    return x, y, xc, yc
+
+
+def _train(rank: int, world: int) -> nn.Module:
+    x, y, xc, yc = _data()
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(D, 16), nn.Tanh(), nn.Linear(16, C)).double()
+    model: nn.Module = net
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(net)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    recipe = FBRRecipe(model, head=net[2], clean_inputs=xc, clean_labels=yc, optimizer=opt,
+                       num_classes=C, warmup_epochs=1, alpha_switch=2, clean_passes=2,
+                       clean_batch_size=8, generator=torch.Generator().manual_seed(5))
+    order = torch.Generator().manual_seed(9)
+    for epoch in range(EPOCHS):
+        recipe.start_epoch(epoch)
+        for idx in torch.randperm(N, generator=order).split(BATCH):
+            part = idx.chunk(world)[rank]  # equal halves: DDP's gradient mean is the batch mean
+            loss = recipe.loss(x[part], y[part])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return net
+
+
+def _worker(rank: int, world: int, init: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=60))
+    torch.set_num_threads(1)
+    net = _train(rank, world)
+    if rank == 0:
+        torch.save(net.state_dict(), out)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_ddp_recipe_equals_one_process_on_the_whole_batches() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "rank0.pt")
+        mp.spawn(_worker, args=(2, os.path.join(tmp, "init"), out), nprocs=2)
+        ddp_state = torch.load(out)
+    single = _train(0, 1).state_dict()
+    for k, v in single.items():
+        torch.testing.assert_close(ddp_state[k], v, rtol=1e-10, atol=1e-12)
