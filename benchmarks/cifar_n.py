@@ -86,6 +86,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--set", nargs="*", default=[], metavar="METHOD.PARAM=VALUE",
                    help="override a method parameter, e.g. fbr.clean_passes=5")
     p.add_argument("--resume", action="store_true", help="skip runs already in results.jsonl")
+    p.add_argument("--ceiling", action=argparse.BooleanOptionalAction, default=None,
+                   help="also run CE on the true labels per seed (preset default if omitted)")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
@@ -133,16 +135,20 @@ def build_preset(args: argparse.Namespace) -> Preset:
         noises=tuple(args.noise) if args.noise else None,
         seeds=tuple(args.seeds) if args.seeds else None, clean_size=clean, jobs=args.jobs,
         threads=args.threads, device=args.device, limit_train=args.limit_train,
-        limit_test=args.limit_test)
+        limit_test=args.limit_test, ceiling=args.ceiling)
 
 
 def plan_runs(preset: Preset) -> list[RunSpec]:
-    """One spec per (noise, seed, method), grouped so that the cheap runs of a seed come first."""
+    """One spec per (noise, seed, method), grouped so that the cheap runs of a seed come first;
+    with ``preset.ceiling``, CE on the true labels per seed at the end."""
+    cells = [(m, nz, s) for nz in preset.noises for s in preset.seeds for m in preset.methods]
+    if preset.ceiling and "clean" not in preset.noises:
+        cells += [("ce", "clean", s) for s in preset.seeds]
     return [RunSpec(method=m, noise=nz, seed=s, train=preset.train,
                     method_params=dict(preset.method_params.get(m, {})),
                     dataset=preset.dataset, clean_size=preset.clean_size,
                     diag_every=preset.diag_every, device=preset.device)
-            for nz in preset.noises for s in preset.seeds for m in preset.methods]
+            for m, nz, s in cells]
 
 
 @lru_cache(maxsize=4)

@@ -62,7 +62,7 @@ def benchmark_argv(args: argparse.Namespace) -> list[str] | None:
     # The two FBR runs first: they cost ~2x CE, so the two parallel jobs finish together.
     argv = ["--preset", "cpu", "--methods", "fbr_plus", "fbr", "ce", "--noise", "worst",
             "--seeds", str(args.seed), "--epochs", str(args.epochs), "--out", args.out,
-            "--jobs", "2", "--threads", "1"]
+            "--jobs", "2", "--threads", "1", "--no-ceiling"]
     if args.data_dir:
         argv += ["--data-dir", args.data_dir]
     if args.quiet:

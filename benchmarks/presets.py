@@ -36,6 +36,8 @@ class Preset:
     limit_test: int | None = None
     device: str = "cpu"
     note: str = ""
+    #: also train CE on the true labels ("clean") per seed: the ceiling beside the table
+    ceiling: bool = False
 
 
 ALL_METHODS = ("ce", "clean_only", "coteaching", "coteaching_plus", "fine", "l2rw", "mwnet",
@@ -80,6 +82,7 @@ CPU = Preset(
     },
     jobs=2,
     threads=1,
+    ceiling=True,
 )
 
 # --------------------------------------------------------------------------- paper

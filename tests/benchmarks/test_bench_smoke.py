@@ -83,3 +83,13 @@ def test_paper_preset_code_path_at_smoke_size(tmp_path: Path) -> None:
     assert spec["method_params"] == {"warmup": 0, "clean_passes": 30, "alpha_switch": 1}
     alphas = [e["alpha"] for e in recs["fbr"]["curves"]["extra"]]
     assert alphas[0] > 0 and alphas[1] == 0
+
+
+def test_cpu_preset_plans_the_ceiling_runs() -> None:
+    preset = cifar_n.build_preset(cifar_n.parse_args(["--preset", "cpu"]))
+    keys = [s.key for s in cifar_n.plan_runs(preset)]
+    assert len(keys) == len(preset.methods) * 4 * 3 + 3
+    assert keys[-3:] == ["ce/clean/seed0", "ce/clean/seed1", "ce/clean/seed2"]
+    assert preset.train.augment and preset.train.epochs == 80
+    no = cifar_n.build_preset(cifar_n.parse_args(["--preset", "cpu", "--no-ceiling"]))
+    assert len(cifar_n.plan_runs(no)) == len(keys) - 3
