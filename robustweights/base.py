@@ -15,6 +15,7 @@ import torch
 
 from robustweights import distributed
 from robustweights._backend import from_torch, kind_of, to_torch
+from robustweights._numerics import saturate
 from robustweights.clean_stats import CleanStatistics
 from robustweights.state import STATE_VERSION, check_state_dict
 from robustweights.validation import (
@@ -132,7 +133,7 @@ class Reweighter(abc.ABC):
                                num_classes=2**62, n=ref.shape[0])
         w = self._compute(stats, sample_ids=ids, **batch)
         out_dtype = ref.dtype if ref.dtype.is_floating_point else torch.float32
-        return from_torch(w.to(out_dtype), kind)
+        return from_torch(saturate(w, out_dtype), kind)  # e.g. "mean" weights of a huge batch
 
     # ----------------------------------------------------------------- checkpointing
     #: Configuration a state dict must agree with (stored in it, checked on load).

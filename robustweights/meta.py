@@ -30,6 +30,7 @@ from torch import nn
 from torch.func import functional_call
 
 from robustweights import distributed
+from robustweights._numerics import max_abs, pow2_scale, saturate
 from robustweights.base import Reweighter
 from robustweights.clean_stats import CleanStatistics
 from robustweights.normalization import Normalization, check_normalization, normalize_weights
@@ -42,6 +43,7 @@ __all__ = [
     "l2rw_last_layer_scores",
     "l2rw_model_scores",
     "l2rw_model_scores_and_losses",
+    "l2rw_scaled_last_layer_scores",
     "preserved_state",
     "softmax_residuals",
 ]
@@ -59,10 +61,43 @@ def softmax_residuals(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
 def l2rw_clean_sums(logits: torch.Tensor, features: torch.Tensor, labels: torch.Tensor
                     ) -> dict[str, torch.Tensor]:
     r"""Additive clean statistics of the last-layer form: :math:`\sum_j s_j g_j^\top` (C, D),
-    :math:`\sum_j s_j` (C,) and the count :math:`M`, with :math:`s_j` the clean residuals."""
+    :math:`\sum_j s_j` (C,) and the count :math:`M`, with :math:`s_j` the clean residuals.
+
+    Kept in float64 (sums of float32 features near their largest value overflow float32); the
+    product is formed in the compute dtype on exactly rescaled features, then scaled back."""
     s = softmax_residuals(logits, labels)
-    return {"resid_feat_sum": s.T @ features.to(s.dtype), "resid_sum": s.sum(0),
-            "count": torch.tensor(float(s.shape[0]), dtype=s.dtype, device=s.device)}
+    scale = pow2_scale(max_abs(features), s.dtype)
+    resid_feat = (s.T @ (features.to(s.dtype) / scale.to(s.dtype))).to(torch.float64) * scale
+    return {"resid_feat_sum": resid_feat, "resid_sum": s.sum(0).to(torch.float64),
+            "count": torch.tensor(float(s.shape[0]), dtype=torch.float64, device=s.device)}
+
+
+def l2rw_scaled_last_layer_scores(logits: torch.Tensor, features: torch.Tensor,
+                                  labels: torch.Tensor, resid_feat_sum: torch.Tensor,
+                                  resid_sum: torch.Tensor, count: torch.Tensor, *,
+                                  bias: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The scores of :func:`l2rw_last_layer_scores` without ``lr``, as ``(u / c, c)``: float64
+    scores divided by a positive power of two :math:`c`, and :math:`c`.
+
+    :math:`u_i = r_i^\top A h_i + r_i^\top a`; with :math:`s_A` a power of two of the size of
+    :math:`(A, a)` and :math:`s_h` of :math:`h`, both terms are formed in the compute dtype on
+    :math:`A/s_A`, :math:`a/s_A`, :math:`h/s_h` (entries of order 1: no overflow or underflow
+    for features from 1e-30 to 1e30 in float32) and combined in float64 as
+    :math:`u/s_A = s_h\,r^\top (A/s_A)(h/s_h) + r^\top (a/s_A)`. Normalised weights are
+    invariant to the positive factor :math:`c = s_A`.
+    """
+    r = softmax_residuals(logits, labels)
+    dt = r.dtype
+    count = count.to(torch.float64).clamp_min(1)  # an empty clean set: zero scores, not NaN
+    A = resid_feat_sum.to(torch.float64) / count
+    a = resid_sum.to(torch.float64) / count
+    s_a = pow2_scale(torch.maximum(max_abs(A), max_abs(a) if bias else max_abs(A)), dt)
+    s_h = pow2_scale(max_abs(features), dt)
+    h = features.to(dt) / s_h.to(dt)
+    u = ((r @ (A / s_a).to(dt)) * h).sum(1).to(torch.float64) * s_h
+    if bias:
+        u = u + (r @ (a / s_a).to(dt)).to(torch.float64)
+    return u, s_a
 
 
 def l2rw_last_layer_scores(logits: torch.Tensor, features: torch.Tensor, labels: torch.Tensor,
@@ -77,21 +112,19 @@ def l2rw_last_layer_scores(logits: torch.Tensor, features: torch.Tensor, labels:
     .. math::
         u_i = \text{lr}\,\big(r_i^\top A h_i + r_i^\top a\big)
 
-    (the :math:`a` term only when ``bias``). Cost :math:`O(BCD)`.
+    (the :math:`a` term only when ``bias``). Cost :math:`O(BCD)`. Computed scale-safely by
+    :func:`l2rw_scaled_last_layer_scores`; scores beyond the compute dtype's range saturate.
 
     Args:
         logits, features, labels: the training batch, (B, C), (B, D), (B,).
         resid_feat_sum, resid_sum, count: clean statistics from :func:`l2rw_clean_sums`.
 
     Returns:
-        (B,) scores :math:`u`.
+        (B,) scores :math:`u` in the compute dtype (float32 for half inputs).
     """
-    r = softmax_residuals(logits, labels)
-    A = resid_feat_sum.to(r.dtype) / count
-    u = ((r @ A) * features.to(r.dtype)).sum(1)
-    if bias:
-        u = u + r @ (resid_sum.to(r.dtype) / count)
-    return lr * u
+    u, c = l2rw_scaled_last_layer_scores(logits, features, labels, resid_feat_sum, resid_sum,
+                                         count, bias=bias)
+    return saturate((u * c) * lr, compute_dtype(logits.dtype))
 
 
 @contextmanager
@@ -255,13 +288,17 @@ class MetaReweighter(Reweighter):
         if batch["features"].shape[1] != dim:
             raise ValueError(f"Expected `features` to have the clean set's dimension D = {dim}, "
                              f"but got {batch['features'].shape[1]}")
-        u = l2rw_last_layer_scores(batch["logits"], batch["features"], batch["labels"],
-                                   stats["resid_feat_sum"], stats["resid_sum"], stats["count"],
-                                   lr=self.lr, bias=self.bias)
-        self.last_scores = u.detach()
-        return self._normalize(u)
+        u, c = l2rw_scaled_last_layer_scores(
+            batch["logits"], batch["features"], batch["labels"], stats["resid_feat_sum"],
+            stats["resid_sum"], stats["count"], bias=self.bias)
+        self.last_scores = saturate((u * c) * self.lr, compute_dtype(batch["logits"].dtype))
+        if self.normalization == "none":
+            return (u * c * self.lr).clamp_min(0)  # float64; saturated on the way out
+        return self._normalize(u)  # invariant to the positive factor c * lr
 
     def _normalize(self, u: torch.Tensor) -> torch.Tensor:
+        # float64: the sum of positive parts cannot overflow for scores of any float32 model.
+        u = u.to(torch.float64)
         if self.normalization == "none" or not self._global_batch():
             return normalize_weights(u, self.normalization)
         # One all-reduce of (sum of positive parts, B): the concatenated batch's denominators.
@@ -401,4 +438,4 @@ class MetaReweighter(Reweighter):
             raise ValueError("Expected finite per-sample losses and gradients, but the "
                              "train-clean inner products are NaN/inf: check `inputs` and the model")
         self.last_scores = u
-        return self._normalize(u)
+        return self._normalize(u).to(u.dtype)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import torch
 
 from robustweights import distributed
+from robustweights._numerics import max_abs, pow2_scale
 from robustweights.base import Reweighter
 from robustweights.clean_stats import CleanStatistics
 from robustweights.state import cpu_copy
@@ -37,6 +38,7 @@ __all__ = [
     "fbr_incremental_weights",
     "fbr_prototypes",
     "fbr_recompute_weights",
+    "fbr_scaled_similarity",
     "fbr_similarity",
     "fbr_step",
 ]
@@ -91,12 +93,18 @@ def alpha_schedule(num_classes: int, switch_epoch: int = 40) -> AlphaSchedule:
 
 def fbr_class_sums(features: torch.Tensor, labels: torch.Tensor, num_classes: int
                    ) -> dict[str, torch.Tensor]:
-    """Per-class feature sums (C, D) and counts (C,) of a clean batch: FBR's additive state."""
+    """Per-class feature sums (C, D) and counts (C,) of a clean batch: FBR's additive state.
+
+    Kept in float64 whatever the input dtype: sums of float32 features near their largest value
+    would overflow float32. The batch is summed in its compute dtype after an exact power-of-two
+    rescaling (:func:`~robustweights._numerics.pow2_scale`), then scaled back in float64.
+    """
     dt = compute_dtype(features.dtype)
+    scale = pow2_scale(max_abs(features), dt)
     sums = torch.zeros(num_classes, features.shape[1], dtype=dt, device=features.device)
-    sums.index_add_(0, labels, features.to(dt))
-    counts = torch.bincount(labels, minlength=num_classes).to(dt)
-    return {"class_sums": sums, "class_counts": counts}
+    sums.index_add_(0, labels, features.to(dt) / scale.to(dt))
+    counts = torch.bincount(labels, minlength=num_classes).to(torch.float64)
+    return {"class_sums": sums.to(torch.float64) * scale, "class_counts": counts}
 
 
 def fbr_prototypes(class_sums: torch.Tensor, class_counts: torch.Tensor
@@ -127,8 +135,26 @@ def fbr_similarity(features: torch.Tensor, mu: torch.Tensor, prototypes: torch.T
                    ) -> torch.Tensor:
     r"""Class similarity :math:`S = (F - \mu) P^\top` (B, C), i.e. step 2 in prototype form:
     :math:`S_{ic}` is the mean over clean samples of class :math:`c` of
-    :math:`\langle f_i - \mu, g_j - \mu\rangle`."""
+    :math:`\langle f_i - \mu, g_j - \mu\rangle`. Overflows for huge features; the
+    reweighter uses :func:`fbr_scaled_similarity`."""
     return (features.to(mu.dtype) - mu) @ prototypes.T
+
+
+def fbr_scaled_similarity(features: torch.Tensor, mu: torch.Tensor, prototypes: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The class similarity divided by :math:`s^2`, and :math:`s`: ``(S / s**2, s)``.
+
+    :math:`s` is a power of two of the size of the largest of :math:`|F|`, :math:`|\mu|`,
+    :math:`|P|`, so :math:`(F/s - \mu/s)(P/s)^\top` has entries of order :math:`D` whatever
+    the scale of the features (1e-30 or 1e30): no overflow and no underflow in the compute dtype
+    (float32 for half inputs), and the same bits as :func:`fbr_similarity` where that one does
+    not overflow. FBR's recompute weights are invariant to this scale.
+    """
+    dt = compute_dtype(features.dtype)
+    size = torch.maximum(max_abs(features), torch.maximum(max_abs(mu), max_abs(prototypes)))
+    scale = pow2_scale(size, dt)
+    centred = features.to(dt) / scale.to(dt) - (mu / scale).to(dt)
+    return centred @ (prototypes / scale).to(dt).T, scale
 
 
 def fbr_directions(similarity: torch.Tensor, labels: torch.Tensor, present: torch.Tensor,
@@ -157,8 +183,8 @@ def fbr_directions(similarity: torch.Tensor, labels: torch.Tensor, present: torc
 
 
 def fbr_step(d: torch.Tensor, valid: torch.Tensor, *, w_init: float = 0.5,
-             ratio: float | None = None, global_batch: bool = False, process_group: Any = None
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+             ratio: float | None = None, global_batch: bool = False, process_group: Any = None,
+             scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     r"""The step :math:`\eta` of the recompute mode, and whether any direction is negative.
 
     With :math:`N = \{i : d_i < 0\}` (samples with a valid direction only),
@@ -173,6 +199,9 @@ def fbr_step(d: torch.Tensor, valid: torch.Tensor, *, w_init: float = 0.5,
             with ``ratio`` an all-gather of each rank's k smallest steps). Nothing changes, and
             nothing is communicated, without a process group.
         process_group: the group to reduce over (default: the world).
+        scale: ``d`` is the direction divided by ``scale**2`` (:func:`fbr_scaled_similarity`),
+            and ``eta`` is returned for the scaled ``d``. Ranks may have different scales: the
+            global step is taken over steps converted to a common unit in float64.
 
     Returns:
         ``(eta, any_negative)``, 0-d tensors on ``d``'s device.
@@ -182,7 +211,13 @@ def fbr_step(d: torch.Tensor, valid: torch.Tensor, *, w_init: float = 0.5,
     steps = torch.where(neg, w_init / d.abs().clamp_min(torch.finfo(d.dtype).tiny),
                         torch.full_like(d, float("inf")))
     if global_batch and distributed.is_distributed(process_group):
-        return _fbr_global_step(neg, steps, ratio, process_group)
+        # Steps in true units (float64: no overflow for any scale the kernels produce), so
+        # ranks whose features have different scales compare like with like; exact powers of
+        # two, so equal scales give the single-process bits.
+        s2 = (torch.ones((), dtype=torch.float64, device=d.device) if scale is None
+              else scale.to(device=d.device, dtype=torch.float64) ** 2)
+        eta, any_neg = _fbr_global_step(neg, steps.to(torch.float64) / s2, ratio, process_group)
+        return (eta * s2).to(d.dtype), any_neg
     n_neg = neg.sum()
     if ratio is None:
         eta = torch.where(neg, steps, torch.zeros_like(steps)).max()
@@ -235,7 +270,8 @@ def fbr_recompute_weights(d: torch.Tensor, valid: torch.Tensor, *, w_init: float
     if step is None:
         step = fbr_step(d, valid, w_init=w_init, ratio=ratio)
     eta, any_negative = step
-    w = (w_init + eta * d).clamp(0, w_max)
+    # eta may be inf (a tiny negative direction); a zero direction then stays at w_init, not NaN.
+    w = (w_init + torch.where(d == 0, 0.0, eta * d)).clamp(0, w_max)
     w = torch.where(w <= tau, torch.zeros_like(w), w)
     w = torch.where(any_negative, w, torch.full_like(w, w_max))
     return torch.where(valid, w, torch.full_like(w, missing_class_weight))
@@ -243,17 +279,25 @@ def fbr_recompute_weights(d: torch.Tensor, valid: torch.Tensor, *, w_init: float
 
 def fbr_incremental_weights(previous: torch.Tensor, d: torch.Tensor, valid: torch.Tensor, *,
                             eta: float = 0.01, w_init: float = 0.5, w_max: float = 1.0,
-                            threshold: float | None = None, missing_class_weight: float = 0.0
+                            threshold: float | None = None, missing_class_weight: float = 0.0,
+                            scale: torch.Tensor | float = 1.0
                             ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""One step of the "incremental" mode: :math:`w \leftarrow \operatorname{clip}(w + \eta d,
     0, w_{\max})`, then the threshold of the recompute mode on the returned weights.
+
+    The fixed step makes this mode scale-dependent: ``d`` may be given divided by
+    :math:`s^2` (``scale`` :math:`= s`, see :func:`fbr_scaled_similarity`); the step
+    :math:`\eta d` is then formed as :math:`((\eta d/s^2)\,s)\,s`, which saturates to
+    :math:`\pm\infty` (so the weight to 0 or :math:`w_{\max}`) rather than giving NaN.
 
     Returns:
         ``(state, weights)``: the new stored weights (unthresholded; unchanged for samples
         without a valid direction) and the weights to use for this batch.
     """
     tau = w_init if threshold is None else threshold
-    state = torch.where(valid, (previous + eta * d).clamp(0, w_max), previous)
+    s = torch.as_tensor(scale, device=d.device).to(d.dtype)
+    delta = torch.where(d == 0, 0.0, (eta * d) * s * s)
+    state = torch.where(valid, (previous + delta).clamp(0, w_max), previous)
     w = torch.where(state <= tau, torch.zeros_like(state), state)
     return state, torch.where(valid, w, torch.full_like(w, missing_class_weight))
 
@@ -406,12 +450,14 @@ class SurrogateReweighter(Reweighter):
                 f"Expected `features` to have the clean set's dimension D = "
                 f"{protos.shape[1]}, but got {features.shape[1]}"
             )
-        sim = fbr_similarity(features, mu, protos)
+        sim, scale = fbr_scaled_similarity(features, mu, protos)  # S / scale**2, no overflow
         d, valid = fbr_directions(sim, labels, present, self.current_alpha())
-        self.last_directions = d.detach()
+        big = torch.finfo(d.dtype).max  # the true directions, saturated to the dtype's range
+        self.last_directions = ((d * scale.to(d.dtype)) * scale.to(d.dtype)).clamp(-big, big)
         if self.mode == "recompute":
             step = fbr_step(d, valid, w_init=self.w_init, ratio=self.ratio,
-                            global_batch=self._global_batch(), process_group=self.process_group)
+                            global_batch=self._global_batch(), process_group=self.process_group,
+                            scale=scale)
             return fbr_recompute_weights(
                 d, valid, ratio=self.ratio, step=step, w_init=self.w_init, w_max=self.w_max,
                 threshold=self.threshold, missing_class_weight=self.missing_class_weight)
@@ -420,7 +466,8 @@ class SurrogateReweighter(Reweighter):
         prev = self._gather_state(sample_ids, d)
         state, w = fbr_incremental_weights(
             prev, d, valid, eta=self.eta, w_init=self.w_init, w_max=self.w_max,
-            threshold=self.threshold, missing_class_weight=self.missing_class_weight)
+            threshold=self.threshold, missing_class_weight=self.missing_class_weight,
+            scale=scale)
         if self._global_batch():  # every rank stores every rank's update
             sample_ids, state = distributed.all_gather_cat(sample_ids, state,
                                                            group=self.process_group)

@@ -7,6 +7,7 @@ tensor checks run on every public call unless a reweighter is built with ``valid
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -26,6 +27,11 @@ __all__ = [
 
 #: Dtypes the kernels accept for features and logits.
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+#: Largest magnitude accepted in features and logits, about 3e144. Only float64 can exceed it
+#: (float32 ends near 3.4e38). The kernels rescale by powers of two, but clean sums, squared
+#: scales and the float64 step of distributed FBR need headroom below float64's 1.8e308.
+MAX_MAGNITUDE = 2.0**480
 
 
 def check_num_classes(num_classes: Any) -> int:
@@ -111,15 +117,22 @@ def check_values(floats: dict[str, torch.Tensor], labels: dict[str, torch.Tensor
                  num_classes: int) -> None:
     """Finiteness of every float tensor and the range of every label tensor, with a single
     host synchronisation for all of them (tensors on one device, shapes already checked)."""
-    probes = [torch.isfinite(t).all().to(torch.float64) for t in floats.values()]
+    # max |x| is NaN for a NaN entry and inf for an infinite one: one probe checks both the
+    # finiteness and the magnitude bound.
+    floats = {name: t for name, t in floats.items() if t.numel()}
+    probes = [t.detach().abs().amax().to(torch.float64) for t in floats.values()]
+    labels = {name: y for name, y in labels.items() if y.numel()}
     for y in labels.values():
         probes += [y.min().to(torch.float64), y.max().to(torch.float64)]
     if not probes:
         return
     values = torch.stack(probes).tolist()  # the one device -> host copy
-    for (name, t), ok in zip(floats.items(), values, strict=False):
-        if not ok:
+    for (name, t), size in zip(floats.items(), values, strict=False):
+        if not math.isfinite(size):
             check_finite(t, name)  # raises, counting the bad entries
+        if size > MAX_MAGNITUDE:
+            raise ValueError(f"Expected `{name}` to have magnitudes at most 2**480 (about "
+                             f"3e144), but got {size:.3g}")
     ranges = values[len(floats):]
     for i, name in enumerate(labels):
         _check_range(int(ranges[2 * i]), int(ranges[2 * i + 1]), name, num_classes)
