@@ -19,10 +19,11 @@ from robustweights._numerics import saturate
 from robustweights.clean_stats import CleanStatistics
 from robustweights.state import STATE_VERSION, check_state_dict
 from robustweights.validation import (
+    check_batch_scope,
     check_label_shape,
-    check_labels,
     check_matrix,
     check_num_classes,
+    check_sample_ids,
     check_values,
 )
 
@@ -59,10 +60,7 @@ class Reweighter(abc.ABC):
         self.num_classes = check_num_classes(num_classes)
         self.validate = bool(validate)
         self.sync = bool(sync)
-        if batch_scope not in ("global", "local"):
-            raise ValueError(f"Expected `batch_scope` to be 'global' or 'local', but got "
-                             f"{batch_scope!r}")
-        self.batch_scope = batch_scope
+        self.batch_scope = check_batch_scope(batch_scope)
         self.process_group = process_group
         self.clean = CleanStatistics()
 
@@ -94,10 +92,14 @@ class Reweighter(abc.ABC):
         self.clean.reset()
 
     # ----------------------------------------------------------------- public call
-    def weights(self, logits: Any = None, features: Any = None, labels: Any = None, *,
+    def weights(self, *args: Any, logits: Any = None, features: Any = None, labels: Any = None,
                 clean_logits: Any = None, clean_features: Any = None, clean_labels: Any = None,
                 sample_ids: Any = None) -> Any:
         """Per-sample weights of a training batch, in the caller's framework, device and dtype.
+
+        Every input is keyword-only (``weights(features=F, labels=y)``): with several arrays
+        of the same shape family a positional call would bind them silently to the wrong
+        names, so it raises a ``TypeError`` instead.
 
         Pass a clean batch with the ``clean_*`` arguments, or omit it to use the statistics
         cached by :meth:`set_clean` / :meth:`update_clean`. Inputs the method does not need may
@@ -107,6 +109,11 @@ class Reweighter(abc.ABC):
         Returns:
             A 1-D array of ``B`` weights of the same kind as the training inputs.
         """
+        if args:
+            names = ", ".join(f"{n}=..." for n in self.requires)
+            raise TypeError(f"{type(self).__name__}.weights() takes its inputs as keyword "
+                            f"arguments only, e.g. `weights({names})`, but got {len(args)} "
+                            "positional argument(s)")
         raw = {"logits": logits, "features": features, "labels": labels}
         ref_name = next((n for n in ("features", "logits") if raw[n] is not None), None)
         if ref_name is None:
@@ -129,8 +136,7 @@ class Reweighter(abc.ABC):
             stats = self.clean.to(ref.device)
         ids = None
         if sample_ids is not None:
-            ids = check_labels(to_torch(sample_ids, "sample_ids").to(ref.device), "sample_ids",
-                               num_classes=2**62, n=ref.shape[0])
+            ids = check_sample_ids(sample_ids, ref.shape[0]).to(ref.device)
         w = self._compute(stats, sample_ids=ids, **batch)
         out_dtype = ref.dtype if ref.dtype.is_floating_point else torch.float32
         return from_torch(saturate(w, out_dtype), kind)  # e.g. "mean" weights of a huge batch

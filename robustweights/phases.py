@@ -26,7 +26,16 @@ import torch
 
 from robustweights._backend import from_torch, kind_of, to_torch
 from robustweights.state import STATE_VERSION, check_state_dict, cpu_copy
-from robustweights.validation import check_fraction, check_nonneg_float
+from robustweights.validation import (
+    check_fraction,
+    check_mask,
+    check_nonneg_float,
+    check_positive_int,
+    check_sample_ids,
+    check_scalar,
+    check_vector,
+    check_weights,
+)
 
 __all__ = [
     "PHASES",
@@ -47,59 +56,6 @@ PHASES = ("alignment", "filtering", "post_filtering")
 
 class PostFilteringWarning(UserWarning):
     """Training entered post-filtering: meta-reweighting weights are perturbation-sensitive."""
-
-
-# --------------------------------------------------------------------------- validation
-def _vector(x: Any, name: str) -> torch.Tensor:
-    """A non-empty, finite, 1-D float64 tensor."""
-    t = to_torch(x, name)
-    if t.dtype == torch.bool or t.dtype.is_complex:
-        raise TypeError(f"Expected `{name}` to be real numbers, but got dtype {t.dtype}")
-    if t.ndim != 1 or t.shape[0] == 0:
-        raise ValueError(f"Expected `{name}` to be a non-empty 1-D array, but got shape "
-                         f"{tuple(t.shape)}")
-    t = t.detach().to(torch.float64)
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"Expected `{name}` to be finite, but got "
-                         f"{int((~torch.isfinite(t)).sum())} NaN/inf entries")
-    return t
-
-
-def _weights(x: Any) -> torch.Tensor:
-    w = _vector(x, "weights")
-    if bool((w < 0).any()):
-        raise ValueError(f"Expected `weights` to be non-negative, but got minimum {float(w.min())}")
-    return w
-
-
-def _mask(x: Any, name: str, n: int) -> torch.Tensor:
-    t = to_torch(x, name).detach().cpu()
-    if t.ndim != 1 or t.shape[0] != n:
-        raise ValueError(f"Expected `{name}` to have shape ({n},), but got {tuple(t.shape)}")
-    if t.dtype != torch.bool:
-        if t.dtype.is_floating_point or t.dtype.is_complex or not bool(((t == 0) | (t == 1)).all()):
-            raise ValueError(f"Expected `{name}` to be a boolean mask, but got dtype {t.dtype}")
-        t = t.bool()
-    return t
-
-
-def _scalar(x: Any, name: str) -> float:
-    if isinstance(x, bool):
-        raise TypeError(f"Expected `{name}` to be a number, but got {x!r}")
-    t = to_torch(x, name)
-    if t.numel() != 1 or t.dtype == torch.bool or t.dtype.is_complex:
-        raise ValueError(f"Expected `{name}` to be a real scalar, but got shape "
-                         f"{tuple(t.shape)} and dtype {t.dtype}")
-    v = float(t.reshape(()))
-    if not (math.isfinite(v) and v >= 0):
-        raise ValueError(f"Expected `{name}` to be a non-negative finite number, but got {v!r}")
-    return v
-
-
-def _patience(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"Expected `patience` to be an integer >= 1, but got {value!r}")
-    return value
 
 
 # --------------------------------------------------------------------------- statistics
@@ -125,7 +81,7 @@ def effective_sample_size(weights: Any) -> float:
         >>> effective_sample_size([1.0, 1.0, 0.0, 0.0])
         2.0
     """
-    w = _weights(weights)
+    w = check_weights(weights)
     sq = float((w * w).sum())
     return float(w.sum()) ** 2 / sq if sq > 0 else 0.0
 
@@ -142,7 +98,7 @@ def kept_fraction(weights: Any, *, threshold: float = 0.0) -> float:
         0.5
     """
     tau = check_nonneg_float(threshold, "threshold")
-    return float((_weights(weights) > tau).double().mean())
+    return float((check_weights(weights) > tau).double().mean())
 
 
 def kept_precision_recall(weights: Any, true_clean: Any, *, threshold: float = 0.0
@@ -169,8 +125,8 @@ def kept_precision_recall(weights: Any, true_clean: Any, *, threshold: float = 0
         (0.5, 0.5)
     """
     tau = check_nonneg_float(threshold, "threshold")
-    w = _weights(weights)
-    clean = _mask(true_clean, "true_clean", w.shape[0])
+    w = check_weights(weights)
+    clean = check_mask(true_clean, "true_clean", w.shape[0])
     kept = (w > tau).cpu()
     hits = int((kept & clean).sum())
     n_kept, n_clean = int(kept.sum()), int(clean.sum())
@@ -191,8 +147,8 @@ def coupling_magnitude(coupling: Any) -> float:
     """
     t = to_torch(coupling, "coupling")
     if t.ndim == 0:
-        return _scalar(t, "coupling")
-    return float(_vector(t, "coupling").abs().mean())
+        return check_scalar(t, "coupling")
+    return float(check_vector(t, "coupling").abs().mean())
 
 
 # --------------------------------------------------------------------------- detection
@@ -224,7 +180,7 @@ class _PhaseRule:
         self.filter_onset = check_fraction(filter_onset, "filter_onset")
         self.loss_fraction = check_fraction(loss_fraction, "loss_fraction")
         self.coupling_fraction = check_fraction(coupling_fraction, "coupling_fraction")
-        self.patience = _patience(patience)
+        self.patience = check_positive_int(patience, "patience")
         self.loss_peak = -math.inf
         self.coupling_peak = -math.inf
         self.filter_run = 0
@@ -335,7 +291,7 @@ def detect_phases(kept_fraction: Any, clean_loss: Any = None, coupling: Any = No
         (2, 3, 'alignment')
     """
     rule = _PhaseRule(filter_onset, loss_fraction, coupling_fraction, patience)
-    kept = _vector(kept_fraction, "kept_fraction")
+    kept = check_vector(kept_fraction, "kept_fraction")
     if bool(((kept < 0) | (kept > 1)).any()):
         raise ValueError("Expected `kept_fraction` to lie in [0, 1], but got values in "
                          f"[{float(kept.min())}, {float(kept.max())}]")
@@ -454,9 +410,9 @@ class PhaseMonitor:
         Raises:
             ValueError: for malformed inputs; the message names the argument.
         """
-        w = _weights(weights)
+        w = check_weights(weights)
         step = len(self.history) if step is None else int(step)
-        loss = None if clean_loss is None else _scalar(clean_loss, "clean_loss")
+        loss = None if clean_loss is None else check_scalar(clean_loss, "clean_loss")
         coup = None if coupling is None else coupling_magnitude(coupling)
         kept = float((w > self.keep_threshold).double().mean())
         precision = recall = None
@@ -501,7 +457,7 @@ class PhaseMonitor:
             return weights
         kind = kind_of(weights)
         t = to_torch(weights, "weights")
-        w = _weights(t).cpu()
+        w = check_weights(t).cpu()
         ids = self._ids(sample_ids, w.shape[0])
         n = self._store.shape[0]
         if n:
@@ -566,16 +522,7 @@ class PhaseMonitor:
     def _ids(sample_ids: Any, n: int) -> torch.Tensor:
         if sample_ids is None:
             return torch.arange(n)
-        ids = to_torch(sample_ids, "sample_ids").detach().cpu()
-        if ids.dtype.is_floating_point or ids.dtype == torch.bool or ids.dtype.is_complex:
-            raise TypeError(f"Expected `sample_ids` to be integers, but got dtype {ids.dtype}")
-        if ids.ndim != 1 or ids.shape[0] != n:
-            raise ValueError(f"Expected `sample_ids` to have shape ({n},), but got "
-                             f"{tuple(ids.shape)}")
-        if bool((ids < 0).any()):
-            raise ValueError(f"Expected `sample_ids` to be non-negative, but got minimum "
-                             f"{int(ids.min())}")
-        return ids.long()
+        return check_sample_ids(sample_ids, n).cpu()
 
     def _remember(self, ids: torch.Tensor, w: torch.Tensor) -> None:
         need = int(ids.max()) + 1

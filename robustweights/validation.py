@@ -1,8 +1,9 @@
-"""Input validation shared by every reweighter.
+"""Input validation for the whole package: reweighters, the phase monitor and helpers.
 
 All messages have the form "Expected `<arg>` to be <requirement>, but got <value>" so the
 argument at fault is named. Argument (configuration) checks and tensor checks are separate;
 tensor checks run on every public call unless a reweighter is built with ``validate=False``.
+Sample ids are checked by one function, :func:`check_sample_ids`, everywhere.
 """
 
 from __future__ import annotations
@@ -12,17 +13,27 @@ from typing import Any
 
 import torch
 
+from robustweights._backend import to_torch
+
 __all__ = [
+    "MAX_MAGNITUDE",
+    "check_batch_scope",
     "check_finite",
     "check_fraction",
     "check_label_shape",
     "check_labels",
+    "check_mask",
     "check_matrix",
     "check_nonneg_float",
     "check_num_classes",
     "check_positive_float",
+    "check_positive_int",
     "check_same_rows",
+    "check_sample_ids",
+    "check_scalar",
     "check_values",
+    "check_vector",
+    "check_weights",
 ]
 
 #: Dtypes the kernels accept for features and logits.
@@ -144,3 +155,83 @@ def check_same_rows(a: torch.Tensor, a_name: str, b: torch.Tensor, b_name: str) 
             f"Expected `{a_name}` and `{b_name}` to have the same number of rows, but got "
             f"{a.shape[0]} and {b.shape[0]}"
         )
+
+
+def check_batch_scope(value: Any) -> str:
+    if value not in ("global", "local"):
+        raise ValueError(f"Expected `batch_scope` to be 'global' or 'local', but got {value!r}")
+    return str(value)
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"Expected `{name}` to be an integer >= 1, but got {value!r}")
+    return value
+
+
+def check_sample_ids(x: Any, n: int) -> torch.Tensor:
+    """Sample ids: ``n`` non-negative integers, returned as int64 on their device.
+
+    Raises:
+        TypeError: for a non-integer dtype.
+        ValueError: for a shape other than ``(n,)`` or a negative id.
+    """
+    ids = to_torch(x, "sample_ids").detach()
+    if ids.dtype.is_floating_point or ids.dtype == torch.bool or ids.dtype.is_complex:
+        raise TypeError(f"Expected `sample_ids` to be integers, but got dtype {ids.dtype}")
+    if ids.ndim != 1 or ids.shape[0] != n:
+        raise ValueError(f"Expected `sample_ids` to have shape ({n},), but got "
+                         f"{tuple(ids.shape)}")
+    if n and int(ids.min()) < 0:
+        raise ValueError(f"Expected `sample_ids` to be non-negative, but got minimum "
+                         f"{int(ids.min())}")
+    return ids.long()
+
+
+def check_vector(x: Any, name: str) -> torch.Tensor:
+    """A non-empty, finite, 1-D array of real numbers, as a float64 tensor."""
+    t = to_torch(x, name)
+    if t.dtype == torch.bool or t.dtype.is_complex:
+        raise TypeError(f"Expected `{name}` to be real numbers, but got dtype {t.dtype}")
+    if t.ndim != 1 or t.shape[0] == 0:
+        raise ValueError(f"Expected `{name}` to be a non-empty 1-D array, but got shape "
+                         f"{tuple(t.shape)}")
+    t = t.detach().to(torch.float64)
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"Expected `{name}` to be finite, but got "
+                         f"{int((~torch.isfinite(t)).sum())} NaN/inf entries")
+    return t
+
+
+def check_weights(x: Any, name: str = "weights") -> torch.Tensor:
+    """Non-negative finite weights (B,), as a float64 tensor."""
+    w = check_vector(x, name)
+    if bool((w < 0).any()):
+        raise ValueError(f"Expected `{name}` to be non-negative, but got minimum {float(w.min())}")
+    return w
+
+
+def check_mask(x: Any, name: str, n: int) -> torch.Tensor:
+    """A boolean mask of shape (n,) (0/1 integers accepted), as a CPU bool tensor."""
+    t = to_torch(x, name).detach().cpu()
+    if t.ndim != 1 or t.shape[0] != n:
+        raise ValueError(f"Expected `{name}` to have shape ({n},), but got {tuple(t.shape)}")
+    if t.dtype != torch.bool:
+        if t.dtype.is_floating_point or t.dtype.is_complex or not bool(((t == 0) | (t == 1)).all()):
+            raise ValueError(f"Expected `{name}` to be a boolean mask, but got dtype {t.dtype}")
+        t = t.bool()
+    return t
+
+
+def check_scalar(x: Any, name: str) -> float:
+    """A non-negative finite real scalar (a number or a 0-d/1-element array)."""
+    if isinstance(x, bool):
+        raise TypeError(f"Expected `{name}` to be a number, but got {x!r}")
+    t = to_torch(x, name)
+    if t.numel() != 1 or t.dtype == torch.bool or t.dtype.is_complex:
+        raise ValueError(f"Expected `{name}` to be a real scalar, but got shape "
+                         f"{tuple(t.shape)} and dtype {t.dtype}")
+    v = float(t.reshape(()))
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"Expected `{name}` to be a non-negative finite number, but got {v!r}")
+    return v

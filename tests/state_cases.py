@@ -18,6 +18,7 @@ from torch import nn
 from robustweights import (
     AlphaSchedule,
     MetaReweighter,
+    ModelMetaReweighter,
     PhaseMonitor,
     SurrogateReweighter,
 )
@@ -75,11 +76,11 @@ def _l2rw_step(rw: MetaReweighter, t: int) -> torch.Tensor:
         return rw.weights(logits=head(d["features"]), features=d["features"], labels=d["labels"])
 
 
-def _model_step(rw: MetaReweighter, t: int) -> torch.Tensor:
+def _model_step(rw: ModelMetaReweighter, t: int) -> torch.Tensor:
     d = _data(t)
     if t == 0:
-        rw.set_clean_inputs(d["clean_features"], d["clean_labels"])
-    return rw.weights_from_model(d["features"], d["labels"])
+        rw.set_clean(inputs=d["clean_features"], labels=d["clean_labels"])
+    return rw.weights(inputs=d["features"], labels=d["labels"])
 
 
 _LOSSES = [1.0, 0.7, 0.05, 0.04, 0.5, 0.03]  # post-filtering (and freezing) at step 2
@@ -102,7 +103,7 @@ CASES: dict[str, Case] = {
     "fbr_incremental": Case(lambda: SurrogateReweighter(C, alpha=0.3, mode="incremental",
                                                         eta=0.05), _fbr_step),
     "l2rw_last_layer": Case(lambda: MetaReweighter(C, normalization="mean"), _l2rw_step),
-    "l2rw_model": Case(lambda: MetaReweighter.from_model(_net(), CE, normalization="mean"),
+    "l2rw_model": Case(lambda: ModelMetaReweighter(_net(), CE, normalization="mean"),
                        _model_step),
     "phase_monitor": Case(lambda: PhaseMonitor(freeze=True, warn=False), _monitor_step),
 }

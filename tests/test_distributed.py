@@ -31,7 +31,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from robustweights import MetaReweighter, SurrogateReweighter, distributed
+from robustweights import MetaReweighter, ModelMetaReweighter, SurrogateReweighter, distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 WORLD = 2
@@ -137,16 +137,16 @@ def l2rw_last_layer(d, normalization, cached, **kw):
 
 def l2rw_full(d, normalization, cached, **kw):
     net = _small_net()
-    if dist.is_initialized():  # the user's DDP model: from_model unwraps it
+    if dist.is_initialized():  # the user's DDP model: the reweighter unwraps it
         net = nn.parallel.DistributedDataParallel(net)
-    rw = MetaReweighter.from_model(net, CE, normalization=normalization, **kw)
+    rw = ModelMetaReweighter(net, CE, normalization=normalization, **kw)
     if not cached:
-        return [rw.weights_from_model(d["inputs"], d["labels"], clean_inputs=d["clean_inputs"],
-                                      clean_labels=d["clean_labels"])]
+        return [rw.weights(inputs=d["inputs"], labels=d["labels"],
+                           clean_inputs=d["clean_inputs"], clean_labels=d["clean_labels"])]
     half = d["clean_inputs"].shape[0] // 2
-    rw.set_clean_inputs(d["clean_inputs"][:half], d["clean_labels"][:half])
-    rw.update_clean_inputs(d["clean_inputs"][half:], d["clean_labels"][half:])
-    return [rw.weights_from_model(d["inputs"], d["labels"])]
+    rw.set_clean(inputs=d["clean_inputs"][:half], labels=d["clean_labels"][:half])
+    rw.update_clean(inputs=d["clean_inputs"][half:], labels=d["clean_labels"][half:])
+    return [rw.weights(inputs=d["inputs"], labels=d["labels"])]
 
 
 SCENARIOS: dict[str, tuple[str, Callable[..., list[Any]], dict[str, Any]]] = {
@@ -265,12 +265,12 @@ def test_batch_scope_is_checked():
         SurrogateReweighter(3, batch_scope="world")
     with pytest.raises(ValueError, match="`batch_scope`"):
         MetaReweighter(3, batch_scope=None)
-    assert MetaReweighter.from_model(_small_net(), CE, batch_scope="local").batch_scope == "local"
+    assert ModelMetaReweighter(_small_net(), CE, batch_scope="local").batch_scope == "local"
 
 
-def test_from_model_unwraps_data_parallel():
+def test_model_reweighter_unwraps_data_parallel():
     net = _small_net()
-    assert MetaReweighter.from_model(nn.DataParallel(net), CE).model is net
+    assert ModelMetaReweighter(nn.DataParallel(net), CE).model is net
 
 
 # ----------------------------------------------------------------------------- the example

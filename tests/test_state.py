@@ -15,7 +15,7 @@ import pytest
 import torch
 from state_cases import CASES, N_STEPS, SPLIT
 
-from robustweights import MetaReweighter, PhaseMonitor, SurrogateReweighter
+from robustweights import MetaReweighter, ModelMetaReweighter, PhaseMonitor, SurrogateReweighter
 from robustweights.state import STATE_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,3 +155,14 @@ def test_clean_statistics_load_lazily_on_the_batch_device():
     clone.load_state_dict(rw.state_dict())
     f, y = torch.eye(3) * 2, torch.tensor([0, 1, 0])
     assert torch.equal(clone.weights(features=f, labels=y), rw.weights(features=f, labels=y))
+
+
+def test_model_gradient_must_match_the_model():
+    from torch import nn
+
+    ce = nn.CrossEntropyLoss(reduction="none")
+    rw = ModelMetaReweighter(nn.Linear(3, 2), ce)
+    rw.set_clean(inputs=torch.randn(4, 3), labels=torch.tensor([0, 1, 0, 1]))
+    other = ModelMetaReweighter(nn.Sequential(nn.Linear(3, 2)), ce)  # names "0.weight", ...
+    with pytest.raises(ValueError, match=r"one tensor per trainable parameter of the model"):
+        other.load_state_dict(rw.state_dict())
