@@ -41,9 +41,11 @@ class Reweighter(abc.ABC):
         validate: check every tensor (shapes, ranges, finiteness) on each call. Turn off only in a
             hot loop whose inputs are known good.
         sync: when a ``torch.distributed`` process group is initialised, sum clean statistics
-            across ranks so each rank weighs its batch against the global clean set. A no-op
-            without a process group. ``False`` turns off every collective (clean set and batch
-            quantities are then per rank, and ``batch_scope`` has no effect).
+            across ranks so each rank weighs its batch against the global clean set. The sum is
+            taken lazily, once, when the statistics are next needed (or on :meth:`sync_clean`),
+            however many ``update_clean`` calls came before. A no-op without a process group.
+            ``False`` turns off every collective (clean set and batch quantities are then per
+            rank, and ``batch_scope`` has no effect).
         batch_scope: what quantities coupling the samples of a batch are computed over when
             ``sync`` and a process group are on: ``"global"`` (default) the union of every
             rank's batch, so the weights equal one process's on the concatenated batch;
@@ -78,18 +80,38 @@ class Reweighter(abc.ABC):
         """Add one clean batch to the cached statistics (streaming).
 
         Several ``update_clean`` calls give the same statistics as one call on their union.
-        Under ``torch.distributed`` with ``sync=True`` this is a collective: every rank must call
-        it the same number of times.
+        Nothing is communicated here: under ``torch.distributed`` (``sync=True``) this rank's
+        sums are reduced across ranks once, at the next ``weights`` call or :meth:`sync_clean`.
+        Ranks may make different numbers of calls, but every rank makes at least one between
+        two uses; a rank with no clean sample passes an empty batch (0 rows), which adds zeros.
         """
         inputs = self._prepare({"logits": logits, "features": features, "labels": labels},
-                               prefix="")
-        sums = self._clean_sums(**inputs)
-        self._reduce(sums)
-        self.clean.add(**sums)
+                               prefix="", allow_empty=self._shards_clean())
+        self.clean.add(**self._clean_sums(**inputs))
 
     def reset_clean(self) -> None:
         """Forget the cached clean statistics."""
         self.clean.reset()
+
+    def sync_clean(self) -> None:
+        """Reduce the clean statistics added since the last sync across ranks now (one
+        collective; every rank must call it). ``weights`` does this by itself when needed; call
+        it explicitly e.g. before :meth:`state_dict` under ``torch.distributed``."""
+        self._sync(self.clean)
+
+    def _sync(self, stats: CleanStatistics) -> None:
+        if not stats.pending:
+            return
+        stats.sync(self._reduce)
+        if self.validate and self._shards_clean():  # once per refresh: every shard was empty?
+            total = float(sum(float(stats[k].sum()) for k in stats if "count" in k))
+            if total == 0:
+                raise ValueError("Expected the clean set to hold at least one sample over all "
+                                 "ranks, but got none")
+
+    def _shards_clean(self) -> bool:
+        """Whether a clean batch may be empty: only when ranks share a clean set (Python only)."""
+        return self.sync and distributed.is_distributed(self.process_group)
 
     # ----------------------------------------------------------------- public call
     def weights(self, *args: Any, logits: Any = None, features: Any = None, labels: Any = None,
@@ -124,15 +146,16 @@ class Reweighter(abc.ABC):
         clean_raw = {"logits": clean_logits, "features": clean_features, "labels": clean_labels}
         if any(v is not None for v in clean_raw.values()):
             stats = CleanStatistics()
-            sums = self._clean_sums(**self._prepare(clean_raw, prefix="clean_"))
-            self._reduce(sums)
-            stats.add(**sums)
+            stats.add(**self._clean_sums(**self._prepare(clean_raw, prefix="clean_",
+                                                         allow_empty=self._shards_clean())))
+            self._sync(stats)
         elif self.clean.empty:
             raise ValueError(
                 "Expected a clean batch (`clean_features`, `clean_labels`, ...) or a clean set "
                 "cached with `set_clean`, but got neither"
             )
         else:
+            self._sync(self.clean)  # the one collective for every update_clean since the last
             stats = self.clean.to(ref.device)
         ids = None
         if sample_ids is not None:
@@ -149,7 +172,17 @@ class Reweighter(abc.ABC):
         """The state to checkpoint: the cached clean statistics and what a subclass adds
         (:meth:`_extra_state`), as CPU tensors and plain values, plus the configuration keys
         it must be loaded with. Configuration itself (``alpha``, ``ratio``, ...) is not saved:
-        build the object with the same arguments, as for an ``nn.Module``."""
+        build the object with the same arguments, as for an ``nn.Module``.
+
+        Raises:
+            RuntimeError: under ``torch.distributed`` with clean batches not yet reduced: call
+                :meth:`sync_clean` on every rank first (a rank's unreduced share, loaded on
+                every rank, would be summed once per rank).
+        """
+        if self.clean.pending and self._shards_clean():
+            raise RuntimeError("Expected the clean statistics to be reduced across ranks before "
+                               "`state_dict()`, but some are pending: call `sync_clean()` on "
+                               "every rank first")
         out: dict[str, Any] = {"_version": STATE_VERSION}
         out.update({key: getattr(self, key) for key in self._state_config})
         out["clean"] = self.clean.state_dict()
@@ -195,7 +228,8 @@ class Reweighter(abc.ABC):
         return f"{type(self).__name__}({args})"
 
     # ----------------------------------------------------------------- helpers
-    def _prepare(self, raw: dict[str, Any], prefix: str) -> dict[str, torch.Tensor]:
+    def _prepare(self, raw: dict[str, Any], prefix: str, allow_empty: bool = False
+                 ) -> dict[str, torch.Tensor]:
         """Convert and validate the inputs this method needs; drop the others."""
         out: dict[str, torch.Tensor] = {}
         for name in self.requires:
@@ -213,7 +247,7 @@ class Reweighter(abc.ABC):
         for name in ("features", "logits"):
             if name in out:
                 cols = self.num_classes if name == "logits" else None
-                check_matrix(out[name], prefix + name, cols=cols)
+                check_matrix(out[name], prefix + name, cols=cols, allow_empty=allow_empty)
                 if n is not None and out[name].shape[0] != n:
                     raise ValueError(
                         f"Expected `{prefix}{name}` to have as many rows as `{first}` ({n}), but "
@@ -223,7 +257,8 @@ class Reweighter(abc.ABC):
                 floats[prefix + name] = out[name]
         labels: dict[str, torch.Tensor] = {}
         if "labels" in out:
-            out["labels"] = check_label_shape(out["labels"], prefix + "labels", n)
+            out["labels"] = check_label_shape(out["labels"], prefix + "labels", n,
+                                              allow_empty=allow_empty)
             labels[prefix + "labels"] = out["labels"]
         check_values(floats, labels, self.num_classes)
         return out

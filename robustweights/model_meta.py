@@ -221,20 +221,42 @@ class ModelMetaReweighter:
 
     def update_clean(self, *, inputs: torch.Tensor, labels: torch.Tensor) -> None:
         """Add one clean batch to the cached clean gradient (streaming: several calls give the
-        gradient of their union)."""
+        gradient of their union). Nothing is communicated: under ``torch.distributed`` the
+        gradients are reduced once, at the next ``weights`` call or :meth:`sync_clean`. A rank
+        with no clean sample passes an empty batch, which adds zeros."""
         self._add_clean(inputs, labels, "inputs")
 
     def reset_clean(self) -> None:
         """Forget the cached clean gradient."""
         self.clean.reset()
 
+    def sync_clean(self) -> None:
+        """Reduce the clean gradient added since the last sync across ranks now (one
+        collective per dtype; every rank must call it). ``weights`` does this when needed."""
+        if not self.clean.pending:
+            return
+        self.clean.sync(self._reduce)
+        if self.validate and float(self.clean["__count__"]) == 0:
+            raise ValueError("Expected the clean set to hold at least one sample over all "
+                             "ranks, but got none")
+
+    def _shards_clean(self) -> bool:
+        return self.sync and distributed.is_distributed(self.process_group)
+
     def _add_clean(self, inputs: Any, labels: Any, name: str) -> None:
         inputs = _check_inputs(inputs, name)
         if inputs.shape[0] == 0:
-            raise ValueError(f"Expected `{name}` to hold at least one sample, but got none")
-        sums = l2rw_clean_gradient(self.model, self.loss_fn, inputs, labels)
-        sums["__count__"] = torch.tensor(float(inputs.shape[0]), device=inputs.device)
-        self._reduce(sums)
+            if not self._shards_clean():
+                raise ValueError(f"Expected `{name}` to hold at least one sample, but got none")
+            # This rank holds no clean sample: it contributes zeros (no forward of an empty
+            # batch, which e.g. BatchNorm refuses).
+            sums = {k: torch.zeros_like(v) for k, v in _trainable(self.model).items()}
+        else:
+            sums = l2rw_clean_gradient(self.model, self.loss_fn, inputs, labels)
+        # The count in the gradient's dtype: one buffer, so one collective, per sync.
+        dtype = next(iter(sums.values())).dtype if sums else torch.float32
+        sums["__count__"] = torch.tensor(float(inputs.shape[0]), device=inputs.device,
+                                         dtype=dtype)
         self.clean.add(**sums)
 
     # ------------------------------------------------------------ weights
@@ -299,7 +321,8 @@ class ModelMetaReweighter:
         if self.clean.empty:
             raise ValueError("Expected `clean_inputs`/`clean_labels` or a clean gradient cached "
                              "with `set_clean`, but got neither")
-        count = self.clean["__count__"]
+        self.sync_clean()  # one collective for every clean batch since the last use
+        count = self.clean["__count__"].clamp_min(1)
         g = {k: v / count for k, v in self.clean.items() if k != "__count__"}
         return inputs, labels, g
 
@@ -321,7 +344,14 @@ class ModelMetaReweighter:
     def state_dict(self) -> dict[str, Any]:
         """The cached clean gradient (CPU tensors keyed by parameter name, and its count). The
         model and the loss function are not state, as an LR scheduler leaves out its
-        optimizer: load into a reweighter built on the same architecture."""
+        optimizer: load into a reweighter built on the same architecture.
+
+        Raises:
+            RuntimeError: under ``torch.distributed`` with clean batches not yet reduced: call
+                :meth:`sync_clean` on every rank first (a rank's unreduced share, loaded on
+                every rank, would be summed once per rank).
+        """
+        _check_synced(self.clean, self._shards_clean())
         return {"_version": STATE_VERSION, "clean": self.clean.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
@@ -333,14 +363,17 @@ class ModelMetaReweighter:
         """
         check_state_dict(state_dict, owner="ModelMetaReweighter", keys=("clean",), config={},
                          strict=strict)
-        grad = dict(state_dict.get("clean", {}))
-        if grad:
-            names = set(_trainable(self.model)) | {"__count__"}
-            if set(grad) != names:
+        if "clean" not in state_dict:
+            return
+        clean = state_dict["clean"]
+        names = set(_trainable(self.model)) | {"__count__"}
+        for part in ("reduced", "pending"):
+            grad = clean.get(part, {}) if isinstance(clean, dict) else {}
+            if grad and set(grad) != names:
                 raise ValueError("Expected `state_dict['clean']` to hold one tensor per "
                                  "trainable parameter of the model, but these keys differ: "
                                  f"{sorted(set(grad) ^ names)[:5]}")
-        self.clean.load_state_dict(grad)
+        self.clean.load_state_dict(clean)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -379,6 +412,13 @@ class _DeprecatedModelMetaReweighter(ModelMetaReweighter):
                         "labels=y, ...)")
             kwargs.update(zip(("inputs", "labels"), args, strict=False))
         return super().weights_and_losses(**kwargs)
+
+
+def _check_synced(stats: CleanStatistics, distributed_clean: bool) -> None:
+    if distributed_clean and stats.pending:
+        raise RuntimeError("Expected the clean statistics to be reduced across ranks before "
+                           "`state_dict()`, but some are pending: call `sync_clean()` on every "
+                           "rank first")
 
 
 def _deprecated(old: str, new: str) -> None:

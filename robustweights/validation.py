@@ -73,13 +73,15 @@ def check_fraction(value: Any, name: str) -> float:
     return float(value)
 
 
-def check_matrix(x: torch.Tensor, name: str, cols: int | None = None) -> torch.Tensor:
-    """A non-empty floating 2-D tensor with ``cols`` columns (if given)."""
+def check_matrix(x: torch.Tensor, name: str, cols: int | None = None,
+                 allow_empty: bool = False) -> torch.Tensor:
+    """A floating 2-D tensor with ``cols`` columns (if given), non-empty unless
+    ``allow_empty`` (a distributed rank's share of the clean set may be empty)."""
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"Expected `{name}` to have a floating dtype, but got {x.dtype}")
     if x.ndim != 2:
         raise ValueError(f"Expected `{name}` to be 2-D (N, D), but got shape {tuple(x.shape)}")
-    if x.shape[0] == 0:
+    if x.shape[0] == 0 and not allow_empty:
         raise ValueError(f"Expected `{name}` to hold at least one sample, but got shape "
                          f"{tuple(x.shape)}")
     if cols is not None and x.shape[1] != cols:
@@ -95,7 +97,8 @@ def check_finite(x: torch.Tensor, name: str) -> None:
         raise ValueError(f"Expected `{name}` to be finite, but got {bad} NaN/inf entries")
 
 
-def check_label_shape(y: torch.Tensor, name: str, n: int | None = None) -> torch.Tensor:
+def check_label_shape(y: torch.Tensor, name: str, n: int | None = None,
+                      allow_empty: bool = False) -> torch.Tensor:
     """Integer class labels of shape (n,), returned as int64; the value range is checked by
     :func:`check_values` (or :func:`check_labels`), which needs a host sync."""
     if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
@@ -104,7 +107,7 @@ def check_label_shape(y: torch.Tensor, name: str, n: int | None = None) -> torch
         raise ValueError(f"Expected `{name}` to be 1-D, but got shape {tuple(y.shape)}")
     if n is not None and y.shape[0] != n:
         raise ValueError(f"Expected `{name}` to have {n} entries, but got {y.shape[0]}")
-    if y.numel() == 0:
+    if y.numel() == 0 and not allow_empty:
         raise ValueError(f"Expected `{name}` to hold at least one label, but got none")
     return y.long()
 

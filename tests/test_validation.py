@@ -193,3 +193,22 @@ def test_positional_batch_inputs_are_refused_with_a_hint():
                                         r"features=\.\.\., labels=\.\.\.\)`, but got 2 "
                                         r"positional"):
         fbr().weights(F, Y)
+
+
+def test_empty_clean_batch_is_refused_on_one_process():
+    # Only a distributed rank may hold no clean sample (tests/test_distributed.py).
+    with pytest.raises(ValueError, match=r"`features` to hold at least one sample"):
+        fbr().update_clean(features=G[:0], labels=YC[:0])
+    with pytest.raises(ValueError, match=r"`clean_features` to hold at least one sample"):
+        fbr().weights(features=F, labels=Y, clean_features=G[:0], clean_labels=YC[:0])
+
+
+def test_clean_updates_stay_pending_until_used():
+    rw = fbr()
+    rw.update_clean(features=G[:4], labels=YC[:4])
+    rw.update_clean(features=G[4:], labels=YC[4:])
+    assert rw.clean.pending
+    w = rw.weights(features=F, labels=Y)
+    assert not rw.clean.pending
+    np.testing.assert_allclose(w, fbr().weights(features=F, labels=Y, clean_features=G,
+                                                clean_labels=YC), rtol=1e-12)
