@@ -16,6 +16,9 @@ Public API::
     PhaseReport           what PhaseMonitor.update returns for one step
     PhaseBoundaries       where filtering and post-filtering start (detect_phases' result)
     PostFilteringWarning  issued once when training enters post-filtering
+
+Stateless twins of the reweighters live in :mod:`robustweights.functional` (``fbr_weights``,
+``l2rw_weights``); input checks in :mod:`robustweights.validation`.
 """
 
 from robustweights.base import Reweighter

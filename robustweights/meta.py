@@ -25,12 +25,20 @@ import warnings
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from robustweights._numerics import max_abs, pow2_scale, saturate
+from robustweights import distributed
+from robustweights._numerics import saturate
 from robustweights.base import Reweighter
 from robustweights.clean_stats import CleanStatistics
+from robustweights.functional.fbr import compute_dtype
+from robustweights.functional.l2rw import (  # noqa: F401  (the kernels' former home)
+    l2rw_clean_sums,
+    l2rw_last_layer_scores,
+    l2rw_scaled_last_layer_scores,
+    l2rw_weights_from_scores,
+    softmax_residuals,
+)
 from robustweights.model_meta import (  # noqa: F401  (re-exported: their old home)
     LossFn,
     ModelMetaReweighter,
@@ -39,93 +47,10 @@ from robustweights.model_meta import (  # noqa: F401  (re-exported: their old ho
     l2rw_model_scores_and_losses,
     preserved_state,
 )
-from robustweights.normalization import Normalization, check_normalization, normalize_scores
-from robustweights.surrogate import compute_dtype
+from robustweights.normalization import Normalization, check_normalization
 from robustweights.validation import check_positive_float
 
-__all__ = [
-    "MetaReweighter",
-    "l2rw_clean_sums",
-    "l2rw_last_layer_scores",
-    "l2rw_scaled_last_layer_scores",
-    "softmax_residuals",
-]
-
-
-def softmax_residuals(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    r"""Cross-entropy gradient w.r.t. the logits, :math:`r_i = \mathrm{softmax}(z_i) -
-    e_{y_i}` (N, C), in the compute dtype (float32 for half inputs)."""
-    r = torch.softmax(logits.to(compute_dtype(logits.dtype)), dim=1)
-    return r - F.one_hot(labels, logits.shape[1]).to(r.dtype)
-
-
-def l2rw_clean_sums(logits: torch.Tensor, features: torch.Tensor, labels: torch.Tensor
-                    ) -> dict[str, torch.Tensor]:
-    r"""Additive clean statistics of the last-layer form: :math:`\sum_j s_j g_j^\top` (C, D),
-    :math:`\sum_j s_j` (C,) and the count :math:`M`, with :math:`s_j` the clean residuals.
-
-    Kept in float64 (sums of float32 features near their largest value overflow float32); the
-    product is formed in the compute dtype on exactly rescaled features, then scaled back."""
-    s = softmax_residuals(logits, labels)
-    scale = pow2_scale(max_abs(features), s.dtype)
-    resid_feat = (s.T @ (features.to(s.dtype) / scale.to(s.dtype))).to(torch.float64) * scale
-    return {"resid_feat_sum": resid_feat, "resid_sum": s.sum(0).to(torch.float64),
-            "count": torch.tensor(float(s.shape[0]), dtype=torch.float64, device=s.device)}
-
-
-def l2rw_scaled_last_layer_scores(logits: torch.Tensor, features: torch.Tensor,
-                                  labels: torch.Tensor, resid_feat_sum: torch.Tensor,
-                                  resid_sum: torch.Tensor, count: torch.Tensor, *,
-                                  bias: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""The scores of :func:`l2rw_last_layer_scores` without ``lr``, as ``(u / c, c)``: float64
-    scores divided by a positive power of two :math:`c`, and :math:`c`.
-
-    :math:`u_i = r_i^\top A h_i + r_i^\top a`; with :math:`s_A` a power of two of the size of
-    :math:`(A, a)` and :math:`s_h` of :math:`h`, both terms are formed in the compute dtype on
-    :math:`A/s_A`, :math:`a/s_A`, :math:`h/s_h` (entries of order 1: no overflow or underflow
-    for features from 1e-30 to 1e30 in float32) and combined in float64 as
-    :math:`u/s_A = s_h\,r^\top (A/s_A)(h/s_h) + r^\top (a/s_A)`. Normalised weights are
-    invariant to the positive factor :math:`c = s_A`.
-    """
-    r = softmax_residuals(logits, labels)
-    dt = r.dtype
-    count = count.to(torch.float64).clamp_min(1)  # an empty clean set: zero scores, not NaN
-    A = resid_feat_sum.to(torch.float64) / count
-    a = resid_sum.to(torch.float64) / count
-    s_a = pow2_scale(torch.maximum(max_abs(A), max_abs(a) if bias else max_abs(A)), dt)
-    s_h = pow2_scale(max_abs(features), dt)
-    h = features.to(dt) / s_h.to(dt)
-    u = ((r @ (A / s_a).to(dt)) * h).sum(1).to(torch.float64) * s_h
-    if bias:
-        u = u + (r @ (a / s_a).to(dt)).to(torch.float64)
-    return u, s_a
-
-
-def l2rw_last_layer_scores(logits: torch.Tensor, features: torch.Tensor, labels: torch.Tensor,
-                           resid_feat_sum: torch.Tensor, resid_sum: torch.Tensor,
-                           count: torch.Tensor, *, lr: float = 1.0, bias: bool = True
-                           ) -> torch.Tensor:
-    r"""Exact L2RW scores for a linear head :math:`z = W h + b` under softmax cross-entropy.
-
-    With :math:`\nabla_W \ell_i = r_i h_i^\top`, :math:`\nabla_b \ell_i = r_i`,
-    :math:`A = \frac1M\sum_j s_j g_j^\top` and :math:`a = \frac1M\sum_j s_j`:
-
-    .. math::
-        u_i = \text{lr}\,\big(r_i^\top A h_i + r_i^\top a\big)
-
-    (the :math:`a` term only when ``bias``). Cost :math:`O(BCD)`. Computed scale-safely by
-    :func:`l2rw_scaled_last_layer_scores`; scores beyond the compute dtype's range saturate.
-
-    Args:
-        logits, features, labels: the training batch, (B, C), (B, D), (B,).
-        resid_feat_sum, resid_sum, count: clean statistics from :func:`l2rw_clean_sums`.
-
-    Returns:
-        (B,) scores :math:`u` in the compute dtype (float32 for half inputs).
-    """
-    u, c = l2rw_scaled_last_layer_scores(logits, features, labels, resid_feat_sum, resid_sum,
-                                         count, bias=bias)
-    return saturate((u * c) * lr, compute_dtype(logits.dtype))
+__all__ = ["MetaReweighter"]
 
 
 class MetaReweighter(Reweighter):
@@ -196,13 +121,12 @@ class MetaReweighter(Reweighter):
             batch["logits"], batch["features"], batch["labels"], stats["resid_feat_sum"],
             stats["resid_sum"], stats["count"], bias=self.bias)
         self.last_scores = saturate((u * c) * self.lr, compute_dtype(batch["logits"].dtype))
-        if self.normalization == "none":
-            return (u * c * self.lr).clamp_min(0)  # float64; saturated on the way out
-        return self._normalize(u)  # invariant to the positive factor c * lr
-
-    def _normalize(self, u: torch.Tensor) -> torch.Tensor:
-        return normalize_scores(u, self.normalization, global_batch=self._global_batch(),
-                                process_group=self.process_group)
+        total = count = None
+        if self.normalization != "none" and self._global_batch():
+            # the concatenated batch's denominators, in the units of u (one all-reduce)
+            total, count = distributed.global_sum_and_count(u, self.process_group)
+        return l2rw_weights_from_scores(u, c, normalization=self.normalization, lr=self.lr,
+                                        total=total, count=count)
 
     # ------------------------------------------------------------ repr
     def _repr_args(self) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from torch.func import functional_call
 
 from robustweights import distributed
 from robustweights.clean_stats import CleanStatistics
-from robustweights.normalization import Normalization, check_normalization, normalize_scores
+from robustweights.normalization import Normalization, check_normalization, normalize_weights
 from robustweights.state import STATE_VERSION, check_state_dict
 from robustweights.validation import check_batch_scope, check_positive_float
 
@@ -331,10 +331,13 @@ class ModelMetaReweighter:
             raise ValueError("Expected finite per-sample losses and gradients, but the "
                              "train-clean inner products are NaN/inf: check `inputs` and the model")
         self.last_scores = u
-        global_batch = (self.sync and self.batch_scope == "global"
-                        and distributed.is_distributed(self.process_group))
-        return normalize_scores(u, self.normalization, global_batch=global_batch,
-                                process_group=self.process_group).to(u.dtype)
+        total = count = None
+        if (self.normalization != "none" and self.sync and self.batch_scope == "global"
+                and distributed.is_distributed(self.process_group)):
+            total, count = distributed.global_sum_and_count(u, self.process_group)
+        # float64: the sum of positive parts cannot overflow
+        w = normalize_weights(u.to(torch.float64), self.normalization, total=total, count=count)
+        return w.to(u.dtype)
 
     def _reduce(self, sums: dict[str, torch.Tensor]) -> None:
         if self.sync:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 import torch
 
-from robustweights import distributed
-
-__all__ = ["Normalization", "check_normalization", "normalize_scores", "normalize_weights"]
+__all__ = ["Normalization", "check_normalization", "normalize_weights"]
 
 Normalization = Literal["sum", "mean", "none"]
 
@@ -52,16 +50,3 @@ def normalize_weights(scores: torch.Tensor, mode: Normalization, total: torch.Te
     if mode == "mean":
         w = w * (len(scores) if count is None else count)
     return w
-
-
-def normalize_scores(u: torch.Tensor, mode: Normalization, *, global_batch: bool,
-                     process_group: Any = None) -> torch.Tensor:
-    """:func:`~robustweights.normalization.normalize_weights` in float64, with the ``"sum"`` /
-    ``"mean"`` denominators over every rank's batch when ``global_batch`` (one all-reduce of
-    the sum of positive parts and :math:`B`; the class's sync, not part of a kernel)."""
-    u = u.to(torch.float64)  # the sum of positive parts cannot overflow
-    if mode == "none" or not global_batch:
-        return normalize_weights(u, mode)
-    local = torch.stack([u.clamp_min(0).sum(), u.new_tensor(float(u.shape[0]))])
-    total, count = distributed.all_reduce(local, "sum", process_group).unbind()
-    return normalize_weights(u, mode, total=total, count=count)
