@@ -322,6 +322,9 @@ class ModelMetaReweighter:
             raise ValueError("Expected `clean_inputs`/`clean_labels` or a clean gradient cached "
                              "with `set_clean`, but got neither")
         self.sync_clean()  # one collective for every clean batch since the last use
+        param = next(iter(_trainable(self.model).values()), None)
+        if param is not None:  # a loaded (CPU) state moves to the model's device once
+            self.clean.to(param.device)
         count = self.clean["__count__"].clamp_min(1)
         g = {k: v / count for k, v in self.clean.items() if k != "__count__"}
         return inputs, labels, g

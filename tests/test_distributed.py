@@ -270,6 +270,11 @@ def count_collectives(data, rank: int) -> dict[str, int]:
             for i in range(5):  # K = 5 clean batches
                 update(rw, slice(5 * i, 5 * i + 5))
             out[f"{name}_updates"] = calls["n"]
+            try:  # unreduced statistics must not be checkpointed: each rank holds a share
+                rw.state_dict()
+                out[f"{name}_state_dict_refused"] = 0
+            except RuntimeError:
+                out[f"{name}_state_dict_refused"] = 1
             use(rw)
             out[f"{name}_sync"] = calls["n"] - out[f"{name}_updates"]
             use(rw)  # nothing pending: no collective
@@ -338,6 +343,7 @@ def test_clean_updates_cost_one_collective(spawned):
             assert counts[f"{name}_updates"] == 0, f"{name}: update_clean communicated: {counts}"
             assert counts[f"{name}_sync"] == 1, f"{name}: 5 clean batches, one reduction: {counts}"
             assert counts[f"{name}_second_sync"] == 0, f"{name}: nothing pending: {counts}"
+            assert counts[f"{name}_state_dict_refused"] == 1, f"{name}: {counts}"
 
 
 # ----------------------------------------------------------------------------- one process
