@@ -9,6 +9,7 @@ Sample ids are checked by one function, :func:`check_sample_ids`, everywhere.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import torch
@@ -46,11 +47,13 @@ MAX_MAGNITUDE = 2.0**480
 
 
 def check_num_classes(num_classes: Any) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+    # numbers.Integral: NumPy integers (e.g. from labels.max() + 1) are integers too.
+    if (isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral)
+            or num_classes < 2):
         raise ValueError(
             f"Expected `num_classes` to be an integer >= 2, but got {num_classes!r}"
         )
-    return num_classes
+    return int(num_classes)
 
 
 def check_nonneg_float(value: Any, name: str) -> float:

@@ -212,3 +212,10 @@ def test_clean_updates_stay_pending_until_used():
     assert not rw.clean.pending
     np.testing.assert_allclose(w, fbr().weights(features=F, labels=Y, clean_features=G,
                                                 clean_labels=YC), rtol=1e-12)
+
+
+def test_numpy_integer_num_classes_is_accepted():
+    rw = SurrogateReweighter(np.int64(3), alpha=0.5)
+    assert rw.num_classes == 3 and type(rw.num_classes) is int
+    with pytest.raises(ValueError, match="`num_classes` to be an integer >= 2, but got True"):
+        SurrogateReweighter(True)  # type: ignore[arg-type]
