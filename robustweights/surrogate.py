@@ -129,7 +129,7 @@ class SurrogateReweighter(Reweighter):
             Under ``torch.distributed`` the clean class sums and counts are summed over ranks
             (``sync``); the step :math:`\eta` and whether any direction is negative (and, with
             ``ratio``, :math:`B` and the k-th smallest step) are taken over every rank's batch
-            with ``batch_scope="global"`` (see :func:`fbr_step`), or per rank with ``"local"``.
+            with ``batch_scope="global"`` (see :meth:`_global_step`), or per rank with ``"local"``.
 
     Example:
         >>> import numpy as np
