@@ -4,29 +4,50 @@ Public API::
 
     FBRRecipe             the whole FBR training recipe (clean passes, eval features, schedule)
     SurrogateReweighter   feature-based reweighting (FBR), arXiv 2510.12209
-    MetaReweighter        meta-reweighting (L2RW), last-layer closed form or full network
+    MetaReweighter        meta-reweighting (L2RW), last-layer closed form
+    ModelMetaReweighter   meta-reweighting (L2RW) over every parameter of a torch model
+    Reweighter            the base class of the two reweighters above (logits/features API)
     WeightedLoss          wrap a per-sample loss so it takes weights
     weighted_mean         the weighted batch mean of per-sample losses
     FeatureCapture        record the penultimate features during the normal forward pass
-    alpha_schedule        FBR's reference alpha schedule
+    AlphaSchedule         FBR's reference alpha schedule, a picklable callable
+    alpha_schedule        the same, as a function (returns an AlphaSchedule)
     PhaseMonitor          watch the phases of reweighting (alignment, filtering, post-filtering)
     detect_phases         the same phase rule, applied to a recorded trajectory
+    PhaseReport           what PhaseMonitor.update returns for one step
+    PhaseBoundaries       where filtering and post-filtering start (detect_phases' result)
     PostFilteringWarning  issued once when training enters post-filtering
+
+Stateless twins of the reweighters live in :mod:`robustweights.functional` (``fbr_weights``,
+``l2rw_weights``); input checks in :mod:`robustweights.validation`.
 """
 
+from robustweights.base import Reweighter
 from robustweights.features import FeatureCapture
 from robustweights.losses import WeightedLoss, weighted_mean
 from robustweights.meta import MetaReweighter
-from robustweights.phases import PhaseMonitor, PostFilteringWarning, detect_phases
+from robustweights.model_meta import ModelMetaReweighter
 from robustweights.recipe import FBRRecipe
-from robustweights.surrogate import SurrogateReweighter, alpha_schedule
+from robustweights.phases import (
+    PhaseBoundaries,
+    PhaseMonitor,
+    PhaseReport,
+    PostFilteringWarning,
+    detect_phases,
+)
+from robustweights.surrogate import AlphaSchedule, SurrogateReweighter, alpha_schedule
 
 __all__ = [
+    "AlphaSchedule",
     "FBRRecipe",
     "FeatureCapture",
     "MetaReweighter",
+    "ModelMetaReweighter",
+    "PhaseBoundaries",
     "PhaseMonitor",
+    "PhaseReport",
     "PostFilteringWarning",
+    "Reweighter",
     "SurrogateReweighter",
     "WeightedLoss",
     "alpha_schedule",

@@ -15,12 +15,15 @@ import torch
 
 from robustweights import distributed
 from robustweights._backend import from_torch, kind_of, to_torch
+from robustweights._numerics import saturate
 from robustweights.clean_stats import CleanStatistics
+from robustweights.state import STATE_VERSION, check_state_dict
 from robustweights.validation import (
+    check_batch_scope,
     check_label_shape,
-    check_labels,
     check_matrix,
     check_num_classes,
+    check_sample_ids,
     check_values,
 )
 
@@ -38,9 +41,11 @@ class Reweighter(abc.ABC):
         validate: check every tensor (shapes, ranges, finiteness) on each call. Turn off only in a
             hot loop whose inputs are known good.
         sync: when a ``torch.distributed`` process group is initialised, sum clean statistics
-            across ranks so each rank weighs its batch against the global clean set. A no-op
-            without a process group. ``False`` turns off every collective (clean set and batch
-            quantities are then per rank, and ``batch_scope`` has no effect).
+            across ranks so each rank weighs its batch against the global clean set. The sum is
+            taken lazily, once, when the statistics are next needed (or on :meth:`sync_clean`),
+            however many ``update_clean`` calls came before. A no-op without a process group.
+            ``False`` turns off every collective (clean set and batch quantities are then per
+            rank, and ``batch_scope`` has no effect).
         batch_scope: what quantities coupling the samples of a batch are computed over when
             ``sync`` and a process group are on: ``"global"`` (default) the union of every
             rank's batch, so the weights equal one process's on the concatenated batch;
@@ -57,10 +62,7 @@ class Reweighter(abc.ABC):
         self.num_classes = check_num_classes(num_classes)
         self.validate = bool(validate)
         self.sync = bool(sync)
-        if batch_scope not in ("global", "local"):
-            raise ValueError(f"Expected `batch_scope` to be 'global' or 'local', but got "
-                             f"{batch_scope!r}")
-        self.batch_scope = batch_scope
+        self.batch_scope = check_batch_scope(batch_scope)
         self.process_group = process_group
         self.clean = CleanStatistics()
 
@@ -78,24 +80,48 @@ class Reweighter(abc.ABC):
         """Add one clean batch to the cached statistics (streaming).
 
         Several ``update_clean`` calls give the same statistics as one call on their union.
-        Under ``torch.distributed`` with ``sync=True`` this is a collective: every rank must call
-        it the same number of times.
+        Nothing is communicated here: under ``torch.distributed`` (``sync=True``) this rank's
+        sums are reduced across ranks once, at the next ``weights`` call or :meth:`sync_clean`.
+        Ranks may make different numbers of calls, but every rank makes at least one between
+        two uses; a rank with no clean sample passes an empty batch (0 rows), which adds zeros.
         """
         inputs = self._prepare({"logits": logits, "features": features, "labels": labels},
-                               prefix="")
-        sums = self._clean_sums(**inputs)
-        self._reduce(sums)
-        self.clean.add(**sums)
+                               prefix="", allow_empty=self._shards_clean())
+        self.clean.add(**self._clean_sums(**inputs))
 
     def reset_clean(self) -> None:
         """Forget the cached clean statistics."""
         self.clean.reset()
 
+    def sync_clean(self) -> None:
+        """Reduce the clean statistics added since the last sync across ranks now (one
+        collective; every rank must call it). ``weights`` does this by itself when needed; call
+        it explicitly e.g. before :meth:`state_dict` under ``torch.distributed``."""
+        self._sync(self.clean)
+
+    def _sync(self, stats: CleanStatistics) -> None:
+        if not stats.pending:
+            return
+        stats.sync(self._reduce)
+        if self.validate and self._shards_clean():  # once per refresh: every shard was empty?
+            total = float(sum(float(stats[k].sum()) for k in stats if "count" in k))
+            if total == 0:
+                raise ValueError("Expected the clean set to hold at least one sample over all "
+                                 "ranks, but got none")
+
+    def _shards_clean(self) -> bool:
+        """Whether a clean batch may be empty: only when ranks share a clean set (Python only)."""
+        return self.sync and distributed.is_distributed(self.process_group)
+
     # ----------------------------------------------------------------- public call
-    def weights(self, logits: Any = None, features: Any = None, labels: Any = None, *,
+    def weights(self, *args: Any, logits: Any = None, features: Any = None, labels: Any = None,
                 clean_logits: Any = None, clean_features: Any = None, clean_labels: Any = None,
                 sample_ids: Any = None) -> Any:
         """Per-sample weights of a training batch, in the caller's framework, device and dtype.
+
+        Every input is keyword-only (``weights(features=F, labels=y)``): with several arrays
+        of the same shape family a positional call would bind them silently to the wrong
+        names, so it raises a ``TypeError`` instead.
 
         Pass a clean batch with the ``clean_*`` arguments, or omit it to use the statistics
         cached by :meth:`set_clean` / :meth:`update_clean`. Inputs the method does not need may
@@ -105,6 +131,11 @@ class Reweighter(abc.ABC):
         Returns:
             A 1-D array of ``B`` weights of the same kind as the training inputs.
         """
+        if args:
+            names = ", ".join(f"{n}=..." for n in self.requires)
+            raise TypeError(f"{type(self).__name__}.weights() takes its inputs as keyword "
+                            f"arguments only, e.g. `weights({names})`, but got {len(args)} "
+                            "positional argument(s)")
         raw = {"logits": logits, "features": features, "labels": labels}
         ref_name = next((n for n in ("features", "logits") if raw[n] is not None), None)
         if ref_name is None:
@@ -115,26 +146,90 @@ class Reweighter(abc.ABC):
         clean_raw = {"logits": clean_logits, "features": clean_features, "labels": clean_labels}
         if any(v is not None for v in clean_raw.values()):
             stats = CleanStatistics()
-            sums = self._clean_sums(**self._prepare(clean_raw, prefix="clean_"))
-            self._reduce(sums)
-            stats.add(**sums)
+            stats.add(**self._clean_sums(**self._prepare(clean_raw, prefix="clean_",
+                                                         allow_empty=self._shards_clean())))
+            self._sync(stats)
         elif self.clean.empty:
             raise ValueError(
                 "Expected a clean batch (`clean_features`, `clean_labels`, ...) or a clean set "
                 "cached with `set_clean`, but got neither"
             )
         else:
+            self._sync(self.clean)  # the one collective for every update_clean since the last
             stats = self.clean.to(ref.device)
         ids = None
         if sample_ids is not None:
-            ids = check_labels(to_torch(sample_ids, "sample_ids").to(ref.device), "sample_ids",
-                               num_classes=2**62, n=ref.shape[0])
+            ids = check_sample_ids(sample_ids, ref.shape[0]).to(ref.device)
         w = self._compute(stats, sample_ids=ids, **batch)
         out_dtype = ref.dtype if ref.dtype.is_floating_point else torch.float32
-        return from_torch(w.to(out_dtype), kind)
+        return from_torch(saturate(w, out_dtype), kind)  # e.g. "mean" weights of a huge batch
+
+    # ----------------------------------------------------------------- checkpointing
+    #: Configuration a state dict must agree with (stored in it, checked on load).
+    _state_config: tuple[str, ...] = ("num_classes",)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state to checkpoint: the cached clean statistics and what a subclass adds
+        (:meth:`_extra_state`), as CPU tensors and plain values, plus the configuration keys
+        it must be loaded with. Configuration itself (``alpha``, ``ratio``, ...) is not saved:
+        build the object with the same arguments, as for an ``nn.Module``.
+
+        Raises:
+            RuntimeError: under ``torch.distributed`` with clean batches not yet reduced: call
+                :meth:`sync_clean` on every rank first (a rank's unreduced share, loaded on
+                every rank, would be summed once per rank).
+        """
+        if self.clean.pending and self._shards_clean():
+            raise RuntimeError("Expected the clean statistics to be reduced across ranks before "
+                               "`state_dict()`, but some are pending: call `sync_clean()` on "
+                               "every rank first")
+        out: dict[str, Any] = {"_version": STATE_VERSION}
+        out.update({key: getattr(self, key) for key in self._state_config})
+        out["clean"] = self.clean.state_dict()
+        out.update(self._extra_state())
+        return out
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
+        """Restore a :meth:`state_dict`, e.g. after ``torch.load`` on any device.
+
+        Raises:
+            ValueError: for unexpected or missing keys (``strict``), a newer state layout, or a
+                configuration mismatch (e.g. ``num_classes``); the message names the key.
+        """
+        keys = (*self._state_config, "clean", *self._extra_state())
+        check_state_dict(state_dict, owner=type(self).__name__, keys=keys, strict=strict,
+                         config={key: getattr(self, key) for key in self._state_config})
+        if "clean" in state_dict:
+            self.clean.load_state_dict(state_dict["clean"])
+        self._load_extra_state(state_dict)
+
+    def _extra_state(self) -> dict[str, Any]:
+        """Subclass state beyond the clean statistics (CPU tensors and plain values)."""
+        return {}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`_extra_state` wrote (keys may be absent when not strict)."""
+        return None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A process group is a handle to live communicators: it cannot be pickled. An unpickled
+        # reweighter reduces over the default group (the world), like one built without one.
+        state = self.__dict__.copy()
+        state["process_group"] = None
+        return state
+
+    # ----------------------------------------------------------------- repr
+    def _repr_args(self) -> dict[str, Any]:
+        """The configuration shown by ``repr``."""
+        return {"num_classes": self.num_classes}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._repr_args().items())
+        return f"{type(self).__name__}({args})"
 
     # ----------------------------------------------------------------- helpers
-    def _prepare(self, raw: dict[str, Any], prefix: str) -> dict[str, torch.Tensor]:
+    def _prepare(self, raw: dict[str, Any], prefix: str, allow_empty: bool = False
+                 ) -> dict[str, torch.Tensor]:
         """Convert and validate the inputs this method needs; drop the others."""
         out: dict[str, torch.Tensor] = {}
         for name in self.requires:
@@ -152,7 +247,7 @@ class Reweighter(abc.ABC):
         for name in ("features", "logits"):
             if name in out:
                 cols = self.num_classes if name == "logits" else None
-                check_matrix(out[name], prefix + name, cols=cols)
+                check_matrix(out[name], prefix + name, cols=cols, allow_empty=allow_empty)
                 if n is not None and out[name].shape[0] != n:
                     raise ValueError(
                         f"Expected `{prefix}{name}` to have as many rows as `{first}` ({n}), but "
@@ -162,7 +257,8 @@ class Reweighter(abc.ABC):
                 floats[prefix + name] = out[name]
         labels: dict[str, torch.Tensor] = {}
         if "labels" in out:
-            out["labels"] = check_label_shape(out["labels"], prefix + "labels", n)
+            out["labels"] = check_label_shape(out["labels"], prefix + "labels", n,
+                                              allow_empty=allow_empty)
             labels[prefix + "labels"] = out["labels"]
         check_values(floats, labels, self.num_classes)
         return out

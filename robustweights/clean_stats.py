@@ -1,4 +1,4 @@
-"""Clean-set statistics as sum-reduced state.
+"""Clean-set statistics as sum-reduced state, synchronised lazily.
 
 Every statistic a reweighter keeps about the trusted clean set is a *sum* over clean samples
 (class feature sums and counts for FBR; residual-feature sums for last-layer L2RW; the gradient
@@ -7,11 +7,17 @@ of the summed clean loss for full-network L2RW). Sums make three operations one 
 * streaming: ``update`` over several clean batches equals one ``update`` over their union;
 * caching: the sums are kept between calls (``set_clean`` at epoch start, reuse per batch);
 * distributed: ``all_reduce`` sums the state across ranks (see :mod:`robustweights.distributed`).
+
+As torchmetrics' ``sync_on_compute``, the reduction is lazy: :meth:`CleanStatistics.add` only
+accumulates this rank's sums (*pending*), and :meth:`CleanStatistics.sync` reduces everything
+pending in one collective when the statistics are next needed. K clean batches cost one
+all-reduce, not K. A rank with no clean sample adds zeros.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -26,65 +32,118 @@ class CleanStatistics:
         >>> s = CleanStatistics()
         >>> s.add(count=torch.tensor([1.0, 2.0]))
         >>> s.add(count=torch.tensor([3.0, 0.0]))
+        >>> s.pending, s.sync(), s.pending           # one process: sync only merges
+        (True, None, False)
         >>> s["count"].tolist()
         [4.0, 2.0]
     """
 
     def __init__(self) -> None:
-        self._state: dict[str, torch.Tensor] = {}
+        self._state: dict[str, torch.Tensor] = {}  # reduced over ranks
+        self._pending: dict[str, torch.Tensor] = {}  # this rank's sums since the last sync
         #: Bumped on every change, so derived quantities (e.g. FBR prototypes) can be cached.
         self.version = 0
 
     def add(self, **sums: torch.Tensor) -> None:
-        """Add per-batch sums to the state (the first call defines the state's names)."""
-        if self._state and set(sums) != set(self._state):
+        """Add this rank's per-batch sums (the first call defines the state's names). Nothing is
+        communicated: the sums stay pending until :meth:`sync`."""
+        known = self._state or self._pending
+        if known and set(sums) != set(known):
             raise ValueError(
-                f"Expected statistics named {sorted(self._state)}, but got {sorted(sums)}"
+                f"Expected statistics named {sorted(known)}, but got {sorted(sums)}"
             )
         for name, value in sums.items():
             value = value.detach()
+            ref = self._pending.get(name, self._state.get(name))
+            if ref is not None and ref.shape != value.shape:
+                raise ValueError(
+                    f"Expected clean statistic `{name}` of shape {tuple(ref.shape)}, but got "
+                    f"{tuple(value.shape)}: did the feature dimension change between clean "
+                    "batches?"
+                )
+            if name in self._pending:
+                self._pending[name] = self._pending[name] + value.to(self._pending[name])
+            else:
+                self._pending[name] = value.clone()
+        self.version += 1
+
+    @property
+    def pending(self) -> bool:
+        """Whether sums were added since the last :meth:`sync`."""
+        return bool(self._pending)
+
+    def sync(self, reduce: Callable[[dict[str, torch.Tensor]], None] | None = None) -> None:
+        """Reduce the pending sums across ranks with ``reduce`` (in place on a dict; e.g.
+        :func:`robustweights.distributed.all_reduce_sums`) and add them to the state. A no-op
+        when nothing is pending; without ``reduce`` the pending sums are merged as they are."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        if reduce is not None:
+            reduce(pending)  # one collective per dtype for everything pending
+        for name, value in pending.items():
             if name in self._state:
-                if self._state[name].shape != value.shape:
-                    raise ValueError(
-                        f"Expected clean statistic `{name}` of shape "
-                        f"{tuple(self._state[name].shape)}, but got {tuple(value.shape)}: "
-                        "did the feature dimension change between clean batches?"
-                    )
                 self._state[name] = self._state[name] + value.to(self._state[name])
             else:
-                self._state[name] = value.clone()
+                self._state[name] = value
         self.version += 1
 
     def reset(self) -> None:
-        """Forget every statistic."""
+        """Forget every statistic, reduced or pending."""
         self._state = {}
+        self._pending = {}
         self.version += 1
 
     @property
     def empty(self) -> bool:
-        return not self._state
+        return not self._state and not self._pending
+
+    def _synced(self) -> dict[str, torch.Tensor]:
+        if self._pending:
+            raise RuntimeError("clean statistics read before `sync`: call the reweighter's "
+                               "`sync_clean()` (an internal error if it happens in `weights`)")
+        return self._state
 
     def __getitem__(self, name: str) -> torch.Tensor:
-        return self._state[name]
+        return self._synced()[name]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._state
+        return name in self._state or name in self._pending
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._state)
+        return iter(self._synced())
 
     def items(self) -> list[tuple[str, torch.Tensor]]:
-        return list(self._state.items())
+        return list(self._synced().items())
 
-    def replace(self, name: str, value: torch.Tensor) -> None:
-        """Overwrite one statistic (used after a cross-rank reduction)."""
-        self._state[name] = value
+    def state_dict(self) -> dict[str, Any]:
+        """Reduced and pending statistics as CPU copies (device-independent; see
+        :mod:`robustweights.state`)."""
+        def cpu(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return {name: value.detach().to("cpu", copy=True) for name, value in d.items()}
+
+        return {"reduced": cpu(self._state), "pending": cpu(self._pending)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Replace the statistics; they move to the next batch's device lazily."""
+        if not isinstance(state, dict) or set(state) != {"reduced", "pending"}:
+            raise ValueError("Expected the clean statistics' state to have the keys "
+                             f"['pending', 'reduced'], but got {state!r:.80}")
+        loaded = []
+        for part in ("reduced", "pending"):
+            for name, value in state[part].items():
+                if not isinstance(value, torch.Tensor):
+                    raise TypeError(f"Expected clean statistic `{name}` to be a tensor, but got "
+                                    f"{type(value).__name__}")
+            loaded.append({name: value.detach().clone() for name, value in state[part].items()})
+        self._state, self._pending = loaded
         self.version += 1
 
     def to(self, device: torch.device) -> CleanStatistics:
         """Move the state to ``device`` in place (a no-op when it is there) and return self."""
-        for name, value in self._state.items():
-            if value.device != device:
-                self._state[name] = value.to(device)
-                self.version += 1
+        for store in (self._state, self._pending):
+            for name, value in store.items():
+                if value.device != device:
+                    store[name] = value.to(device)
+                    self.version += 1
         return self

@@ -34,7 +34,8 @@ from typing import Any, Literal
 import torch
 import torch.distributed as dist
 
-__all__ = ["all_gather_cat", "all_reduce", "all_reduce_sums", "is_distributed", "k_smallest"]
+__all__ = ["all_gather_cat", "all_reduce", "all_reduce_sums", "global_sum_and_count",
+           "is_distributed", "k_smallest"]
 
 _OPS = {"sum": "SUM", "max": "MAX"}
 
@@ -124,3 +125,14 @@ def all_gather_cat(*tensors: torch.Tensor, group: Any = None) -> tuple[torch.Ten
         dist.all_gather(parts, padded, group=group)
         out.append(torch.cat([p[:c] for p, c in zip(parts, counts, strict=True)]).to(t.device))
     return tuple(out)
+
+
+def global_sum_and_count(scores: torch.Tensor, group: Any = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The ``"sum"``/``"mean"`` normalisation denominators over every rank's batch:
+    :math:`\sum_j \max(u_j, 0)` and :math:`B`, by one all-reduce, in float64 (local values
+    without a process group)."""
+    u = scores.to(torch.float64)
+    local = torch.stack([u.clamp_min(0).sum(), u.new_tensor(float(u.shape[0]))])
+    total, count = all_reduce(local, "sum", group).unbind()
+    return total, count

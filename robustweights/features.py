@@ -35,6 +35,7 @@ class FeatureCapture:
             raise TypeError(f"Expected `module` to be a torch.nn.Module, but got "
                             f"{type(module).__name__}")
         self.detach = detach
+        self._module_name = type(module).__name__
         self._features: torch.Tensor | None = None
         self._handle = module.register_forward_pre_hook(self._hook)
 
@@ -50,6 +51,9 @@ class FeatureCapture:
         if self._features is None:
             raise RuntimeError("No features captured yet: run a forward pass of the model first")
         return self._features
+
+    def __repr__(self) -> str:
+        return f"FeatureCapture({self._module_name}, detach={self.detach!r})"
 
     def remove(self) -> None:
         """Detach the hook from the module."""

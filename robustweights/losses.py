@@ -58,6 +58,11 @@ class WeightedLoss(nn.Module):
         self.loss_fn = loss_fn
         self.reduction = reduction
 
+    def __repr__(self) -> str:
+        # One line with the wrapped loss and the reduction (nn.Module's default would print the
+        # loss as a child module and hide the reduction).
+        return f"WeightedLoss({self.loss_fn!r}, reduction={self.reduction!r})"
+
     def forward(self, input: torch.Tensor, target: torch.Tensor, weights: Any = None
                 ) -> torch.Tensor:
         losses = self.loss_fn(input, target)

@@ -1,11 +1,10 @@
-"""Feature-based reweighting (FBR), the surrogate of meta-reweighting.
+"""Feature-based reweighting (FBR), the surrogate of meta-reweighting: the stateful class.
 
 Zhang, Holtz, Mishne, Cloninger, "Revisiting Meta-Learning with Noisy Labels: Reweighting
-Dynamics and Theoretical Guarantees", arXiv 2510.12209. The pure functions below are the maths
-(steps 1-5 of ``docs/method.md``); :class:`SurrogateReweighter` holds configuration and state.
-
-All kernels are vectorised torch ops on the inputs' device, with no Python loop over samples or
-classes and no host synchronisation; half-precision inputs are accumulated in float32.
+Dynamics and Theoretical Guarantees", arXiv 2510.12209. The maths (steps 1-5 of
+``docs/method.md``) is in :mod:`robustweights.functional.fbr`; :class:`SurrogateReweighter`
+holds configuration and state (cached clean statistics, epoch, incremental store) and does the
+distributed reductions, which the pure kernels never do.
 """
 
 from __future__ import annotations
@@ -19,207 +18,71 @@ import torch
 from robustweights import distributed
 from robustweights.base import Reweighter
 from robustweights.clean_stats import CleanStatistics
-from robustweights.validation import check_fraction, check_nonneg_float, check_positive_float
+from robustweights.functional.fbr import (  # noqa: F401  (the kernels' former home)
+    compute_dtype,
+    fbr_candidate_steps,
+    fbr_class_sums,
+    fbr_directions,
+    fbr_incremental_weights,
+    fbr_prototypes,
+    fbr_recompute_weights,
+    fbr_scaled_directions,
+    fbr_scaled_similarity,
+    fbr_similarity,
+    fbr_step,
+)
+from robustweights.state import cpu_copy
+from robustweights.validation import (
+    check_fraction,
+    check_nonneg_float,
+    check_num_classes,
+    check_positive_float,
+)
 
-__all__ = [
-    "SurrogateReweighter",
-    "alpha_schedule",
-    "compute_dtype",
-    "fbr_class_sums",
-    "fbr_directions",
-    "fbr_incremental_weights",
-    "fbr_prototypes",
-    "fbr_recompute_weights",
-    "fbr_similarity",
-    "fbr_step",
-]
+__all__ = ["AlphaSchedule", "SurrogateReweighter", "alpha_schedule"]
+
 
 Alpha = float | Callable[[int], float]
 
 
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 stays float64; everything else (fp16, bf16, fp32) accumulates in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
+class AlphaSchedule:
+    r"""The reference schedule: :math:`\alpha = 1/(C-1)` before ``switch_epoch``, then 0.
 
+    A small callable object rather than a closure, so a reweighter using it can be pickled
+    (``torch.save``) and shows it in its repr.
 
-def alpha_schedule(num_classes: int, switch_epoch: int = 40) -> Callable[[int], float]:
-    r"""The reference schedule: :math:`\alpha = 1/(C-1)` before ``switch_epoch``, then 0."""
-    early = 1.0 / (num_classes - 1)
-
-    def alpha(epoch: int) -> float:
-        return early if epoch < switch_epoch else 0.0
-
-    alpha.__doc__ = f"alpha = 1/(C-1) = {early:.4g} for epoch < {switch_epoch}, then 0"
-    return alpha
-
-
-def fbr_class_sums(features: torch.Tensor, labels: torch.Tensor, num_classes: int
-                   ) -> dict[str, torch.Tensor]:
-    """Per-class feature sums (C, D) and counts (C,) of a clean batch: FBR's additive state."""
-    dt = compute_dtype(features.dtype)
-    sums = torch.zeros(num_classes, features.shape[1], dtype=dt, device=features.device)
-    sums.index_add_(0, labels, features.to(dt))
-    counts = torch.bincount(labels, minlength=num_classes).to(dt)
-    return {"class_sums": sums, "class_counts": counts}
-
-
-def fbr_prototypes(class_sums: torch.Tensor, class_counts: torch.Tensor
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    r"""Balanced centre and centred class prototypes (steps 1-2).
-
-    .. math::
-        \bar g_c = \frac{1}{n_c}\sum_{j:\tilde y_j = c} g_j, \qquad
-        \mu = \frac{1}{|\mathcal P|}\sum_{c \in \mathcal P} \bar g_c, \qquad
-        P_c = \bar g_c - \mu
-
-    over the set :math:`\mathcal P` of classes present in the clean set. Since
-    :math:`\langle f - \mu, \frac{1}{n_c}\sum_j (g_j - \mu)\rangle = \langle f-\mu, P_c\rangle`,
-    the class similarity needs only the prototypes, not the B x M Gram matrix.
-
-    Returns:
-        ``(mu, prototypes, present)`` of shapes (D,), (C, D), (C,); rows of absent classes are 0.
+    Example:
+        >>> a = AlphaSchedule(num_classes=5, switch_epoch=40)
+        >>> a(0), a(39), a(40)
+        (0.25, 0.25, 0.0)
+        >>> a
+        AlphaSchedule(num_classes=5, switch_epoch=40)
     """
-    present = class_counts > 0
-    means = class_sums / class_counts.clamp_min(1).unsqueeze(1)  # absent classes: 0 / 1 = 0
-    # Sums over all classes rather than boolean indexing: no host sync on a GPU.
-    mu = means.sum(0) / present.sum()
-    protos = torch.where(present.unsqueeze(1), means - mu, 0.0)
-    return mu, protos, present
+
+    def __init__(self, num_classes: int, switch_epoch: int = 40) -> None:
+        self.num_classes = check_num_classes(num_classes)
+        if isinstance(switch_epoch, bool) or not isinstance(switch_epoch, int):
+            raise ValueError(f"Expected `switch_epoch` to be an integer, but got {switch_epoch!r}")
+        self.switch_epoch = switch_epoch
+
+    def __call__(self, epoch: int) -> float:
+        return 1.0 / (self.num_classes - 1) if epoch < self.switch_epoch else 0.0
+
+    def __repr__(self) -> str:
+        return f"AlphaSchedule(num_classes={self.num_classes}, switch_epoch={self.switch_epoch})"
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, AlphaSchedule) and other.num_classes == self.num_classes
+                and other.switch_epoch == self.switch_epoch)
+
+    def __hash__(self) -> int:
+        return hash((self.num_classes, self.switch_epoch))
 
 
-def fbr_similarity(features: torch.Tensor, mu: torch.Tensor, prototypes: torch.Tensor
-                   ) -> torch.Tensor:
-    r"""Class similarity :math:`S = (F - \mu) P^\top` (B, C), i.e. step 2 in prototype form:
-    :math:`S_{ic}` is the mean over clean samples of class :math:`c` of
-    :math:`\langle f_i - \mu, g_j - \mu\rangle`."""
-    return (features.to(mu.dtype) - mu) @ prototypes.T
-
-
-def fbr_directions(similarity: torch.Tensor, labels: torch.Tensor, present: torch.Tensor,
-                   alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""Row shift and label-signed modulation (steps 3-4).
-
-    .. math::
-        S'_{ic} = S_{ic} - \operatorname{second\,max}_{c' \in \mathcal P} S_{ic'}, \qquad
-        d_i = S'_{i y_i} - \alpha \sum_{c \in \mathcal P,\, c \ne y_i} S'_{ic}
-
-    Classes absent from the clean set (:math:`c \notin \mathcal P`) take no part in the max or the
-    sum. A sample whose label is absent has no defined direction: its ``d`` is 0 and its entry of
-    the returned ``valid`` mask is False. Ties in the top two leave the row with no positive entry.
-
-    Returns:
-        ``(d, valid)``, both of shape (B,).
-    """
-    masked = similarity.masked_fill(~present, float("-inf"))
-    second = masked.topk(2, dim=1).values[:, 1:2]
-    shifted = torch.where(present, similarity - second, 0.0)  # absent classes contribute 0
-    own = shifted.gather(1, labels.unsqueeze(1)).squeeze(1)
-    others = shifted.sum(1) - own
-    valid = present[labels]
-    d = torch.where(valid, own - alpha * others, torch.zeros_like(own))
-    return d, valid
-
-
-def fbr_step(d: torch.Tensor, valid: torch.Tensor, *, w_init: float = 0.5,
-             ratio: float | None = None, global_batch: bool = False, process_group: Any = None
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""The step :math:`\eta` of the recompute mode, and whether any direction is negative.
-
-    With :math:`N = \{i : d_i < 0\}` (samples with a valid direction only),
-    :math:`\eta = \max_{i \in N} w_0/|d_i|`, or with ``ratio`` the k-th smallest
-    :math:`w_0/|d_i|`, :math:`k = \min(\max(1, \lfloor \text{ratio}\cdot B\rfloor), |N|)`;
-    0 when :math:`N` is empty.
-
-    Args:
-        global_batch: under an initialised ``torch.distributed`` process group, take :math:`N`
-            and :math:`B` over the union of every rank's batch, as one process would on the
-            concatenated batch (a collective: an all-reduce of :math:`\eta` and the sizes, and
-            with ``ratio`` an all-gather of each rank's k smallest steps). Nothing changes, and
-            nothing is communicated, without a process group.
-        process_group: the group to reduce over (default: the world).
-
-    Returns:
-        ``(eta, any_negative)``, 0-d tensors on ``d``'s device.
-    """
-    neg = (d < 0) & valid
-    # w0/|d_i| for negative samples, +inf elsewhere; never divides by zero.
-    steps = torch.where(neg, w_init / d.abs().clamp_min(torch.finfo(d.dtype).tiny),
-                        torch.full_like(d, float("inf")))
-    if global_batch and distributed.is_distributed(process_group):
-        return _fbr_global_step(neg, steps, ratio, process_group)
-    n_neg = neg.sum()
-    if ratio is None:
-        eta = torch.where(neg, steps, torch.zeros_like(steps)).max()
-    else:
-        k = torch.clamp(torch.tensor(int(ratio * d.shape[0]), device=d.device), min=1)
-        k = torch.minimum(k, n_neg.clamp_min(1))
-        eta = steps.sort().values[k - 1]
-        eta = torch.where(torch.isfinite(eta), eta, torch.zeros_like(eta))
-    return eta, n_neg > 0
-
-
-def _fbr_global_step(neg: torch.Tensor, steps: torch.Tensor, ratio: float | None,
-                     group: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    if ratio is None:  # one all-reduce(MAX) of (eta, any negative)
-        local = torch.stack([torch.where(neg, steps, torch.zeros_like(steps)).max(),
-                             neg.any().to(steps.dtype)])
-        eta, any_neg = distributed.all_reduce(local, "max", group).unbind()
-        return eta, any_neg > 0
-    sizes = torch.stack([torch.tensor(steps.shape[0], device=steps.device), neg.sum()])
-    batch, n_neg = distributed.all_reduce(sizes, "sum", group).tolist()
-    k = min(max(int(ratio * batch), 1), max(n_neg, 1))
-    eta = distributed.k_smallest(steps, k, group)[k - 1]
-    eta = torch.where(torch.isfinite(eta), eta, torch.zeros_like(eta))
-    return eta, torch.tensor(n_neg > 0, device=steps.device)
-
-
-def fbr_recompute_weights(d: torch.Tensor, valid: torch.Tensor, *, w_init: float = 0.5,
-                          w_max: float = 1.0, threshold: float | None = None,
-                          ratio: float | None = None, missing_class_weight: float = 0.0,
-                          step: tuple[torch.Tensor, torch.Tensor] | None = None
-                          ) -> torch.Tensor:
-    r"""Stateless weights of one batch (step 5, "recompute" mode).
-
-    Every sample starts at :math:`w_0`. With :math:`N = \{i : d_i < 0\}` the step is
-
-    .. math::
-        \eta = \max_{i \in N} \frac{w_0}{|d_i|}, \qquad
-        w_i = \operatorname{clip}(w_0 + \eta d_i, 0, w_{\max}),
-
-    the smallest step that drives every negative-direction sample to 0; then every
-    :math:`w_i \le \tau` (threshold, default :math:`w_0`) is set to 0. If :math:`N` is empty all
-    weights are :math:`w_{\max}`. With ``ratio`` the step is instead the k-th smallest
-    :math:`w_0/|d_i|`, :math:`k = \min(\max(1, \lfloor \text{ratio}\cdot B\rfloor), |N|)`, so that
-    only the k most negative samples reach 0 before the threshold. Samples whose label has no
-    clean sample (``valid`` False) get ``missing_class_weight`` and do not set the step.
-    ``step``: ``(eta, any_negative)`` from :func:`fbr_step` (e.g. over every distributed rank's
-    batch); computed from this batch when omitted.
-    """
-    tau = w_init if threshold is None else threshold
-    if step is None:
-        step = fbr_step(d, valid, w_init=w_init, ratio=ratio)
-    eta, any_negative = step
-    w = (w_init + eta * d).clamp(0, w_max)
-    w = torch.where(w <= tau, torch.zeros_like(w), w)
-    w = torch.where(any_negative, w, torch.full_like(w, w_max))
-    return torch.where(valid, w, torch.full_like(w, missing_class_weight))
-
-
-def fbr_incremental_weights(previous: torch.Tensor, d: torch.Tensor, valid: torch.Tensor, *,
-                            eta: float = 0.01, w_init: float = 0.5, w_max: float = 1.0,
-                            threshold: float | None = None, missing_class_weight: float = 0.0
-                            ) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""One step of the "incremental" mode: :math:`w \leftarrow \operatorname{clip}(w + \eta d,
-    0, w_{\max})`, then the threshold of the recompute mode on the returned weights.
-
-    Returns:
-        ``(state, weights)``: the new stored weights (unthresholded; unchanged for samples
-        without a valid direction) and the weights to use for this batch.
-    """
-    tau = w_init if threshold is None else threshold
-    state = torch.where(valid, (previous + eta * d).clamp(0, w_max), previous)
-    w = torch.where(state <= tau, torch.zeros_like(state), state)
-    return state, torch.where(valid, w, torch.full_like(w, missing_class_weight))
+def alpha_schedule(num_classes: int, switch_epoch: int = 40) -> AlphaSchedule:
+    r"""The reference schedule :class:`AlphaSchedule`: :math:`1/(C-1)` before ``switch_epoch``,
+    then 0."""
+    return AlphaSchedule(num_classes, switch_epoch)
 
 
 class SurrogateReweighter(Reweighter):
@@ -266,7 +129,7 @@ class SurrogateReweighter(Reweighter):
             Under ``torch.distributed`` the clean class sums and counts are summed over ranks
             (``sync``); the step :math:`\eta` and whether any direction is negative (and, with
             ``ratio``, :math:`B` and the k-th smallest step) are taken over every rank's batch
-            with ``batch_scope="global"`` (see :func:`fbr_step`), or per rank with ``"local"``.
+            with ``batch_scope="global"`` (see :meth:`_global_step`), or per rank with ``"local"``.
 
     Example:
         >>> import numpy as np
@@ -335,24 +198,43 @@ class SurrogateReweighter(Reweighter):
         """Forget the per-sample weights of the incremental mode."""
         self._state = None
 
+    # ----------------------------------------------------------------- checkpointing
+    _state_config = ("num_classes", "mode")
+
+    def _extra_state(self) -> dict[str, Any]:
+        # The epoch sets a scheduled alpha; the store is the incremental mode's memory.
+        return {"epoch": self.epoch, "sample_weights": cpu_copy(self._state)}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        if "epoch" in state:
+            self.epoch = int(state["epoch"])
+        if "sample_weights" in state:
+            w = state["sample_weights"]
+            if w is not None and (not isinstance(w, torch.Tensor) or w.ndim != 1):
+                raise ValueError("Expected `state_dict['sample_weights']` to be None or a 1-D "
+                                 f"tensor, but got {w!r}")
+            self._state = None if w is None else w.detach().clone()
+
+    def _repr_args(self) -> dict[str, Any]:
+        return {"num_classes": self.num_classes, "alpha": self.alpha, "ratio": self.ratio,
+                "mode": self.mode, "w_init": self.w_init, "w_max": self.w_max,
+                "threshold": self.threshold, "eta": self.eta,
+                "missing_class_weight": self.missing_class_weight}
+
     def _clean_sums(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         return fbr_class_sums(inputs["features"], inputs["labels"], self.num_classes)
 
     def _compute(self, stats: CleanStatistics, *, sample_ids: torch.Tensor | None,
                  **batch: torch.Tensor) -> torch.Tensor:
-        features, labels = batch["features"], batch["labels"]
         mu, protos, present = self._prototypes(stats)
-        if features.shape[1] != protos.shape[1]:
-            raise ValueError(
-                f"Expected `features` to have the clean set's dimension D = "
-                f"{protos.shape[1]}, but got {features.shape[1]}"
-            )
-        sim = fbr_similarity(features, mu, protos)
-        d, valid = fbr_directions(sim, labels, present, self.current_alpha())
-        self.last_directions = d.detach()
+        # d / scale**2: the similarity never overflows (robustweights._numerics)
+        d, valid, scale = fbr_scaled_directions(batch["features"], batch["labels"], mu, protos,
+                                                present, self.current_alpha())
+        big = torch.finfo(d.dtype).max  # the true directions, saturated to the dtype's range
+        self.last_directions = ((d * scale.to(d.dtype)) * scale.to(d.dtype)).clamp(-big, big)
         if self.mode == "recompute":
-            step = fbr_step(d, valid, w_init=self.w_init, ratio=self.ratio,
-                            global_batch=self._global_batch(), process_group=self.process_group)
+            step = (self._global_step(d, valid, scale) if self._global_batch()
+                    else fbr_step(d, valid, w_init=self.w_init, ratio=self.ratio))
             return fbr_recompute_weights(
                 d, valid, ratio=self.ratio, step=step, w_init=self.w_init, w_max=self.w_max,
                 threshold=self.threshold, missing_class_weight=self.missing_class_weight)
@@ -361,13 +243,39 @@ class SurrogateReweighter(Reweighter):
         prev = self._gather_state(sample_ids, d)
         state, w = fbr_incremental_weights(
             prev, d, valid, eta=self.eta, w_init=self.w_init, w_max=self.w_max,
-            threshold=self.threshold, missing_class_weight=self.missing_class_weight)
+            threshold=self.threshold, missing_class_weight=self.missing_class_weight,
+            scale=scale)
         if self._global_batch():  # every rank stores every rank's update
             sample_ids, state = distributed.all_gather_cat(sample_ids, state,
                                                            group=self.process_group)
             self._gather_state(sample_ids, state)  # grow the store to cover them
         self._state[sample_ids] = state  # type: ignore[index]
         return w
+
+    def _global_step(self, d: torch.Tensor, valid: torch.Tensor, scale: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        r""":func:`fbr_step` over the union of every rank's batch (:math:`N` and :math:`B`
+        global), as one process would on the concatenated batch: one all-reduce of
+        :math:`\eta` and whether any direction is negative, or with ``ratio`` an all-reduce of
+        the sizes and an all-gather of each rank's k smallest steps."""
+        neg, steps = fbr_candidate_steps(d, valid, w_init=self.w_init)
+        # Steps in true units (float64: no overflow for any scale the kernels produce), so
+        # ranks whose features have different scales compare like with like; exact powers of
+        # two, so equal scales give the single-process bits.
+        s2 = scale.to(device=d.device, dtype=torch.float64) ** 2
+        steps = steps.to(torch.float64) / s2
+        group = self.process_group
+        if self.ratio is None:  # one all-reduce(MAX) of (eta, any negative)
+            local = torch.stack([torch.where(neg, steps, torch.zeros_like(steps)).max(),
+                                 neg.any().to(steps.dtype)])
+            eta, any_neg = distributed.all_reduce(local, "max", group).unbind()
+            return (eta * s2).to(d.dtype), any_neg > 0
+        sizes = torch.stack([torch.tensor(steps.shape[0], device=steps.device), neg.sum()])
+        batch, n_neg = distributed.all_reduce(sizes, "sum", group).tolist()
+        k = min(max(int(self.ratio * batch), 1), max(n_neg, 1))
+        eta = distributed.k_smallest(steps, k, group)[k - 1]
+        eta = torch.where(torch.isfinite(eta), eta, torch.zeros_like(eta))
+        return (eta * s2).to(d.dtype), torch.tensor(n_neg > 0, device=steps.device)
 
     def _prototypes(self, stats: CleanStatistics
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

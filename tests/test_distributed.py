@@ -10,7 +10,10 @@ raise (so the single-process path provably communicates nothing):
   batch against the whole clean set;
 * ``nosync`` (``sync=False``): each rank's weights equal one process's on the rank's own data.
 
-Ranks get uneven slices (sizes differ) so nothing relies on equal batch sizes.
+Ranks get uneven slices (sizes differ) so nothing relies on equal batch sizes; the ``*_empty_shard``
+scenarios give rank 0 no clean sample at all (it contributes zeros), and ``fbr_stream_uneven``
+has the ranks make different numbers of ``update_clean`` calls (the reduction is lazy: one
+collective when the statistics are needed, however many calls came before).
 """
 
 from __future__ import annotations
@@ -31,12 +34,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from robustweights import MetaReweighter, SurrogateReweighter, distributed
+from robustweights import MetaReweighter, ModelMetaReweighter, SurrogateReweighter, distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 WORLD = 2
 TRAIN_SPLIT = (15, 22)  # training samples on rank 0 and rank 1
 CLEAN_SPLIT = (33, 28)
+EMPTY_CLEAN_SPLIT = (0, 61)  # rank 0 holds no clean sample
 C = 4
 CE = nn.CrossEntropyLoss(reduction="none")
 SETTINGS: dict[str, dict[str, Any]] = {"global": {}, "local": {"batch_scope": "local"},
@@ -92,7 +96,11 @@ def make_data() -> dict[str, dict[str, list[torch.Tensor]]]:
     net = {"inputs": _split(x, TRAIN_SPLIT), "labels": _split(labels, TRAIN_SPLIT),
            "clean_inputs": _split(xc, CLEAN_SPLIT), "clean_labels": _split(clean_labels,
                                                                            CLEAN_SPLIT)}
-    return {"fbr": fbr, "fbr_pos": fbr_pos, "head": head, "net": net}
+    out = {"fbr": fbr, "fbr_pos": fbr_pos, "head": head, "net": net}
+    for key in ("fbr", "head", "net"):  # the same data, the clean set all on rank 1
+        out[f"{key}_empty"] = {k: _split(torch.cat(v), EMPTY_CLEAN_SPLIT)
+                               if k.startswith("clean_") else v for k, v in out[key].items()}
+    return out
 
 
 def _small_net() -> nn.Module:
@@ -108,6 +116,16 @@ def fbr_cached(d, **kw):
     half = d["clean_features"].shape[0] // 2  # streamed in two chunks (a collective each)
     rw.set_clean(features=d["clean_features"][:half], labels=d["clean_labels"][:half])
     rw.update_clean(features=d["clean_features"][half:], labels=d["clean_labels"][half:])
+    return [rw.weights(features=d["features"], labels=d["labels"])]
+
+
+def fbr_stream_uneven(d, **kw):
+    # Chunks of 10: 4 update_clean calls on rank 0 (33 samples), 3 on rank 1 (28).
+    rw = SurrogateReweighter(C, alpha=0.3, **kw)
+    rw.reset_clean()
+    for i in range(0, d["clean_features"].shape[0], 10):
+        rw.update_clean(features=d["clean_features"][i:i + 10],
+                        labels=d["clean_labels"][i:i + 10])
     return [rw.weights(features=d["features"], labels=d["labels"])]
 
 
@@ -137,16 +155,16 @@ def l2rw_last_layer(d, normalization, cached, **kw):
 
 def l2rw_full(d, normalization, cached, **kw):
     net = _small_net()
-    if dist.is_initialized():  # the user's DDP model: from_model unwraps it
+    if dist.is_initialized():  # the user's DDP model: the reweighter unwraps it
         net = nn.parallel.DistributedDataParallel(net)
-    rw = MetaReweighter.from_model(net, CE, normalization=normalization, **kw)
+    rw = ModelMetaReweighter(net, CE, normalization=normalization, **kw)
     if not cached:
-        return [rw.weights_from_model(d["inputs"], d["labels"], clean_inputs=d["clean_inputs"],
-                                      clean_labels=d["clean_labels"])]
+        return [rw.weights(inputs=d["inputs"], labels=d["labels"],
+                           clean_inputs=d["clean_inputs"], clean_labels=d["clean_labels"])]
     half = d["clean_inputs"].shape[0] // 2
-    rw.set_clean_inputs(d["clean_inputs"][:half], d["clean_labels"][:half])
-    rw.update_clean_inputs(d["clean_inputs"][half:], d["clean_labels"][half:])
-    return [rw.weights_from_model(d["inputs"], d["labels"])]
+    rw.set_clean(inputs=d["clean_inputs"][:half], labels=d["clean_labels"][:half])
+    rw.update_clean(inputs=d["clean_inputs"][half:], labels=d["clean_labels"][half:])
+    return [rw.weights(inputs=d["inputs"], labels=d["labels"])]
 
 
 SCENARIOS: dict[str, tuple[str, Callable[..., list[Any]], dict[str, Any]]] = {
@@ -167,7 +185,27 @@ SCENARIOS: dict[str, tuple[str, Callable[..., list[Any]], dict[str, Any]]] = {
                                                           "cached": False}),
     "l2rw_full_sum_per_call": ("net", l2rw_full, {"normalization": "sum", "cached": False}),
     "l2rw_full_mean_cached": ("net", l2rw_full, {"normalization": "mean", "cached": True}),
+    "fbr_stream_uneven": ("fbr", fbr_stream_uneven, {}),
+    "fbr_cached_empty_shard": ("fbr_empty", fbr_cached, {}),
+    "fbr_per_call_empty_shard": ("fbr_empty", fbr_per_call, {}),
+    "fbr_incremental_empty_shard": ("fbr_empty", fbr_incremental, {}),
+    "l2rw_last_sum_cached_empty_shard": ("head_empty", l2rw_last_layer,
+                                         {"normalization": "sum", "cached": True}),
+    "l2rw_last_mean_per_call_empty_shard": ("head_empty", l2rw_last_layer,
+                                            {"normalization": "mean", "cached": False}),
+    "l2rw_full_sum_per_call_empty_shard": ("net_empty", l2rw_full,
+                                           {"normalization": "sum", "cached": False}),
+    "l2rw_full_mean_cached_empty_shard": ("net_empty", l2rw_full,
+                                          {"normalization": "mean", "cached": True}),
 }
+
+
+def settings_of(name: str) -> dict[str, dict[str, Any]]:
+    """Without a reduction (``sync=False``) a rank with no clean sample has no clean set, so the
+    empty-shard scenarios run with the reduction on only."""
+    if name.endswith("_empty_shard"):
+        return {k: v for k, v in SETTINGS.items() if k != "nosync"}
+    return SETTINGS
 
 
 def run_scenario(name: str, data, ranks: tuple[int, ...], clean_ranks: tuple[int, ...],
@@ -186,12 +224,64 @@ def _worker(rank: int, tmp: str) -> None:
                             world_size=WORLD, timeout=timedelta(seconds=60))
     try:
         data = torch.load(f"{tmp}/data.pt")
-        out = {(name, setting): run_scenario(name, data, (rank,), (rank,), **options)
-               for name in SCENARIOS for setting, options in SETTINGS.items()}
+        out: dict[Any, Any] = {(name, setting): run_scenario(name, data, (rank,), (rank,),
+                                                             **options)
+                               for name in SCENARIOS
+                               for setting, options in settings_of(name).items()}
+        out["collectives"] = count_collectives(data, rank)
         torch.save(out, f"{tmp}/rank{rank}.pt")
         dist.barrier()  # tear down together: a gloo peer leaving early can abort the other
     finally:
         dist.destroy_process_group()
+
+
+def count_collectives(data, rank: int) -> dict[str, int]:
+    """How many all-reduces K clean updates cost: none at update time, one at the first use."""
+    calls = {"n": 0}
+    real = dist.all_reduce
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    d = {k: v[rank] for k, v in data["head"].items()}
+    net_d = {k: v[rank] for k, v in data["net"].items()}
+    dist.all_reduce = counting
+    try:
+        out = {}
+        for name, rw, update, use in (
+            ("fbr", SurrogateReweighter(C, alpha=0.3),
+             lambda rw, s: rw.update_clean(features=d["clean_features"][s],
+                                           labels=d["clean_labels"][s]),
+             lambda rw: rw.sync_clean()),
+            # batch_scope="local": the weights call's only collective is the clean reduction.
+            ("l2rw_last_layer", MetaReweighter(C, batch_scope="local"),
+             lambda rw, s: rw.update_clean(logits=d["clean_logits"][s],
+                                           features=d["clean_features"][s],
+                                           labels=d["clean_labels"][s]),
+             lambda rw: rw.weights(logits=d["logits"], features=d["features"],
+                                   labels=d["labels"])),
+            ("l2rw_model", ModelMetaReweighter(_small_net(), CE),
+             lambda rw, s: rw.update_clean(inputs=net_d["clean_inputs"][s],
+                                           labels=net_d["clean_labels"][s]),
+             lambda rw: rw.sync_clean()),
+        ):
+            calls["n"] = 0
+            for i in range(5):  # K = 5 clean batches
+                update(rw, slice(5 * i, 5 * i + 5))
+            out[f"{name}_updates"] = calls["n"]
+            try:  # unreduced statistics must not be checkpointed: each rank holds a share
+                rw.state_dict()
+                out[f"{name}_state_dict_refused"] = 0
+            except RuntimeError:
+                out[f"{name}_state_dict_refused"] = 1
+            use(rw)
+            out[f"{name}_sync"] = calls["n"] - out[f"{name}_updates"]
+            use(rw)  # nothing pending: no collective
+            out[f"{name}_second_sync"] = calls["n"] - out[f"{name}_updates"] - out[f"{name}_sync"]
+        return out
+    finally:
+        dist.all_reduce = real
 
 
 @pytest.fixture(scope="module")
@@ -225,9 +315,10 @@ def _references(data, name, setting):
 def test_ranks_match_single_process(spawned, name, monkeypatch):
     data, results = spawned
     _no_collectives(monkeypatch)
+    settings = settings_of(name)
     got = {s: [torch.cat([results[r][(name, s)][i] for r in range(WORLD)])
-               for i in range(len(results[0][(name, s)]))] for s in SETTINGS}
-    for setting in SETTINGS:
+               for i in range(len(results[0][(name, s)]))] for s in settings}
+    for setting in settings:
         want = _references(data, name, setting)
         for i, (g, w) in enumerate(zip(got[setting], want, strict=True)):
             assert g.dtype == torch.float64, f"{name}/{setting}: dtype {g.dtype}"
@@ -237,11 +328,22 @@ def test_ranks_match_single_process(spawned, name, monkeypatch):
                         f"process on the {'concatenated' if setting == 'global' else 'per-rank'} "
                         "data")
     # The comparison must be able to fail: per-rank answers differ from the global one here.
-    for setting in ("local", "nosync"):
+    for setting in set(settings) - {"global"}:
         gap = max(float((a - b).abs().max())
                   for a, b in zip(got[setting], got["global"], strict=True))
         assert gap > 1e-3, f"{name}: {setting!r} equals 'global' (gap {gap}): weak test data"
     assert any(float(w.abs().max()) > 0 for w in got["global"]), f"{name}: all weights zero"
+
+
+def test_clean_updates_cost_one_collective(spawned):
+    _, results = spawned
+    for rank in range(WORLD):
+        counts = results[rank]["collectives"]
+        for name in ("fbr", "l2rw_last_layer", "l2rw_model"):
+            assert counts[f"{name}_updates"] == 0, f"{name}: update_clean communicated: {counts}"
+            assert counts[f"{name}_sync"] == 1, f"{name}: 5 clean batches, one reduction: {counts}"
+            assert counts[f"{name}_second_sync"] == 0, f"{name}: nothing pending: {counts}"
+            assert counts[f"{name}_state_dict_refused"] == 1, f"{name}: {counts}"
 
 
 # ----------------------------------------------------------------------------- one process
@@ -265,12 +367,12 @@ def test_batch_scope_is_checked():
         SurrogateReweighter(3, batch_scope="world")
     with pytest.raises(ValueError, match="`batch_scope`"):
         MetaReweighter(3, batch_scope=None)
-    assert MetaReweighter.from_model(_small_net(), CE, batch_scope="local").batch_scope == "local"
+    assert ModelMetaReweighter(_small_net(), CE, batch_scope="local").batch_scope == "local"
 
 
-def test_from_model_unwraps_data_parallel():
+def test_model_reweighter_unwraps_data_parallel():
     net = _small_net()
-    assert MetaReweighter.from_model(nn.DataParallel(net), CE).model is net
+    assert ModelMetaReweighter(nn.DataParallel(net), CE).model is net
 
 
 # ----------------------------------------------------------------------------- the example

@@ -59,3 +59,30 @@ def test_feature_capture_flattens_and_can_keep_graph():
     assert cap.features.shape == (3, 5) and cap.features.requires_grad
     cap.remove()
     np.testing.assert_equal(cap.features.shape, (3, 5))
+
+
+def test_reprs_show_the_configuration():
+    from torch import nn
+
+    from robustweights import AlphaSchedule, FeatureCapture, PhaseMonitor, SurrogateReweighter
+
+    assert repr(WeightedLoss(nn.CrossEntropyLoss(), reduction="sum")) == (
+        "WeightedLoss(CrossEntropyLoss(), reduction='sum')")
+    assert repr(SurrogateReweighter(10)).startswith(
+        "SurrogateReweighter(num_classes=10, alpha=AlphaSchedule(num_classes=10, "
+        "switch_epoch=40), ratio=None, mode='recompute', w_init=0.5, w_max=1.0")
+    assert repr(AlphaSchedule(3, 7)) == "AlphaSchedule(num_classes=3, switch_epoch=7)"
+    assert repr(PhaseMonitor(patience=2)).startswith("PhaseMonitor(filter_onset=0.05, "
+                                                     "loss_fraction=0.1, coupling_fraction=0.1, "
+                                                     "patience=2")
+    with FeatureCapture(nn.Linear(2, 2)) as cap:
+        assert repr(cap) == "FeatureCapture(Linear, detach=True)"
+
+
+def test_public_types_are_exported():
+    import robustweights as rw
+
+    assert rw.detect_phases([1.0, 0.5]).__class__ is rw.PhaseBoundaries
+    assert isinstance(rw.PhaseMonitor().update([1.0, 0.0]), rw.PhaseReport)
+    assert issubclass(rw.SurrogateReweighter, rw.Reweighter)
+    assert issubclass(rw.MetaReweighter, rw.Reweighter)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from reference import l2rw_normalise, l2rw_virtual_step_reference
 from torch import nn
 
-from robustweights import FeatureCapture, MetaReweighter, weighted_mean
+from robustweights import FeatureCapture, MetaReweighter, ModelMetaReweighter, weighted_mean
 
 CE = nn.CrossEntropyLoss(reduction="none")
 
@@ -87,8 +87,8 @@ def test_full_network_matches_virtual_step_autograd(seed, train_mode):
     net, x, y, xc, yc = net_data(seed)
     net.train(train_mode)
     u_ref = l2rw_virtual_step_reference(net, CE, x, y, xc, yc, lr=0.5)
-    rw = MetaReweighter.from_model(net, CE, normalization="none", lr=0.5)
-    rw.weights_from_model(x, y, clean_inputs=xc, clean_labels=yc)
+    rw = ModelMetaReweighter(net, CE, normalization="none", lr=0.5)
+    rw.weights(inputs=x, labels=y, clean_inputs=xc, clean_labels=yc)
     torch.testing.assert_close(rw.last_scores, u_ref, rtol=1e-5, atol=1e-12)
 
 
@@ -98,8 +98,8 @@ def test_full_network_head_only_equals_last_layer_form():
     net.eval()
     for p in net.body.parameters():
         p.requires_grad_(False)
-    full = MetaReweighter.from_model(net, CE, normalization="none")
-    full.weights_from_model(x, y, clean_inputs=xc, clean_labels=yc)
+    full = ModelMetaReweighter(net, CE, normalization="none")
+    full.weights(inputs=x, labels=y, clean_inputs=xc, clean_labels=yc)
     cap = FeatureCapture(net.fc)
     with torch.no_grad():
         z = net(x)
@@ -120,8 +120,8 @@ def test_full_network_leaves_model_untouched():
     before = {k: v.clone() for k, v in net.state_dict().items()}
     grads = {k: p.grad.clone() for k, p in net.named_parameters()}
     torch.manual_seed(123)
-    rw = MetaReweighter.from_model(net, CE)
-    w = rw.weights_from_model(x, y, clean_inputs=xc, clean_labels=yc)
+    rw = ModelMetaReweighter(net, CE)
+    w = rw.weights(inputs=x, labels=y, clean_inputs=xc, clean_labels=yc)
     after_rng = torch.rand(3)
     torch.manual_seed(123)
     assert torch.equal(after_rng, torch.rand(3)), "RNG state changed"
@@ -138,13 +138,13 @@ def test_clean_gradient_streaming_equals_one_batch():
     net = SmallNet(batchnorm=False).double()
     x, xc = torch.randn(10, 5, dtype=torch.float64), torch.randn(30, 5, dtype=torch.float64)
     y, yc = torch.randint(0, 3, (10,)), torch.randint(0, 3, (30,))
-    one = MetaReweighter.from_model(net, CE, normalization="none")
-    one.weights_from_model(x, y, clean_inputs=xc, clean_labels=yc)
-    stream = MetaReweighter.from_model(net, CE, normalization="none")
-    stream.set_clean_inputs(xc[:7], yc[:7])
-    stream.update_clean_inputs(xc[7:19], yc[7:19])
-    stream.update_clean_inputs(xc[19:], yc[19:])
-    stream.weights_from_model(x, y)
+    one = ModelMetaReweighter(net, CE, normalization="none")
+    one.weights(inputs=x, labels=y, clean_inputs=xc, clean_labels=yc)
+    stream = ModelMetaReweighter(net, CE, normalization="none")
+    stream.set_clean(inputs=xc[:7], labels=yc[:7])
+    stream.update_clean(inputs=xc[7:19], labels=yc[7:19])
+    stream.update_clean(inputs=xc[19:], labels=yc[19:])
+    stream.weights(inputs=x, labels=y)
     torch.testing.assert_close(stream.last_scores, one.last_scores, rtol=1e-10, atol=1e-14)
 
 
@@ -229,13 +229,13 @@ def test_fused_weights_and_losses_equal_separate_passes():
     net.train()
     twin = SmallNet().double()
     twin.load_state_dict(net.state_dict())
-    separate = MetaReweighter.from_model(twin, CE, normalization="mean")
-    w_ref = separate.weights_from_model(x, y, clean_inputs=xc, clean_labels=yc)
+    separate = ModelMetaReweighter(twin, CE, normalization="mean")
+    w_ref = separate.weights(inputs=x, labels=y, clean_inputs=xc, clean_labels=yc)
     loss_ref = weighted_mean(CE(twin(x), y), w_ref)  # the step's own forward
     loss_ref.backward()
 
-    fused = MetaReweighter.from_model(net, CE, normalization="mean")
-    w, losses = fused.weights_and_losses(x, y, clean_inputs=xc, clean_labels=yc)
+    fused = ModelMetaReweighter(net, CE, normalization="mean")
+    w, losses = fused.weights_and_losses(inputs=x, labels=y, clean_inputs=xc, clean_labels=yc)
     torch.testing.assert_close(w, w_ref, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(fused.last_scores, separate.last_scores, rtol=1e-10, atol=1e-14)
     weighted_mean(losses, w).backward()
@@ -244,3 +244,44 @@ def test_fused_weights_and_losses_equal_separate_passes():
     # The fused pass is the training forward: BatchNorm statistics move exactly once, as in twin.
     for (k, b), c in zip(net.named_buffers(), twin.buffers(), strict=True):
         assert torch.equal(b, c), f"buffer `{k}` differs from one plain forward"
+
+
+def test_batch_inputs_are_keyword_only():
+    _, h, y, _, _ = head_data(0)
+    with pytest.raises(TypeError, match=r"takes its inputs as keyword arguments only, e\.g\. "
+                                        r"`weights\(logits=\.\.\., features=\.\.\., labels"):
+        MetaReweighter(4).weights(h, y)
+    net, x, y, xc, yc = net_data(0)
+    rw = ModelMetaReweighter(net, CE)
+    for method in (rw.weights, rw.weights_and_losses):
+        with pytest.raises(TypeError, match=r"as keyword arguments only \(e\.g\. `\w+\(inputs=x"):
+            method(x, y, clean_inputs=xc, clean_labels=yc)
+
+
+def test_from_model_is_a_deprecated_factory_of_the_model_class():
+    net, x, y, xc, yc = net_data(2)
+    net.eval()  # BatchNorm in eval mode: a clean set streamed in two parts equals one batch
+    with pytest.warns(DeprecationWarning, match=r"use `ModelMetaReweighter\(model, loss_fn"):
+        old = MetaReweighter.from_model(net, CE, num_classes=3, normalization="none")
+    assert isinstance(old, ModelMetaReweighter)
+    new = ModelMetaReweighter(net, CE, normalization="none")
+    want = new.weights(inputs=x, labels=y, clean_inputs=xc, clean_labels=yc)
+    with pytest.warns(DeprecationWarning, match=r"weights\(inputs=x, labels=y, \.\.\.\)"):
+        got = old.weights_from_model(x, y, clean_inputs=xc, clean_labels=yc)
+    assert torch.equal(got, want)
+    with pytest.warns(DeprecationWarning, match=r"set_clean\(inputs=x, labels=y\)"):
+        old.set_clean_inputs(xc[:5], yc[:5])
+    with pytest.warns(DeprecationWarning, match=r"update_clean\(inputs=x, labels=y\)"):
+        old.update_clean_inputs(xc[5:], yc[5:])
+    with pytest.warns(DeprecationWarning, match=r"weights_and_losses\(inputs=x"):
+        w, _ = old.weights_and_losses(x, y)
+    torch.testing.assert_close(w, want, rtol=1e-10, atol=1e-14)
+
+
+def test_reprs_show_the_configuration():
+    assert repr(MetaReweighter(3, normalization="mean")) == (
+        "MetaReweighter(num_classes=3, normalization='mean', lr=1.0, bias=True)")
+    net = SmallNet()
+    assert repr(ModelMetaReweighter(net, CE, lr=0.5)) == (
+        "ModelMetaReweighter(model=SmallNet, loss_fn=CrossEntropyLoss(), lr=0.5, "
+        "normalization='sum')")

@@ -7,7 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from robustweights import FeatureCapture, MetaReweighter, SurrogateReweighter, WeightedLoss
+from robustweights import (
+    FeatureCapture,
+    MetaReweighter,
+    ModelMetaReweighter,
+    SurrogateReweighter,
+    WeightedLoss,
+)
 
 rng = np.random.default_rng(0)
 F = rng.normal(size=(6, 4))
@@ -110,10 +116,10 @@ def test_streaming_dimension_change_is_rejected():
 
 def test_sample_ids_checked():
     rw = SurrogateReweighter(3, mode="incremental")
-    with pytest.raises(ValueError, match="`sample_ids` to have 6 entries, but got 2"):
+    with pytest.raises(ValueError, match=r"`sample_ids` to have shape \(6,\), but got \(2,\)"):
         rw.weights(features=F, labels=Y, clean_features=G, clean_labels=YC,
                    sample_ids=np.array([0, 1]))
-    with pytest.raises(ValueError, match="`sample_ids` to lie in"):
+    with pytest.raises(ValueError, match="`sample_ids` to be non-negative, but got minimum -5"):
         rw.weights(features=F, labels=Y, clean_features=G, clean_labels=YC,
                    sample_ids=-np.arange(6))
 
@@ -141,21 +147,31 @@ def test_full_network_errors():
     x = torch.randn(5, 4)
     y = torch.randint(0, 3, (5,))
     with pytest.raises(TypeError, match=r"`model` to be a torch\.nn\.Module"):
-        MetaReweighter.from_model(lambda t: t, nn.CrossEntropyLoss(reduction="none"))
+        ModelMetaReweighter(lambda t: t, nn.CrossEntropyLoss(reduction="none"))
     with pytest.raises(ValueError, match="reduction='none'"):
-        MetaReweighter.from_model(net, nn.CrossEntropyLoss())
-    rw = MetaReweighter.from_model(net, lambda out, t: nn.functional.cross_entropy(out, t))
+        ModelMetaReweighter(net, nn.CrossEntropyLoss())
+    with pytest.raises(ValueError, match="`batch_scope` to be 'global' or 'local'"):
+        ModelMetaReweighter(net, nn.CrossEntropyLoss(reduction="none"), batch_scope="all")
+    rw = ModelMetaReweighter(net, lambda out, t: nn.functional.cross_entropy(out, t))
     with pytest.raises(ValueError, match=r"`loss_fn` to return per-sample losses of shape \(5,\)"):
-        rw.weights_from_model(x, y, clean_inputs=x, clean_labels=y)
-    rw = MetaReweighter.from_model(net, nn.CrossEntropyLoss(reduction="none"))
+        rw.weights(inputs=x, labels=y, clean_inputs=x, clean_labels=y)
+    rw = ModelMetaReweighter(net, nn.CrossEntropyLoss(reduction="none"))
     with pytest.raises(ValueError, match="clean gradient cached"):
-        rw.weights_from_model(x, y)
+        rw.weights(inputs=x, labels=y)
     with pytest.raises(ValueError, match=r"`clean_labels` with `clean_inputs`"):
-        rw.weights_from_model(x, y, clean_inputs=x)
+        rw.weights(inputs=x, labels=y, clean_inputs=x)
+    with pytest.raises(ValueError, match=r"`clean_inputs` with `clean_labels`"):
+        rw.weights(inputs=x, labels=y, clean_labels=y)
     with pytest.raises(ValueError, match="`inputs` to hold at least one sample"):
-        rw.weights_from_model(x[:0], y[:0], clean_inputs=x, clean_labels=y)
-    with pytest.raises(ValueError, match=r"built with `MetaReweighter\.from_model`"):
-        MetaReweighter(3).weights_from_model(x, y, clean_inputs=x, clean_labels=y)
+        rw.weights(inputs=x[:0], labels=y[:0], clean_inputs=x, clean_labels=y)
+    with pytest.raises(ValueError, match="`clean_inputs` to hold at least one sample"):
+        rw.weights(inputs=x, labels=y, clean_inputs=x[:0], clean_labels=y[:0])
+    with pytest.raises(ValueError, match="`inputs` to be given"):
+        rw.weights(labels=y, clean_inputs=x, clean_labels=y)
+    with pytest.raises(ValueError, match="`labels` to be given"):
+        rw.weights(inputs=x, clean_inputs=x, clean_labels=y)
+    with pytest.raises(TypeError, match=r"`inputs` to be a torch\.Tensor"):
+        rw.weights(inputs=x.numpy(), labels=y, clean_inputs=x, clean_labels=y)
 
 
 def test_helper_errors():
@@ -169,3 +185,37 @@ def test_helper_errors():
     crit = WeightedLoss(nn.CrossEntropyLoss())
     with pytest.raises(ValueError, match=r"`weights` of shape \(2,\), but got \(3,\)"):
         crit(torch.zeros(2, 3), torch.tensor([0, 1]), weights=torch.ones(3))
+
+
+def test_positional_batch_inputs_are_refused_with_a_hint():
+    with pytest.raises(TypeError, match=r"SurrogateReweighter\.weights\(\) takes its inputs "
+                                        r"as keyword arguments only, e\.g\. `weights\("
+                                        r"features=\.\.\., labels=\.\.\.\)`, but got 2 "
+                                        r"positional"):
+        fbr().weights(F, Y)
+
+
+def test_empty_clean_batch_is_refused_on_one_process():
+    # Only a distributed rank may hold no clean sample (tests/test_distributed.py).
+    with pytest.raises(ValueError, match=r"`features` to hold at least one sample"):
+        fbr().update_clean(features=G[:0], labels=YC[:0])
+    with pytest.raises(ValueError, match=r"`clean_features` to hold at least one sample"):
+        fbr().weights(features=F, labels=Y, clean_features=G[:0], clean_labels=YC[:0])
+
+
+def test_clean_updates_stay_pending_until_used():
+    rw = fbr()
+    rw.update_clean(features=G[:4], labels=YC[:4])
+    rw.update_clean(features=G[4:], labels=YC[4:])
+    assert rw.clean.pending
+    w = rw.weights(features=F, labels=Y)
+    assert not rw.clean.pending
+    np.testing.assert_allclose(w, fbr().weights(features=F, labels=Y, clean_features=G,
+                                                clean_labels=YC), rtol=1e-12)
+
+
+def test_numpy_integer_num_classes_is_accepted():
+    rw = SurrogateReweighter(np.int64(3), alpha=0.5)
+    assert rw.num_classes == 3 and type(rw.num_classes) is int
+    with pytest.raises(ValueError, match="`num_classes` to be an integer >= 2, but got True"):
+        SurrogateReweighter(True)  # type: ignore[arg-type]

@@ -1,5 +1,5 @@
 """L2RW (Ren et al., "Learning to Reweight Examples for Robust Deep Learning", ICML 2018), full
-network, through ``robustweights.MetaReweighter``.
+network, through ``robustweights.ModelMetaReweighter``.
 
 Every step: one clean mini-batch, the exact full-network weights
 
@@ -21,15 +21,15 @@ import torch
 from torch import nn
 
 from benchmarks.methods.base import Context, EpochLog, Method, per_sample_ce
-from robustweights import MetaReweighter
+from robustweights import ModelMetaReweighter
 
 __all__ = ["L2RW", "l2rw_weights"]
 
 
-def l2rw_weights(reweighter: MetaReweighter, x: torch.Tensor, y: torch.Tensor,
+def l2rw_weights(reweighter: ModelMetaReweighter, x: torch.Tensor, y: torch.Tensor,
                  clean_x: torch.Tensor, clean_y: torch.Tensor) -> torch.Tensor:
     """The L2RW weights (B,) of one training batch against one clean batch."""
-    return reweighter.weights_from_model(x, y, clean_inputs=clean_x, clean_labels=clean_y)
+    return reweighter.weights(inputs=x, labels=y, clean_inputs=clean_x, clean_labels=clean_y)
 
 
 class L2RW(Method):
@@ -47,8 +47,8 @@ class L2RW(Method):
         self.model = ctx.new_model()
         self.opt = ctx.new_optimizer(self.model)
         self.sched = ctx.new_scheduler(self.opt)
-        self.rw = MetaReweighter.from_model(self.model, nn.CrossEntropyLoss(reduction="none"),
-                                            normalization="sum")
+        self.rw = ModelMetaReweighter(self.model, nn.CrossEntropyLoss(reduction="none"),
+                                      normalization="sum")
 
     def train_epoch(self, epoch: int) -> EpochLog:
         c = self.c
