@@ -18,13 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustweights.features import FeatureCapture
+from robustweights.state import STATE_VERSION, check_state_dict, cpu_copy
 from robustweights.surrogate import SurrogateReweighter, alpha_schedule
 from robustweights.validation import check_fraction, check_nonneg_float
 
 __all__ = ["FBRRecipe"]
-
-_STATE_VERSION = 1
-
 
 def _check_epochs(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -296,32 +294,40 @@ class FBRRecipe:
         return loss
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume exactly: epoch, the clean-pass RNG, the smoothing store
-        and the reweighter's state. The model and optimizer are left out (save them yourself,
-        as an LR scheduler leaves out its optimizer)."""
-        state: dict[str, Any] = {
-            "version": _STATE_VERSION,
-            "epoch": self.epoch,
-            "generator": self.generator.get_state(),
-            "smoothed": None if self._smoothed is None else self._smoothed.detach().cpu(),
-        }
-        if hasattr(self.reweighter, "state_dict"):
-            state["reweighter"] = self.reweighter.state_dict()
-        return state
+    _CONFIG = ("num_classes", "warmup_epochs", "alpha_switch", "clean_passes", "clean_batch_size",
+               "eval_features", "dropped_weight", "smoothing", "pseudo_label_weight",
+               "pseudo_label_temperature")
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`'s output (tensors are moved to the clean set's device)."""
-        if state.get("version") != _STATE_VERSION:
-            raise ValueError(f"Expected `state['version']` to be {_STATE_VERSION}, but got "
-                             f"{state.get('version')!r}")
-        self.epoch = _check_epochs(state["epoch"], "state['epoch']")
-        self.reweighter.set_epoch(self.epoch)
-        self.generator.set_state(state["generator"])
-        sm = state["smoothed"]
-        self._smoothed = None if sm is None else sm.to(self.clean_labels.device)
-        if "reweighter" in state and hasattr(self.reweighter, "load_state_dict"):
-            self.reweighter.load_state_dict(state["reweighter"])
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly: the epoch, the clean passes' RNG, the smoothing
+        store and the reweighter's state, with the configuration (checked on load). CPU tensors
+        and plain values only. The model and optimizer are left out: save them yourself, as an
+        LR scheduler leaves out its optimizer."""
+        return {"_version": STATE_VERSION, **{k: getattr(self, k) for k in self._CONFIG},
+                "epoch": self.epoch, "generator": self.generator.get_state(),
+                "smoothed": cpu_copy(self._smoothed),
+                "reweighter": self.reweighter.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
+        """Restore a :meth:`state_dict` (tensors move to the clean set's device).
+
+        Raises:
+            ValueError: for unexpected or missing keys (``strict``), a newer state layout, or a
+                configuration mismatch (e.g. ``smoothing``); the message names the key.
+        """
+        check_state_dict(state_dict, owner="FBRRecipe",
+                         keys=(*self._CONFIG, "epoch", "generator", "smoothed", "reweighter"),
+                         config={k: getattr(self, k) for k in self._CONFIG}, strict=strict)
+        if "epoch" in state_dict:
+            self.epoch = _check_epochs(state_dict["epoch"], "state_dict['epoch']")
+            self.reweighter.set_epoch(self.epoch)
+        if "generator" in state_dict:
+            self.generator.set_state(state_dict["generator"])
+        if "smoothed" in state_dict:
+            sm = state_dict["smoothed"]
+            self._smoothed = None if sm is None else sm.to(self.clean_labels.device)
+        if "reweighter" in state_dict:
+            self.reweighter.load_state_dict(state_dict["reweighter"], strict=strict)
 
     def remove(self) -> None:
         """Remove the feature hook from the head."""

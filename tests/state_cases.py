@@ -17,6 +17,7 @@ from torch import nn
 
 from robustweights import (
     AlphaSchedule,
+    FBRRecipe,
     MetaReweighter,
     ModelMetaReweighter,
     PhaseMonitor,
@@ -56,6 +57,8 @@ def _net() -> nn.Module:
 class Case:
     make: Callable[[], Any]
     step: Callable[[Any, int], torch.Tensor]
+    #: the library object inside what ``make`` returns (a recipe run also holds a model)
+    own: Callable[[Any], Any] = lambda obj: obj
 
 
 def _fbr_step(rw: SurrogateReweighter, t: int) -> torch.Tensor:
@@ -98,6 +101,39 @@ def _monitor_step(mon: PhaseMonitor, t: int) -> torch.Tensor:
     return torch.cat([mon.freeze_weights(fresh, sample_ids=ids), summary])
 
 
+class RecipeRun:
+    """A training run with FBRRecipe, checkpointed as a user would: the model and optimizer
+    through their own state dicts, the recipe through its own (it leaves them out)."""
+
+    def __init__(self) -> None:
+        self.model = _net()
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.05, momentum=0.9)
+        d = _data(99)
+        self.recipe = FBRRecipe(self.model, head=self.model[2], clean_inputs=d["clean_features"],
+                                clean_labels=d["clean_labels"], optimizer=self.opt,
+                                num_classes=C, warmup_epochs=1, alpha_switch=4, clean_passes=2,
+                                clean_batch_size=8, smoothing=0.5, dropped_weight=0.1)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                "recipe": self.recipe.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.recipe.load_state_dict(state["recipe"])
+
+
+def _recipe_step(run: RecipeRun, t: int) -> torch.Tensor:
+    d = _data(t)
+    run.recipe.start_epoch(t)  # clean passes (shuffled by the recipe's generator), prototypes
+    loss = run.recipe.loss(d["features"], d["labels"], sample_ids=d["ids"])
+    run.opt.zero_grad()
+    loss.backward()
+    run.opt.step()
+    return torch.cat([run.recipe.last_weights, loss.detach().reshape(1)])  # type: ignore[list-item]
+
+
 CASES: dict[str, Case] = {
     "fbr_recompute": Case(lambda: SurrogateReweighter(C, alpha=AlphaSchedule(C, 4)), _fbr_step),
     "fbr_incremental": Case(lambda: SurrogateReweighter(C, alpha=0.3, mode="incremental",
@@ -106,4 +142,5 @@ CASES: dict[str, Case] = {
     "l2rw_model": Case(lambda: ModelMetaReweighter(_net(), CE, normalization="mean"),
                        _model_step),
     "phase_monitor": Case(lambda: PhaseMonitor(freeze=True, warn=False), _monitor_step),
+    "fbr_recipe": Case(RecipeRun, _recipe_step, own=lambda run: run.recipe),
 }

@@ -212,8 +212,10 @@ def test_state_dict_resume_is_exact() -> None:
     resumed = _run(recipe2, model2, opt2, range(2, 4), x, y)
     assert len(straight) == len(resumed)
     assert all(torch.equal(a, b) for a, b in zip(straight, resumed, strict=True))
-    with pytest.raises(ValueError, match="version"):
-        recipe2.load_state_dict({**saved[2], "version": 99})
+    with pytest.raises(ValueError, match="_version"):
+        recipe2.load_state_dict({**saved[2], "_version": 99})
+    with pytest.raises(ValueError, match=r"`state_dict\['smoothing'\]`"):
+        recipe2.load_state_dict({**saved[2], "smoothing": 0.9})
 
 
 def test_bad_arguments() -> None:

@@ -92,7 +92,7 @@ def test_state_dict_is_plain_cpu_data(name, tmp_path):
     obj = case.make()
     for t in range(SPLIT):
         case.step(obj, t)
-    state = obj.state_dict()
+    state = case.own(obj).state_dict()
     assert state["_version"] == STATE_VERSION
 
     def walk(v, where):
