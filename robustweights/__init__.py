@@ -27,7 +27,6 @@ from robustweights.features import FeatureCapture
 from robustweights.losses import WeightedLoss, weighted_mean
 from robustweights.meta import MetaReweighter
 from robustweights.model_meta import ModelMetaReweighter
-from robustweights.recipe import FBRRecipe
 from robustweights.phases import (
     PhaseBoundaries,
     PhaseMonitor,
@@ -35,6 +34,7 @@ from robustweights.phases import (
     PostFilteringWarning,
     detect_phases,
 )
+from robustweights.recipe import FBRRecipe
 from robustweights.surrogate import AlphaSchedule, SurrogateReweighter, alpha_schedule
 
 __all__ = [
