@@ -7,7 +7,8 @@ Public API::
     WeightedLoss          wrap a per-sample loss so it takes weights
     weighted_mean         the weighted batch mean of per-sample losses
     FeatureCapture        record the penultimate features during the normal forward pass
-    alpha_schedule        FBR's reference alpha schedule
+    AlphaSchedule         FBR's reference alpha schedule, a picklable callable
+    alpha_schedule        the same, as a function (returns an AlphaSchedule)
     PhaseMonitor          watch the phases of reweighting (alignment, filtering, post-filtering)
     detect_phases         the same phase rule, applied to a recorded trajectory
     PostFilteringWarning  issued once when training enters post-filtering
@@ -17,9 +18,10 @@ from robustweights.features import FeatureCapture
 from robustweights.losses import WeightedLoss, weighted_mean
 from robustweights.meta import MetaReweighter
 from robustweights.phases import PhaseMonitor, PostFilteringWarning, detect_phases
-from robustweights.surrogate import SurrogateReweighter, alpha_schedule
+from robustweights.surrogate import AlphaSchedule, SurrogateReweighter, alpha_schedule
 
 __all__ = [
+    "AlphaSchedule",
     "FeatureCapture",
     "MetaReweighter",
     "PhaseMonitor",

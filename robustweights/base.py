@@ -16,6 +16,7 @@ import torch
 from robustweights import distributed
 from robustweights._backend import from_torch, kind_of, to_torch
 from robustweights.clean_stats import CleanStatistics
+from robustweights.state import STATE_VERSION, check_state_dict
 from robustweights.validation import (
     check_label_shape,
     check_labels,
@@ -132,6 +133,59 @@ class Reweighter(abc.ABC):
         w = self._compute(stats, sample_ids=ids, **batch)
         out_dtype = ref.dtype if ref.dtype.is_floating_point else torch.float32
         return from_torch(w.to(out_dtype), kind)
+
+    # ----------------------------------------------------------------- checkpointing
+    #: Configuration a state dict must agree with (stored in it, checked on load).
+    _state_config: tuple[str, ...] = ("num_classes",)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state to checkpoint: the cached clean statistics and what a subclass adds
+        (:meth:`_extra_state`), as CPU tensors and plain values, plus the configuration keys
+        it must be loaded with. Configuration itself (``alpha``, ``ratio``, ...) is not saved:
+        build the object with the same arguments, as for an ``nn.Module``."""
+        out: dict[str, Any] = {"_version": STATE_VERSION}
+        out.update({key: getattr(self, key) for key in self._state_config})
+        out["clean"] = self.clean.state_dict()
+        out.update(self._extra_state())
+        return out
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
+        """Restore a :meth:`state_dict`, e.g. after ``torch.load`` on any device.
+
+        Raises:
+            ValueError: for unexpected or missing keys (``strict``), a newer state layout, or a
+                configuration mismatch (e.g. ``num_classes``); the message names the key.
+        """
+        keys = (*self._state_config, "clean", *self._extra_state())
+        check_state_dict(state_dict, owner=type(self).__name__, keys=keys, strict=strict,
+                         config={key: getattr(self, key) for key in self._state_config})
+        if "clean" in state_dict:
+            self.clean.load_state_dict(state_dict["clean"])
+        self._load_extra_state(state_dict)
+
+    def _extra_state(self) -> dict[str, Any]:
+        """Subclass state beyond the clean statistics (CPU tensors and plain values)."""
+        return {}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`_extra_state` wrote (keys may be absent when not strict)."""
+        return None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A process group is a handle to live communicators: it cannot be pickled. An unpickled
+        # reweighter reduces over the default group (the world), like one built without one.
+        state = self.__dict__.copy()
+        state["process_group"] = None
+        return state
+
+    # ----------------------------------------------------------------- repr
+    def _repr_args(self) -> dict[str, Any]:
+        """The configuration shown by ``repr``."""
+        return {"num_classes": self.num_classes}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._repr_args().items())
+        return f"{type(self).__name__}({args})"
 
     # ----------------------------------------------------------------- helpers
     def _prepare(self, raw: dict[str, Any], prefix: str) -> dict[str, torch.Tensor]:

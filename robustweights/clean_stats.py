@@ -81,6 +81,19 @@ class CleanStatistics:
         self._state[name] = value
         self.version += 1
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The statistics as CPU copies (device-independent; see :mod:`robustweights.state`)."""
+        return {name: value.detach().to("cpu", copy=True) for name, value in self._state.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Replace the statistics; they move to the next batch's device lazily."""
+        for name, value in state.items():
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"Expected clean statistic `{name}` to be a tensor, but got "
+                                f"{type(value).__name__}")
+        self._state = {name: value.detach().clone() for name, value in state.items()}
+        self.version += 1
+
     def to(self, device: torch.device) -> CleanStatistics:
         """Move the state to ``device`` in place (a no-op when it is there) and return self."""
         for name, value in self._state.items():

@@ -269,6 +269,26 @@ class MetaReweighter(Reweighter):
         total, count = distributed.all_reduce(local, "sum", self.process_group).unbind()
         return normalize_weights(u, self.normalization, total=total, count=count)
 
+    # ------------------------------------------------------------ checkpointing and repr
+    def _extra_state(self) -> dict[str, Any]:
+        # Full-network form: the cached clean gradient (the model itself is not state).
+        return {"clean_gradient": self._clean_grad.state_dict()}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        if "clean_gradient" in state:
+            grad = dict(state["clean_gradient"])
+            if grad and self.model is not None:
+                names = set(_trainable(self.model)) | {"__count__"}
+                if set(grad) != names:
+                    raise ValueError("Expected `state_dict['clean_gradient']` to hold one tensor "
+                                     "per trainable parameter of the model, but got keys "
+                                     f"{sorted(set(grad) ^ names)[:5]} that differ")
+            self._clean_grad.load_state_dict(grad)
+
+    def _repr_args(self) -> dict[str, Any]:
+        return {"num_classes": self.num_classes, "normalization": self.normalization,
+                "lr": self.lr, "bias": self.bias}
+
     # ------------------------------------------------------------ full network
     @classmethod
     def from_model(cls, model: nn.Module, loss_fn: LossFn, *, num_classes: int = 2,

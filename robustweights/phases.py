@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from robustweights._backend import from_torch, kind_of, to_torch
+from robustweights.state import STATE_VERSION, check_state_dict, cpu_copy
 from robustweights.validation import check_fraction, check_nonneg_float
 
 __all__ = [
@@ -250,6 +251,18 @@ class _PhaseRule:
     @property
     def boundaries(self) -> PhaseBoundaries:
         return PhaseBoundaries(self.filtering, self.post_filtering)
+
+    #: The running values a checkpoint keeps (plain Python numbers or None).
+    STATE = ("loss_peak", "coupling_peak", "filter_run", "post_run", "filtering",
+             "post_filtering")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.STATE}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name in self.STATE:
+            if name in state:
+                setattr(self, name, state[name])
 
 
 def _optional_series(values: Any, name: str, n: int) -> list[float | None]:
@@ -496,6 +509,49 @@ class PhaseMonitor:
             w = torch.where((ids < n) & self._seen[idx], self._store[idx], w)
         dtype = t.dtype if t.dtype.is_floating_point else torch.float32
         return from_torch(w.to(device=t.device, dtype=dtype), kind)
+
+    # ----------------------------------------------------------------- checkpointing
+    def _config(self) -> dict[str, Any]:
+        return {**self._thresholds, "keep_threshold": self.keep_threshold, "freeze": self.freeze}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs, as CPU tensors and plain values: the detection
+        rule's peaks and runs, the boundaries, the history, whether the weights are frozen (and
+        the warning given), and the weights stored per sample id. The thresholds are stored
+        too and must match on load."""
+        return {"_version": STATE_VERSION, **self._config(),
+                "rule": self._rule.state_dict(),
+                "history": [asdict(r) for r in self.history],
+                "frozen": self.frozen, "warned": self._warned,
+                "stored_weights": cpu_copy(self._store), "stored_seen": cpu_copy(self._seen)}
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
+        """Restore a :meth:`state_dict`; a frozen run stays frozen.
+
+        Raises:
+            ValueError: for unexpected or missing keys (``strict``), a newer layout, or
+                thresholds that differ from this monitor's; the message names the key.
+        """
+        config = self._config()
+        keys = (*config, "rule", "history", "frozen", "warned", "stored_weights", "stored_seen")
+        check_state_dict(state_dict, owner="PhaseMonitor", keys=keys, config=config,
+                         strict=strict)
+        if "rule" in state_dict:
+            self._rule.load_state_dict(state_dict["rule"])
+        if "history" in state_dict:
+            self.history = [PhaseReport(**r) for r in state_dict["history"]]
+        if "frozen" in state_dict:
+            self.frozen = bool(state_dict["frozen"])
+        if "warned" in state_dict:
+            self._warned = bool(state_dict["warned"])
+        if "stored_weights" in state_dict:
+            self._store = state_dict["stored_weights"].detach().to(torch.float64, copy=True)
+        if "stored_seen" in state_dict:
+            self._seen = state_dict["stored_seen"].detach().to(torch.bool, copy=True)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._config().items())
+        return f"PhaseMonitor({args}, warn={self.warn!r})"
 
     def to_dict(self) -> dict[str, Any]:
         """The history as one list per :class:`PhaseReport` field, plus the boundaries; ready

@@ -19,9 +19,16 @@ import torch
 from robustweights import distributed
 from robustweights.base import Reweighter
 from robustweights.clean_stats import CleanStatistics
-from robustweights.validation import check_fraction, check_nonneg_float, check_positive_float
+from robustweights.state import cpu_copy
+from robustweights.validation import (
+    check_fraction,
+    check_nonneg_float,
+    check_num_classes,
+    check_positive_float,
+)
 
 __all__ = [
+    "AlphaSchedule",
     "SurrogateReweighter",
     "alpha_schedule",
     "compute_dtype",
@@ -42,15 +49,44 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def alpha_schedule(num_classes: int, switch_epoch: int = 40) -> Callable[[int], float]:
-    r"""The reference schedule: :math:`\alpha = 1/(C-1)` before ``switch_epoch``, then 0."""
-    early = 1.0 / (num_classes - 1)
+class AlphaSchedule:
+    r"""The reference schedule: :math:`\alpha = 1/(C-1)` before ``switch_epoch``, then 0.
 
-    def alpha(epoch: int) -> float:
-        return early if epoch < switch_epoch else 0.0
+    A small callable object rather than a closure, so a reweighter using it can be pickled
+    (``torch.save``) and shows it in its repr.
 
-    alpha.__doc__ = f"alpha = 1/(C-1) = {early:.4g} for epoch < {switch_epoch}, then 0"
-    return alpha
+    Example:
+        >>> a = AlphaSchedule(num_classes=5, switch_epoch=40)
+        >>> a(0), a(39), a(40)
+        (0.25, 0.25, 0.0)
+        >>> a
+        AlphaSchedule(num_classes=5, switch_epoch=40)
+    """
+
+    def __init__(self, num_classes: int, switch_epoch: int = 40) -> None:
+        self.num_classes = check_num_classes(num_classes)
+        if isinstance(switch_epoch, bool) or not isinstance(switch_epoch, int):
+            raise ValueError(f"Expected `switch_epoch` to be an integer, but got {switch_epoch!r}")
+        self.switch_epoch = switch_epoch
+
+    def __call__(self, epoch: int) -> float:
+        return 1.0 / (self.num_classes - 1) if epoch < self.switch_epoch else 0.0
+
+    def __repr__(self) -> str:
+        return f"AlphaSchedule(num_classes={self.num_classes}, switch_epoch={self.switch_epoch})"
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, AlphaSchedule) and other.num_classes == self.num_classes
+                and other.switch_epoch == self.switch_epoch)
+
+    def __hash__(self) -> int:
+        return hash((self.num_classes, self.switch_epoch))
+
+
+def alpha_schedule(num_classes: int, switch_epoch: int = 40) -> AlphaSchedule:
+    r"""The reference schedule :class:`AlphaSchedule`: :math:`1/(C-1)` before ``switch_epoch``,
+    then 0."""
+    return AlphaSchedule(num_classes, switch_epoch)
 
 
 def fbr_class_sums(features: torch.Tensor, labels: torch.Tensor, num_classes: int
@@ -334,6 +370,29 @@ class SurrogateReweighter(Reweighter):
     def reset_state(self) -> None:
         """Forget the per-sample weights of the incremental mode."""
         self._state = None
+
+    # ----------------------------------------------------------------- checkpointing
+    _state_config = ("num_classes", "mode")
+
+    def _extra_state(self) -> dict[str, Any]:
+        # The epoch sets a scheduled alpha; the store is the incremental mode's memory.
+        return {"epoch": self.epoch, "sample_weights": cpu_copy(self._state)}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        if "epoch" in state:
+            self.epoch = int(state["epoch"])
+        if "sample_weights" in state:
+            w = state["sample_weights"]
+            if w is not None and (not isinstance(w, torch.Tensor) or w.ndim != 1):
+                raise ValueError("Expected `state_dict['sample_weights']` to be None or a 1-D "
+                                 f"tensor, but got {w!r}")
+            self._state = None if w is None else w.detach().clone()
+
+    def _repr_args(self) -> dict[str, Any]:
+        return {"num_classes": self.num_classes, "alpha": self.alpha, "ratio": self.ratio,
+                "mode": self.mode, "w_init": self.w_init, "w_max": self.w_max,
+                "threshold": self.threshold, "eta": self.eta,
+                "missing_class_weight": self.missing_class_weight}
 
     def _clean_sums(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         return fbr_class_sums(inputs["features"], inputs["labels"], self.num_classes)

@@ -1,0 +1,108 @@
+"""Every stateful class, as a case for the checkpoint contract test (``tests/test_state.py``).
+
+A case builds a fresh object with fixed configuration (``make``) and runs one deterministic step
+(``step(obj, t)``, returning a tensor). Clean data is given at step 0 only, the epoch advances
+and per-sample memory accumulates, so a step after a restore depends on the restored state.
+Kept importable on its own: the contract test restores in a fresh Python process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from robustweights import (
+    AlphaSchedule,
+    MetaReweighter,
+    PhaseMonitor,
+    SurrogateReweighter,
+)
+
+C, D, B, M = 4, 6, 12, 20
+N_STEPS, SPLIT = 6, 3  # save after SPLIT steps, compare the remaining ones
+CE = nn.CrossEntropyLoss(reduction="none")
+
+
+def _data(t: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1000 + t)
+    centres = torch.randn(C, D, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    y = torch.randint(0, C, (B,), generator=g)
+    noisy = torch.where(torch.rand(B, generator=g) < 0.3, torch.randint(0, C, (B,), generator=g),
+                        y)
+    yc = torch.arange(M) % C
+    return {"features": centres[y] + torch.randn(B, D, generator=g, dtype=torch.float64),
+            "labels": noisy,
+            "ids": torch.randperm(2 * B, generator=g)[:B],  # ids recur across steps
+            "clean_features": centres[yc] + torch.randn(M, D, generator=g, dtype=torch.float64),
+            "clean_labels": yc}
+
+
+def _head() -> nn.Linear:
+    torch.manual_seed(3)
+    return nn.Linear(D, C).double()
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(5)
+    return nn.Sequential(nn.Linear(D, 8), nn.Tanh(), nn.Linear(8, C)).double()
+
+
+@dataclass
+class Case:
+    make: Callable[[], Any]
+    step: Callable[[Any, int], torch.Tensor]
+
+
+def _fbr_step(rw: SurrogateReweighter, t: int) -> torch.Tensor:
+    d = _data(t)
+    if t == 0:
+        rw.set_clean(features=d["clean_features"], labels=d["clean_labels"])
+    rw.set_epoch(rw.epoch + 1)  # the restored epoch decides alpha (switch at epoch 4)
+    ids = d["ids"] if rw.mode == "incremental" else None
+    return rw.weights(features=d["features"], labels=d["labels"], sample_ids=ids)
+
+
+def _l2rw_step(rw: MetaReweighter, t: int) -> torch.Tensor:
+    d, head = _data(t), _head()
+    with torch.no_grad():
+        if t == 0:
+            rw.set_clean(logits=head(d["clean_features"]), features=d["clean_features"],
+                         labels=d["clean_labels"])
+        return rw.weights(logits=head(d["features"]), features=d["features"], labels=d["labels"])
+
+
+def _model_step(rw: MetaReweighter, t: int) -> torch.Tensor:
+    d = _data(t)
+    if t == 0:
+        rw.set_clean_inputs(d["clean_features"], d["clean_labels"])
+    return rw.weights_from_model(d["features"], d["labels"])
+
+
+_LOSSES = [1.0, 0.7, 0.05, 0.04, 0.5, 0.03]  # post-filtering (and freezing) at step 2
+
+
+def _monitor_step(mon: PhaseMonitor, t: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(t)
+    ids = torch.randperm(2 * B, generator=g)[:B]
+    w = torch.rand(B, generator=g, dtype=torch.float64) * (torch.rand(B, generator=g) > 0.3)
+    report = mon.update(w, clean_loss=_LOSSES[t], sample_ids=ids)
+    fresh = torch.rand(B, generator=g, dtype=torch.float64)
+    phase = ("alignment", "filtering", "post_filtering").index(report.phase)
+    summary = torch.tensor([phase, report.kept_fraction, report.effective_sample_size,
+                            float(mon.frozen), len(mon.history)], dtype=torch.float64)
+    return torch.cat([mon.freeze_weights(fresh, sample_ids=ids), summary])
+
+
+CASES: dict[str, Case] = {
+    "fbr_recompute": Case(lambda: SurrogateReweighter(C, alpha=AlphaSchedule(C, 4)), _fbr_step),
+    "fbr_incremental": Case(lambda: SurrogateReweighter(C, alpha=0.3, mode="incremental",
+                                                        eta=0.05), _fbr_step),
+    "l2rw_last_layer": Case(lambda: MetaReweighter(C, normalization="mean"), _l2rw_step),
+    "l2rw_model": Case(lambda: MetaReweighter.from_model(_net(), CE, normalization="mean"),
+                       _model_step),
+    "phase_monitor": Case(lambda: PhaseMonitor(freeze=True, warn=False), _monitor_step),
+}
