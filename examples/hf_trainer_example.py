@@ -65,7 +65,8 @@ class CleanRefresh(TrainerCallback):
 
     def on_epoch_begin(self, args: TrainingArguments, state: Any, control: Any,
                        model: torch.nn.Module | None = None, **kwargs: Any) -> None:
-        assert model is not None, "the Trainer passes the model to its callbacks"
+        if model is None:
+            raise ValueError("Expected the Trainer to pass `model` to its callbacks, but got None")
         device = next(model.parameters()).device
         was_training = model.training
         model.eval()
