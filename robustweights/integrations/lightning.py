@@ -18,8 +18,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without lightnin
         "`pip install \"robustweights[lightning]\"` (or `pip install lightning`)"
     ) from exc
 
-from robustweights.base import Reweighter
-from robustweights.features import FeatureCapture
+from robustweights import FeatureCapture
 
 __all__ = ["ReweighterCallback"]
 
@@ -65,9 +64,10 @@ class ReweighterCallback(pl.Callback):
         'ReweighterCallback'
     """
 
-    def __init__(self, reweighter: Reweighter, capture: FeatureCapture,
+    def __init__(self, reweighter: Any, capture: FeatureCapture,
                  clean_data: CleanData) -> None:
-        if not isinstance(reweighter, Reweighter):
+        if not all(hasattr(reweighter, m) for m in ("reset_clean", "update_clean", "state_dict",
+                                                    "load_state_dict")):
             raise TypeError(f"Expected `reweighter` to be a robustweights reweighter, but got "
                             f"{type(reweighter).__name__}")
         if not isinstance(capture, FeatureCapture):
