@@ -80,7 +80,20 @@ def to_torch(x: Any, name: str) -> torch.Tensor:
             raise TypeError(f"Expected `{name}` to be numeric, but got dtype={arr.dtype}")
         return torch.as_tensor(arr)
     if hasattr(x, "__dlpack__"):
-        return torch.from_dlpack(x)
+        if "Tracer" in type(x).__name__:
+            # A JAX tracer (inside jax.jit / grad / vmap) has no buffer to share.
+            raise TypeError(
+                f"Expected `{name}` to be a concrete array, but got a JAX tracer "
+                f"({type(x).__name__}): compute the weights outside jax.jit/grad/vmap, on "
+                f"concrete arrays (e.g. the jitted function's outputs)"
+            )
+        try:
+            return torch.from_dlpack(x)
+        except (AttributeError, BufferError, RuntimeError, TypeError) as exc:
+            raise TypeError(
+                f"Expected `{name}` to be a DLPack producer torch can import, but "
+                f"torch.from_dlpack failed on {type(x).__name__}: {exc}"
+            ) from exc
     raise TypeError(
         f"Expected `{name}` to be a NumPy array, torch.Tensor or DLPack producer, "
         f"but got an object of type {type(x).__name__}"

@@ -93,6 +93,20 @@ def test_half_precision_l2rw():
     assert torch.isfinite(w).all()
 
 
+class BrokenProducer(Producer):
+    """Claims DLPack support but cannot export (as a JAX tracer, or a deleted buffer)."""
+
+    def __dlpack__(self, **kwargs):
+        raise BufferError("buffer was deleted")
+
+
+def test_failing_dlpack_producer_names_the_argument():
+    with pytest.raises(TypeError, match=r"Expected `features` to be a DLPack producer torch "
+                                        r"can import, but torch\.from_dlpack failed on "
+                                        r"BrokenProducer"):
+        fbr(BrokenProducer(F), Y, G, YC)
+
+
 def test_float64_stays_float64():
     w = fbr(F.astype(np.float64), Y, G.astype(np.float64), YC)
     assert w.dtype == np.float64

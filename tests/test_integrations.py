@@ -1,0 +1,150 @@
+"""Lightning and Hugging Face Trainer: the examples learn through noisy labels, and a Lightning
+run resumed from its checkpoint gives the same weights as an uninterrupted one.
+
+Each test skips (with the extra to install) when its framework is missing; CI installs the
+extras (``.[test,lightning,hf,jax]``), so there they run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_report(out: str) -> tuple[float, float, float, float]:
+    """(accuracy, kept fraction, kept precision, pool precision) from an example's last line."""
+    m = re.search(r"accuracy on true labels (\d\.\d+); kept (\d\.\d+) of samples, (\d\.\d+) "
+                  r"correctly labelled \(pool (\d\.\d+)\)", out)
+    assert m is not None, f"the example's report line is missing: {out!r}"
+    acc, kept, precision, pool = map(float, m.groups())
+    return acc, kept, precision, pool
+
+
+# ---------------------------------------------------------------------------------- Lightning
+@pytest.fixture(scope="module")
+def lightning_example():
+    pytest.importorskip("lightning", reason="PyTorch Lightning is not installed: "
+                                            "pip install -e '.[lightning]'")
+    return runpy.run_path(str(ROOT / "examples" / "lightning_example.py"), run_name="example")
+
+
+def test_lightning_example_learns_through_noisy_labels(lightning_example, capsys):
+    lightning_example["main"]()
+    acc, _kept, precision, pool = parse_report(capsys.readouterr().out)
+    assert acc > 0.8, f"accuracy on true labels {acc} (chance 0.5)"
+    assert precision > pool + 0.15, f"kept samples {precision} should be cleaner than {pool}"
+
+
+def test_lightning_resumed_run_equals_uninterrupted_run(lightning_example, tmp_path):
+    ex = lightning_example
+    data = ex["make_data"]()
+    straight, _ = ex["fit"](data, max_epochs=4, root=str(tmp_path / "straight"))
+    _, trainer = ex["fit"](data, max_epochs=2, root=str(tmp_path / "a"))
+    ckpt = tmp_path / "a" / "epoch2.ckpt"
+    trainer.save_checkpoint(ckpt)
+    saved = torch.load(ckpt, weights_only=False)["callbacks"]["ReweighterCallback"]
+    assert saved["refreshes"] == 2 and saved["reweighter"]["epoch"] == 1, saved
+    resumed, _ = ex["fit"](data, max_epochs=4, root=str(tmp_path / "b"), ckpt_path=str(ckpt))
+    assert resumed.reweighter.epoch == straight.reweighter.epoch == 3
+    for (name, p), q in zip(straight.state_dict().items(), resumed.state_dict().values(),
+                            strict=True):
+        assert torch.equal(p, q), f"parameter {name} differs after resuming"
+    _, w_straight = ex["evaluate"](straight, data)
+    _, w_resumed = ex["evaluate"](resumed, data)
+    assert torch.equal(w_straight, w_resumed), "resumed weights differ from uninterrupted ones"
+
+
+def _incremental_run(tmp_path: Path, epochs: int, ckpt: Path | None, save: Path | None
+                     ) -> torch.Tensor:
+    """Incremental FBR (per-sample weights kept across epochs) in a small LightningModule."""
+    import lightning.pytorch as pl
+    from torch import nn
+    from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+    from robustweights import FeatureCapture, SurrogateReweighter, weighted_mean
+    from robustweights.integrations.lightning import ReweighterCallback
+
+    class Module(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+            self.capture = FeatureCapture(self.net[2])
+            self.reweighter = SurrogateReweighter(3, mode="incremental", eta=0.05)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            x, y, ids = batch
+            losses = nn.functional.cross_entropy(self(x), y, reduction="none")
+            w = self.reweighter.weights(features=self.capture.features, labels=y, sample_ids=ids)
+            return weighted_mean(losses, w)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    g = torch.Generator().manual_seed(1)
+    x, xc = torch.randn(120, 6, generator=g), torch.randn(30, 6, generator=g)
+    y = torch.randint(0, 3, (120,), generator=g)
+    pool = TensorDataset(x, y, torch.arange(120))
+    pl.seed_everything(0, verbose=False)
+    model = Module()
+    trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False,
+                         default_root_dir=str(tmp_path),
+                         callbacks=[ReweighterCallback(model.reweighter, model.capture,
+                                                       (xc, torch.arange(30) % 3))])
+    loader = DataLoader(pool, batch_size=40,
+                        sampler=DistributedSampler(pool, num_replicas=1, rank=0, seed=0))
+    trainer.fit(model, loader, ckpt_path=None if ckpt is None else str(ckpt))
+    if save is not None:
+        trainer.save_checkpoint(save)
+    return model.reweighter.state_dict()["sample_weights"]
+
+
+def test_lightning_checkpoint_carries_the_incremental_weights(lightning_example, tmp_path):
+    straight = _incremental_run(tmp_path, 4, None, None)
+    ckpt = tmp_path / "half.ckpt"
+    half = _incremental_run(tmp_path, 2, None, ckpt)
+    resumed = _incremental_run(tmp_path, 4, ckpt, None)
+    assert not torch.equal(half, straight), "the per-sample weights should move in epochs 3-4"
+    assert torch.equal(resumed, straight), "the resumed per-sample weights differ"
+
+
+def test_lightning_integration_says_which_extra_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "lightning", None)
+    monkeypatch.setitem(sys.modules, "lightning.pytorch", None)
+    monkeypatch.delitem(sys.modules, "robustweights.integrations.lightning", raising=False)
+    with pytest.raises(ImportError, match=r"pip install \"robustweights\[lightning\]\""):
+        importlib.import_module("robustweights.integrations.lightning")
+
+
+def test_lightning_callback_rejects_wrong_arguments(lightning_example):
+    from robustweights import FeatureCapture, SurrogateReweighter
+    from robustweights.integrations.lightning import ReweighterCallback
+
+    cap = FeatureCapture(torch.nn.Linear(2, 2))
+    with pytest.raises(TypeError, match="Expected `reweighter` to be a robustweights reweighter"):
+        ReweighterCallback(object(), cap, (torch.zeros(2, 2), torch.zeros(2)))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="Expected `capture` to be a FeatureCapture"):
+        ReweighterCallback(SurrogateReweighter(2), object(),  # type: ignore[arg-type]
+                           (torch.zeros(2, 2), torch.zeros(2)))
+
+
+# ---------------------------------------------------------------------- Hugging Face Trainer
+def test_hf_trainer_example_learns_through_noisy_labels(capsys):
+    pytest.importorskip("transformers", reason="transformers is not installed: "
+                                               "pip install -e '.[hf]'")
+    pytest.importorskip("accelerate", reason="the Trainer needs accelerate: pip install -e '.[hf]'")
+    runpy.run_path(str(ROOT / "examples" / "hf_trainer_example.py"), run_name="__main__")
+    acc, _kept, precision, pool = parse_report(capsys.readouterr().out)
+    assert acc > 0.8, f"accuracy on true labels {acc} (chance 0.33)"
+    assert precision > pool + 0.1, f"kept samples {precision} should be cleaner than {pool}"
