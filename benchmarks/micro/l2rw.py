@@ -12,7 +12,7 @@ import torch
 from benchmarks.micro.common import CE, Sizes, Trainer, images, without_samples
 from benchmarks.micro.harness import peak_memory, side_by_side
 from benchmarks.micro.refs import classic_l2rw_scores
-from robustweights import MetaReweighter, weighted_mean
+from robustweights import MetaReweighter, ModelMetaReweighter, weighted_mean
 
 
 def _mean_one(u: torch.Tensor) -> torch.Tensor:
@@ -25,12 +25,12 @@ def run_l2rw(sizes: Sizes, device: torch.device) -> dict[str, Any]:
     C = sizes.num_classes
     x, y = images(sizes.l2rw_B, device, 3, C)
     xc, yc = images(sizes.l2rw_clean_B, device, 4, C)
-    full = MetaReweighter.from_model(tr.model, CE, normalization="mean")
+    full = ModelMetaReweighter(tr.model, CE, normalization="mean")
     last = MetaReweighter(C, normalization="mean")
 
     # Correctness first, at one set of parameters: JVP scores vs the lookahead's.
     u_classic = classic_l2rw_scores(tr.model, CE, x, y, xc, yc)
-    full.weights_from_model(x, y, clean_inputs=xc, clean_labels=yc)
+    full.weights(inputs=x, labels=y, clean_inputs=xc, clean_labels=yc)
     u_jvp = full.last_scores
     assert u_jvp is not None
     rel = float((u_jvp - u_classic).abs().max() / u_classic.abs().max())
@@ -39,13 +39,13 @@ def run_l2rw(sizes: Sizes, device: torch.device) -> dict[str, Any]:
     h = tr.capture.features
 
     def clean_grad() -> None:
-        full.set_clean_inputs(xc, yc)
+        full.set_clean(inputs=xc, labels=yc)
 
     def jvp() -> torch.Tensor:  # uses the clean gradient cached by the latest clean_grad()
-        return full.weights_from_model(x, y)
+        return full.weights(inputs=x, labels=y)
 
     def fused_step() -> None:  # weights_and_losses: the scoring forward is the step's forward
-        w, losses = full.weights_and_losses(x, y)
+        w, losses = full.weights_and_losses(inputs=x, labels=y)
         tr.opt.zero_grad(set_to_none=True)
         weighted_mean(losses, w).backward()
         tr.opt.step()
@@ -66,7 +66,7 @@ def run_l2rw(sizes: Sizes, device: torch.device) -> dict[str, Any]:
     with torch.no_grad():
         zc_fixed = tr.model(xc)
     hc_fixed = tr.capture.features
-    w_fixed = full.weights_from_model(x, y, clean_inputs=xc, clean_labels=yc)
+    w_fixed = full.weights(inputs=x, labels=y, clean_inputs=xc, clean_labels=yc)
     clean_grad()
     fns = {
         "plain_step": lambda: tr.plain_step(x, y),
@@ -96,7 +96,7 @@ def run_l2rw(sizes: Sizes, device: torch.device) -> dict[str, Any]:
     mem = {name: peak_memory(fn, device)["tensor_bytes"] for name, fn in fns.items()
            if name not in ("jvp", "fused_step")}
     mem["jvp_weights"] = peak_memory(
-        lambda: full.weights_from_model(x, y, clean_inputs=xc, clean_labels=yc),
+        lambda: full.weights(inputs=x, labels=y, clean_inputs=xc, clean_labels=yc),
         device)["tensor_bytes"]
     return {
         "model": tr.model_source, "B": sizes.l2rw_B, "clean_B": sizes.l2rw_clean_B, "C": C,

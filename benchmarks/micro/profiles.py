@@ -11,7 +11,7 @@ import torch
 from benchmarks.micro.common import CE, Sizes, Trainer, fbr_problem, images
 from benchmarks.micro.harness import quiet_native_stderr
 from benchmarks.micro.refs import classic_l2rw_scores
-from robustweights import MetaReweighter, SurrogateReweighter
+from robustweights import ModelMetaReweighter, SurrogateReweighter
 
 
 def _op_table(fn: Any, calls: int) -> tuple[str, list[dict[str, Any]]]:
@@ -66,14 +66,14 @@ def run_profiles(sizes: Sizes, device: torch.device, out_dir: Path) -> dict[str,
     tr = Trainer(sizes, device)
     x, yy = images(sizes.l2rw_B, device, 3, C)
     xc, yyc = images(sizes.l2rw_clean_B, device, 4, C)
-    full = MetaReweighter.from_model(tr.model, CE, normalization="mean")
-    full.set_clean_inputs(xc, yyc)
+    full = ModelMetaReweighter(tr.model, CE, normalization="mean")
+    full.set_clean(inputs=xc, labels=yyc)
     work = {
         "fbr_weights": (lambda: rw.weights(features=F, labels=y), 200),
         "fbr_weights_novalidate": (lambda: rw_nv.weights(features=F, labels=y), 200),
         "plain_step": (lambda: tr.plain_step(x, yy), 2),
-        "clean_grad": (lambda: full.set_clean_inputs(xc, yyc), 2),
-        "jvp": (lambda: full.weights_from_model(x, yy), 2),
+        "clean_grad": (lambda: full.set_clean(inputs=xc, labels=yyc), 2),
+        "jvp": (lambda: full.weights(inputs=x, labels=yy), 2),
         "classic_weights": (lambda: classic_l2rw_scores(tr.model, CE, x, yy, xc, yyc), 1),
     }
     out_dir.mkdir(parents=True, exist_ok=True)

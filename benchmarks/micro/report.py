@@ -71,9 +71,9 @@ def markdown(res: dict[str, Any]) -> str:
                 "| | time | x plain step | peak mem |", "|---|---:|---:|---:|",
                 f"| plain step | {ms['plain_step']:.0f} ms | 1 | "
                 f"{_fmt_bytes(mem['plain_step'])} |",
-                f"| clean backward (`set_clean_inputs`) | {ms['clean_grad']:.0f} ms | "
+                f"| clean backward (`set_clean`) | {ms['clean_grad']:.0f} ms | "
                 f"{x['clean_grad']:.2f} | {_fmt_bytes(mem['clean_grad'])} |",
-                f"| JVP scores (`weights_from_model`, cached clean gradient) | {ms['jvp']:.0f} ms "
+                f"| JVP scores (`weights`, cached clean gradient) | {ms['jvp']:.0f} ms "
                 f"| {x['jvp']:.2f} | |",
                 f"| **full-network weights** (clean backward + JVP) | {ms['jvp_weights']:.0f} ms "
                 f"| {x['jvp_weights']:.2f} | {_fmt_bytes(mem['jvp_weights'])} |",

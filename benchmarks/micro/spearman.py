@@ -15,7 +15,7 @@ from tqdm import tqdm
 from benchmarks.micro.common import CE, Sizes, Trainer
 from benchmarks.micro.harness import spearman
 from benchmarks.micro.refs import load_cifar10n
-from robustweights import MetaReweighter
+from robustweights import MetaReweighter, ModelMetaReweighter
 
 
 def _training_data(sizes: Sizes, device: torch.device, data_dir: Path | None,
@@ -79,7 +79,7 @@ def run_spearman(sizes: Sizes, device: torch.device, data_dir: Path | None,
     with torch.no_grad():
         acc = float((tr.model(d["xte"]).argmax(1) == d["yte"]).float().mean())
     tr.model.train()
-    full = MetaReweighter.from_model(tr.model, CE, normalization="none")
+    full = ModelMetaReweighter(tr.model, CE, normalization="none")
     last = MetaReweighter(sizes.num_classes, normalization="none")
     rhos: list[float] = []
     rhos_w: list[float] = []
@@ -99,7 +99,7 @@ def run_spearman(sizes: Sizes, device: torch.device, data_dir: Path | None,
             hc = tr.capture.features
         last.weights(logits=z, features=h, labels=y, clean_logits=zc, clean_features=hc,
                      clean_labels=yc)
-        full.weights_from_model(x, y, clean_inputs=xc, clean_labels=yc)
+        full.weights(inputs=x, labels=y, clean_inputs=xc, clean_labels=yc)
         assert last.last_scores is not None and full.last_scores is not None
         u_l, u_f = last.last_scores.cpu().numpy(), full.last_scores.cpu().numpy()
         rhos.append(spearman(u_l, u_f))

@@ -34,7 +34,7 @@ from benchmarks.methods.fine import (  # noqa: E402
 from benchmarks.methods.l2rw import l2rw_weights  # noqa: E402
 from benchmarks.methods.mwnet import VNet, mwnet_step  # noqa: E402
 from benchmarks.runner import selection_stats  # noqa: E402
-from robustweights import MetaReweighter  # noqa: E402
+from robustweights import ModelMetaReweighter  # noqa: E402
 
 
 def _tiny_context(n_pool: int = 40, n_clean: int = 20, batch_size: int = 8) -> Context:
@@ -149,8 +149,7 @@ def test_l2rw_weights_hand_case() -> None:
     model = nn.Linear(2, 2)
     nn.init.zeros_(model.weight)
     nn.init.zeros_(model.bias)
-    rw = MetaReweighter.from_model(model, nn.CrossEntropyLoss(reduction="none"),
-                                   normalization="sum")
+    rw = ModelMetaReweighter(model, nn.CrossEntropyLoss(reduction="none"), normalization="sum")
     x = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     w = l2rw_weights(rw, x, torch.tensor([0, 1, 0]), torch.tensor([[1.0, 0.0]]), torch.tensor([0]))
     torch.testing.assert_close(w, torch.tensor([2 / 3, 0.0, 1 / 3]))
