@@ -4,6 +4,8 @@ The docstrings are Google style with reST maths and cross-references (they also 
 ``help()`` and IDEs). mkdocstrings renders docstrings as Markdown, so before parsing:
 
 - ``.. math::`` blocks become ``$$ ... $$`` display maths (rendered by pymdownx.arithmatex);
+- a paragraph ending in ``::`` and its indented literal block become ``:`` and a fenced
+  Python code block;
 - ``:math:`x``` becomes ``$x$``;
 - ``:func:`~a.b.f```, ``:class:``, ``:meth:``, ``:mod:``, ``:attr:`` become code spans.
 """
@@ -39,6 +41,22 @@ def convert(text: str) -> str:
             pad = " " * indent
             out += ["", pad + "$$", *[pad + b for b in body.splitlines()], pad + "$$", ""]
             continue
+        stripped = line.strip()
+        if stripped.endswith("::") and stripped != "::" and not stripped.startswith(".."):
+            # "Every epoch::" + an indented literal block -> "Every epoch:" + a fenced code block
+            indent = len(line) - len(line.lstrip())
+            block, j = [], i + 1
+            while j < len(lines) and (not lines[j].strip()
+                                      or len(lines[j]) - len(lines[j].lstrip()) > indent):
+                block.append(lines[j])
+                j += 1
+            body = textwrap.dedent("\n".join(block)).strip("\n")
+            if body:
+                pad = " " * indent
+                out += [line.rstrip()[:-1], "", pad + "```python",
+                        *[pad + b for b in body.splitlines()], pad + "```", ""]
+                i = j
+                continue
         out.append(line)
         i += 1
     text = "\n".join(out)
