@@ -86,8 +86,8 @@ CPU = Preset(
 )
 
 # --------------------------------------------------------------------------- paper
-# ResNet-34 and the authors' schedule (method.md, "The authors' training recipe"): SGD lr 0.02,
-# momentum 0.9, weight decay 1e-3, 150 epochs, MultiStepLR [40, 80, 100] x0.1, 2,000 clean
+# ResNet-34 and the authors' schedule (their public code, yiz134/Feature_based_reweight): SGD
+# lr 0.02, momentum 0.9, weight decay 1e-3, 150 epochs, MultiStepLR [40, 80, 100] x0.1, 2,000 clean
 # samples out of 50,000 (4%), 30 clean passes per epoch from epoch 0, warm-up 10, alpha switch
 # at epoch 40 (the first LR drop).
 PAPER = Preset(

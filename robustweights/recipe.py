@@ -2,8 +2,8 @@
 
 :class:`SurrogateReweighter` computes FBR's weights for one batch. The accuracy the paper reports
 comes from the *recipe* around those weights (Zhang et al., arXiv 2510.12209; the authors'
-public code, summarised in ``docs/method.md``): plain passes over the clean set at the start of
-every epoch, eval-mode features, a warm-up at weight 0.5 and an alpha schedule tied to the
+public code, GitHub ``yiz134/Feature_based_reweight``): plain passes over the clean set at the
+start of every epoch, eval-mode features, a warm-up at weight 0.5 and an alpha schedule tied to the
 learning-rate drop. :class:`FBRRecipe` runs all of it; its defaults are the authors' recipe, and
 three options add what our CIFAR-N measurements found useful (see the README, "Which recipe
 should I use?").
@@ -41,7 +41,7 @@ class FBRRecipe:
             loss = recipe.loss(x, y, sample_ids=idx)
             opt.zero_grad(); loss.backward(); opt.step()
 
-    What it does (the authors' recipe, ``docs/method.md``):
+    What it does (the authors' recipe, as their public code runs it for CIFAR):
 
     1. :meth:`start_epoch`: ``clean_passes`` passes of plain mean cross-entropy over the clean set
        (shuffled, batches of ``clean_batch_size``, no augmentation, the caller's optimizer), in

@@ -1,10 +1,10 @@
 """Feature-based reweighting (FBR), the surrogate of meta-reweighting: the stateful class.
 
 Zhang, Holtz, Mishne, Cloninger, "Revisiting Meta-Learning with Noisy Labels: Reweighting
-Dynamics and Theoretical Guarantees", arXiv 2510.12209. The maths (steps 1-5 of
-``docs/method.md``) is in :mod:`robustweights.functional.fbr`; :class:`SurrogateReweighter`
-holds configuration and state (cached clean statistics, epoch, incremental store) and does the
-distributed reductions, which the pure kernels never do.
+Dynamics and Theoretical Guarantees", arXiv 2510.12209. The maths (the
+paper's five steps, stated in the class docstring) is in :mod:`robustweights.functional.fbr`;
+:class:`SurrogateReweighter` holds configuration and state (cached clean statistics, epoch,
+incremental store) and does the distributed reductions, which the pure kernels never do.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def test_smoke_counts_are_consistent(smoke):
         assert fuzz.run_case(fuzz.make_case(0, k)).category == "failure", kind
 
 
-@pytest.mark.parametrize("space", FULL_RANGE, ids=lambda s: f"1e{s.max_exponent}-{'-'.join(s.dtypes)}")
+@pytest.mark.parametrize("space", FULL_RANGE, ids=lambda s: "-".join(s.dtypes))
 def test_no_failure_in_the_whole_range(space):
     r = fuzz.run(fuzz.SMOKE_CALLS, seed=0, space=space, progress=False)
     assert r.counts["failure"] == 0, fuzz.format_report(r, space)

@@ -1,8 +1,8 @@
 """FBR: feature-based reweighting (Zhang, Holtz, Mishne, Cloninger, arXiv 2510.12209), trained
 with the authors' recipe through the public ``robustweights.FBRRecipe``.
 
-``fbr`` is the authors' recipe as their public code runs it (``docs/method.md``, "The authors'
-training recipe"), item by item:
+``fbr`` is the authors' recipe as their public code runs it (GitHub
+``yiz134/Feature_based_reweight``: ``trainer/train.py``, ``experiments.py``), item by item:
 
 - every epoch, from epoch 0 (warm-up included): ``clean_passes`` (30) passes of plain mean CE
   over the clean subset, batch 128, un-augmented, with the pool's optimizer and learning rate;
