@@ -245,7 +245,8 @@ class FBRRecipe:
             w = torch.full(labels.shape, w_init, dtype=feats.dtype, device=feats.device)
             self.last_fbr_weights = w
         else:
-            w = self.reweighter.weights(features=feats, labels=labels)
+            ids = sample_ids if self.reweighter.mode == "incremental" else None
+            w = self.reweighter.weights(features=feats, labels=labels, sample_ids=ids)
             self.last_fbr_weights = w
             if self.smoothing:
                 w = self._smooth(sample_ids, w)  # type: ignore[arg-type]

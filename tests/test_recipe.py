@@ -160,6 +160,18 @@ def test_smoothing_running_average_per_sample() -> None:
         recipe.weights(x, y)
 
 
+def test_incremental_reweighter_gets_the_sample_ids() -> None:
+    rw = SurrogateReweighter(3, alpha=0.5, mode="incremental", eta=0.5)
+    recipe, _, _, _ = make(reweighter=rw)
+    recipe.start_epoch(1)
+    x, y, ids = torch.randn(6, 6), torch.randint(0, 3, (6,)), torch.tensor([3, 1, 4, 0, 5, 2])
+    first = recipe.weights(x, y, sample_ids=ids)
+    second = recipe.weights(x, y, sample_ids=ids)  # the per-sample store moved on
+    assert not torch.equal(first, second)
+    with pytest.raises(ValueError, match="`sample_ids`"):
+        recipe.weights(x, y)
+
+
 def test_pseudo_label_term() -> None:
     recipe, model, _, _ = make(pseudo_label_weight=0.5, pseudo_label_temperature=0.5)
     recipe.start_epoch(1)
