@@ -4,6 +4,7 @@ message, and one short end-to-end run on the real subset."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 import urllib.error
 from pathlib import Path
@@ -76,6 +77,8 @@ def test_one_epoch_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         torch.set_num_threads(before)
     out = capsys.readouterr().out
     assert "python -m benchmarks.cifar_n --preset cpu --methods fbr_plus fbr ce" in out
+    verdict = r"Last epoch: FBR\+ \d+\.\d vs CE \d+\.\d: FBR\+ (beats|does not beat) CE"
+    assert re.search(verdict, out), out
     for row in ("| CE |", "| FBR+ (ours) |", "| FBR (authors' recipe) |", "kept precision"):
         assert row in out, row
     recs = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
