@@ -225,7 +225,13 @@ class FBRRecipe:
         """The weights of one pool batch (B,), computed as the recipe says (class docstring).
 
         With ``eval_features=False`` this runs a training-mode forward for the features; prefer
-        :meth:`loss`, which then reuses it."""
+        :meth:`loss`, which then reuses it. In the warm-up no forward runs (every weight is
+        ``w_init``)."""
+        if self.in_warmup:  # the features would be thrown away
+            w = torch.full(labels.shape, self.reweighter.w_init, device=inputs.device,
+                           dtype=inputs.dtype if inputs.is_floating_point() else None)
+            self.last_fbr_weights = self.last_weights = w
+            return w
         if self.eval_features:
             ((feats, logits),) = list(self._eval_forward(inputs))
         else:

@@ -96,6 +96,16 @@ def test_batch_features_in_eval_mode_and_mode_restored(training: bool) -> None:
     loss.backward()
 
 
+def test_no_extra_forward_in_warmup() -> None:
+    recipe, model, _, _ = make(warmup_epochs=2)
+    recipe.start_epoch(0)
+    model.train()
+    model.calls.clear()
+    recipe.loss(torch.randn(10, 6), torch.randint(0, 3, (10,)))
+    assert model.calls == [(True, 10, True)]  # the training forward only
+    assert torch.equal(recipe.last_weights, torch.full((10,), 0.5))  # type: ignore[arg-type]
+
+
 def test_train_mode_features_option_uses_one_forward() -> None:
     recipe, model, _, _ = make(eval_features=False)
     recipe.start_epoch(1)
