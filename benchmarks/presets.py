@@ -51,11 +51,12 @@ ALL_METHODS = ("ce", "clean_only", "coteaching", "coteaching_plus", "fine", "l2r
 # after 80 epochs (the ceiling, >= 70%); CE on *worst* 59.4 / 60.8 with 25% of the wrong labels
 # memorised, on asym0.4 62.4 / 64.4 with 47% memorised: the noise costs 10-12 points. Width 32
 # gains < 1 point at 2.5x the cost, so width 16 stays.
-# Cost, in CE-epochs of work per epoch (augmented): clean-only ~0.1, CE 1, FINE ~1.2,
-# Co-teaching ~2, FBR and FBR+ ~2 (30 clean passes over 250 images + an eval-mode forward of
-# every pool batch), L2RW ~3: ~11.3 CE runs per (noise, seed). At ~2.2 s per CE epoch, 80
-# epochs x 12 (noise, seed) pairs x 11.3 is ~24,000 core-seconds: about 3.3 hours as 2
-# single-threaded jobs; ``--resume`` lets the table span several sessions.
+# Cost, CPU time per epoch relative to CE (1.93 s), measured in the table's first runs (worst,
+# seeds 0-1): clean-only 0.98 (the same number of steps), FINE 0.79, Co-teaching 2.2, FBR 2.6
+# and FBR+ 2.7 (30 clean passes over 250 images + an eval-mode forward of every pool batch),
+# L2RW 3.25: ~13.5 CE runs per (noise, seed). 80 epochs x 12 (noise, seed) pairs x 13.5 CE runs
+# plus the 3 ceiling runs is ~25,700 core-seconds: about 3.6 hours as 2 single-threaded jobs;
+# ``--resume`` lets the table span several sessions.
 # Schedules: the FBR recipe's epochs are mapped as the authors' alpha switch is tied to their
 # first LR drop (epoch 40 of 150, milestones [40, 80, 100]): alpha switch = our first drop (40);
 # warm-up 10 of 150 -> 5. FINE's warm-up (40 of 150) and Co-teaching+'s init epoch (20 of 150)
