@@ -194,7 +194,7 @@ def make_plots(records: list[dict[str, Any]], out_dir: str | Path,
         ax.set_xlabel("epoch")
         ax.set_ylabel("%")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8)
+    max(axes[0], key=lambda ax: len(ax.get_lines())).legend(fontsize=8)  # the fullest panel
     fig.tight_layout()
     paths.append(out_dir / "accuracy_curves.png")
     fig.savefig(paths[-1], dpi=110)
