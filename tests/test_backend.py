@@ -5,16 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from boundary_arrays import YC, ZC, F, G, Y, Z
 
 from robustweights import MetaReweighter, SurrogateReweighter
-
-rng = np.random.default_rng(1)
-F = rng.normal(size=(40, 8)).astype(np.float32)
-Y = rng.integers(0, 4, 40)
-G = rng.normal(size=(30, 8)).astype(np.float32)
-YC = np.arange(30) % 4
-Z = rng.normal(size=(40, 4)).astype(np.float32)
-ZC = rng.normal(size=(30, 4)).astype(np.float32)
 
 
 class FakeNamespace:

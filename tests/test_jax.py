@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from boundary_arrays import YC, ZC, F, G, Y, Z, rng
 
 from robustweights import MetaReweighter, SurrogateReweighter
 
 jax = pytest.importorskip("jax", reason="JAX is not installed: pip install -e '.[jax]'")
 jnp = pytest.importorskip("jax.numpy", reason="JAX is not installed: pip install -e '.[jax]'")
 
-rng = np.random.default_rng(1)
-F = rng.normal(size=(40, 8)).astype(np.float32)
-Y = rng.integers(0, 4, 40)
-G = rng.normal(size=(30, 8)).astype(np.float32)
-YC = np.arange(30) % 4
-Z = rng.normal(size=(40, 4)).astype(np.float32)
-ZC = rng.normal(size=(30, 4)).astype(np.float32)
 
 
 def fbr(features, labels, clean_features, clean_labels, **kwargs):
