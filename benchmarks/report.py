@@ -3,8 +3,10 @@
 * :func:`markdown_report`: one table per noise type (mean +- std over seeds of the best and last
   test accuracy, the kept-sample precision / recall, the share of noisy labels memorised, the
   time per epoch and its ratio to CE) and a compact method x noise summary.
-* :func:`make_plots`: accuracy curves per method, clean-vs-noisy weight histograms for FBR and
-  L2RW, and the kept fraction over epochs (clean and noisy samples) for FBR and L2RW.
+* :func:`make_plots`: the summary as a bar chart (last epoch per noise and method, best epoch
+  marked, the true-label ceiling as a line), accuracy curves per method, clean-vs-noisy weight
+  histograms for FBR and L2RW, and the kept fraction over epochs (clean and noisy samples) for
+  FBR and L2RW.
 """
 
 from __future__ import annotations
@@ -178,6 +180,45 @@ def make_plots(records: list[dict[str, Any]], out_dir: str | Path,
     methods = _order((r["method"] for r in records), list(LABELS))
     noises = _order((r["noise"] for r in records), NOISE_ORDER)
     paths: list[Path] = []
+
+    # The table as a picture: last epoch per (noise, method), mean and std over seeds, with the
+    # best epoch as a tick above each bar (the early-stopping upper bound) and, when the records
+    # hold CE on the true labels, the ceiling as a line.
+    bar_noises = [nz for nz in noises if nz != "clean"]
+    if bar_noises:
+        fig, ax = plt.subplots(figsize=(4.0 + 2.2 * len(bar_noises), 4.2))
+        width = 0.8 / max(1, len(methods))
+        for i, m in enumerate(methods):
+            xs, last, last_sd, best = [], [], [], []
+            for j, nz in enumerate(bar_noises):
+                g = groups.get((nz, m))
+                if not g:
+                    continue
+                xs.append(j - 0.4 + width * (i + 0.5))
+                last.append(100 * np.mean([r["last_acc"] for r in g]))
+                last_sd.append(100 * np.std([r["last_acc"] for r in g], ddof=1)
+                               if len(g) > 1 else 0.0)
+                best.append(100 * np.mean([r["best_acc"] for r in g]))
+            if not xs:
+                continue
+            bars = ax.bar(xs, last, width, yerr=last_sd, capsize=2, label=LABELS.get(m, m))
+            ax.scatter(xs, best, marker="_", s=60, color=bars.patches[0].get_facecolor(),
+                       zorder=3)
+        ceiling = groups.get(("clean", "ce"))
+        if ceiling:
+            ax.axhline(100 * np.mean([r["last_acc"] for r in ceiling]), color="black", ls="--",
+                       lw=1, label="CE on the true labels (last epoch)")
+        ax.set_xticks(range(len(bar_noises)), bar_noises)
+        lows = [100 * r["last_acc"] for r in records if r["noise"] in bar_noises]
+        ax.set_ylim(max(0.0, min(lows) - 5) if lows else 0.0, None)
+        ax.set_ylabel("test accuracy, last epoch (%)")
+        ax.set_title("Last epoch, mean ± std over seeds; tick: best epoch")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        fig.tight_layout()
+        paths.append(out_dir / "summary.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
 
     # Accuracy curves per method, one panel per noise type.
     fig, axes = plt.subplots(1, len(noises), figsize=(5 * len(noises), 3.8), squeeze=False)

@@ -46,7 +46,7 @@ def test_report_tables_plots_and_reproduce_command(smoke: Path) -> None:
     assert "python -m benchmarks.cifar_n --preset smoke --noise worst" in md
     for row in ("| FBR (authors' recipe) |", "| FBR+ (ours) |", "| L2RW |", "× CE"):
         assert row in md, row
-    for png in ("accuracy_curves.png", "kept_fraction.png", "weight_histograms.png"):
+    for png in ("summary.png", "accuracy_curves.png", "kept_fraction.png", "weight_histograms.png"):
         assert (smoke / png).stat().st_size > 1000, png
 
 
