@@ -69,20 +69,16 @@ def floor_of(record: dict[str, Any]) -> float:
     return float(params.get("dropped_weight", 0.0))
 
 
-def _labels_of(record: dict[str, Any], cache: dict[tuple[Any, ...], Any]
-               ) -> tuple[np.ndarray, np.ndarray, int]:
-    """The pool's noisy and true labels of a run, rebuilt as the runner built them."""
-    from benchmarks.data import draw_clean_subset, load_dataset, noisy_labels
+def _labels_of(record: dict[str, Any], cache: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, int]:
+    """The pool's noisy and true labels of a run, from the runner's own split."""
+    from benchmarks.data import build_split, load_dataset
 
     spec = record["spec"]
     if spec["dataset"] not in cache:
         cache[spec["dataset"]] = load_dataset(spec["dataset"])
-    ds = cache[spec["dataset"]]
-    noisy = noisy_labels(ds, record["noise"], record["seed"])
-    clean_idx = draw_clean_subset(ds.train_labels, spec["clean_size"], ds.num_classes,
-                                  record["seed"], stratified=spec.get("stratified", True))
-    pool = np.setdiff1d(np.arange(len(noisy)), clean_idx)
-    return noisy[pool], ds.train_labels[pool], ds.num_classes
+    split = build_split(cache[spec["dataset"]], record["noise"], record["seed"],
+                        spec["clean_size"], stratified=spec.get("stratified", True))
+    return split.pool_labels.numpy(), split.pool_true.numpy(), split.num_classes
 
 
 def table(result_dir: str | Path, noise: str, methods: Sequence[str] | None = None) -> str:
@@ -91,7 +87,7 @@ def table(result_dir: str | Path, noise: str, methods: Sequence[str] | None = No
     records = [r for r in load_records(result_dir / "results.jsonl")
                if r["noise"] == noise and r["method"] not in KEEPS_ALL
                and (methods is None or r["method"] in methods)]
-    cache: dict[tuple[Any, ...], Any] = {}
+    cache: dict[str, Any] = {}  # dataset name -> the loaded dataset
     per_method: dict[str, list[dict[str, np.ndarray]]] = {}
     num_classes = 0
     for r in sorted(records, key=lambda r: (list(LABELS).index(r["method"])
