@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.data import LabeledImages, load_dataset
-from benchmarks.methods import METHODS
+from benchmarks.methods import AUGMENTATIONS, METHODS
 from benchmarks.presets import PRESETS, Preset, get_preset
 from benchmarks.report import load_records, make_plots, markdown_report
 from benchmarks.runner import RunResult, RunSpec, run_one
@@ -76,8 +76,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="use only the first N test images")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--width", type=int, default=None)
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="random crop + flip on training batches (preset default if omitted)")
+    p.add_argument("--augment", choices=AUGMENTATIONS, default=None,
+                   help="training-batch augmentation: none, a random horizontal flip, or the "
+                        "random crop (4-pixel padding) + flip (preset default if omitted)")
+    p.add_argument("--no-augment", dest="augment", action="store_const", const="none",
+                   help="same as --augment none")
+    p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--clean-size", type=float, default=None,
                    help="trusted clean subset: a count (>= 1) or a fraction (< 1)")
     p.add_argument("--jobs", type=int, default=None, help="runs in parallel (processes)")
@@ -97,10 +101,12 @@ def build_preset(args: argparse.Namespace) -> Preset:
     """The preset with the command-line overrides applied."""
     base = PRESETS[args.preset]
     train = base.train
-    if args.epochs is not None or args.width is not None or args.augment is not None:
+    if any(v is not None for v in (args.epochs, args.width, args.augment, args.weight_decay)):
         train = replace(train, epochs=args.epochs or train.epochs,
                         width=args.width if args.width is not None else train.width,
-                        augment=train.augment if args.augment is None else args.augment)
+                        augment=train.augment if args.augment is None else args.augment,
+                        weight_decay=(train.weight_decay if args.weight_decay is None
+                                      else args.weight_decay))
         if args.epochs is not None and args.epochs != base.train.epochs:
             f = args.epochs / base.train.epochs
             train = replace(train, milestones=tuple(round(m * f)

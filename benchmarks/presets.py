@@ -69,7 +69,7 @@ CPU = Preset(
     name="cpu",
     dataset="cifar10n-subset",
     train=TrainConfig(arch="cnn", width=16, epochs=CPU_EPOCHS, batch_size=128, lr=0.02,
-                      momentum=0.9, weight_decay=5e-4, augment=True,
+                      momentum=0.9, weight_decay=5e-4, augment="crop_flip",
                       milestones=(CPU_EPOCHS // 2, CPU_EPOCHS * 3 // 4)),
     clean_size=250,
     methods=("ce", "clean_only", "coteaching", "fine", "l2rw", "fbr", "fbr_plus"),

@@ -20,12 +20,16 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.methods.base import TrainConfig
+
 __all__ = ["aggregate", "load_records", "make_plots", "markdown_report"]
 
 LABELS = {"ce": "CE", "clean_only": "Clean only", "coteaching": "Co-teaching",
           "coteaching_plus": "Co-teaching+", "fine": "FINE", "l2rw": "L2RW", "mwnet": "MW-Net",
           "fbr": "FBR (authors' recipe)", "fbr_plus": "FBR+ (ours)"}
 
+
+AUGMENT_LABELS = {"none": "none", "flip": "horizontal flip", "crop_flip": "random crop + flip"}
 
 NOISE_ORDER = ["worst", "aggre", "rand1", "asym0.4", "rand2", "rand3", "clean", "noisy100"]
 
@@ -89,7 +93,7 @@ def markdown_report(records: list[dict[str, Any]], *, command: str = "", machine
                   f"{tr['epochs']} epochs, SGD lr {tr['lr']} (x{tr['gamma']} at "
                   f"{tr['milestones']}), momentum {tr['momentum']}, weight decay "
                   f"{tr['weight_decay']}, batch {tr['batch_size']}, augmentation "
-                  f"{'crop+flip' if tr['augment'] else 'none'}.", ""]
+                  f"{AUGMENT_LABELS[TrainConfig(augment=tr['augment']).augment]}.", ""]
     lines += ["## Summary: test accuracy (%), last epoch / best epoch, mean ± std over seeds", ""]
     lines.append("| method | " + " | ".join(noises) + " |")
     lines.append("|---|" + "---|" * len(noises))

@@ -1,6 +1,6 @@
 """The benchmark methods, one module each, by CLI name."""
 
-from benchmarks.methods.base import Context, EpochLog, Method, TrainConfig
+from benchmarks.methods.base import AUGMENTATIONS, Context, EpochLog, Method, TrainConfig
 from benchmarks.methods.ce import CE
 from benchmarks.methods.clean_only import CleanOnly
 from benchmarks.methods.coteaching import CoTeaching
@@ -17,6 +17,7 @@ METHODS: dict[str, type[Method]] = {
 }
 
 __all__ = [
+    "AUGMENTATIONS",
     "CE",
     "FBR",
     "FINE",

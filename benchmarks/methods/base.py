@@ -22,7 +22,11 @@ from torch import nn
 from benchmarks.augment import crop_flip, normalize
 from benchmarks.models import build_model
 
-__all__ = ["Context", "EpochLog", "Method", "TrainConfig", "per_sample_ce"]
+__all__ = ["AUGMENTATIONS", "Context", "EpochLog", "Method", "TrainConfig", "per_sample_ce"]
+
+#: Training-batch augmentations: none, a random horizontal flip, or the standard CIFAR random
+#: crop of the 4-pixel zero-padded image followed by the flip.
+AUGMENTATIONS = ("none", "flip", "crop_flip")
 
 
 @dataclass
@@ -31,6 +35,8 @@ class TrainConfig:
 
     Attributes:
         milestones: epochs at which the learning rate is multiplied by ``gamma``.
+        augment: one of :data:`AUGMENTATIONS` (``True`` / ``False`` are read as ``"crop_flip"``
+            / ``"none"``, the values older records hold).
         channels_last: NHWC memory format (faster convolutions on CPU).
     """
 
@@ -44,9 +50,16 @@ class TrainConfig:
     nesterov: bool = False
     milestones: tuple[int, ...] = (30, 45)
     gamma: float = 0.1
-    augment: bool = True
+    augment: str = "crop_flip"
     channels_last: bool = True
     eval_batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        if isinstance(self.augment, bool):
+            self.augment = "crop_flip" if self.augment else "none"
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"Expected `augment` to be one of {list(AUGMENTATIONS)}, but got "
+                             f"{self.augment!r}")
 
 
 @dataclass
@@ -138,8 +151,9 @@ class Context:
 
     def train_view(self, x: torch.Tensor) -> torch.Tensor:
         """A training batch: augmented when configured, in the model's memory format."""
-        if self.config.augment:
-            x = crop_flip(x, generator=self.generator)
+        if self.config.augment != "none":
+            x = crop_flip(x, padding=4 if self.config.augment == "crop_flip" else 0,
+                          generator=self.generator)
         return self.memory_format(x)
 
     def memory_format(self, x: torch.Tensor) -> torch.Tensor:

@@ -90,6 +90,6 @@ def test_cpu_preset_plans_the_ceiling_runs() -> None:
     keys = [s.key for s in cifar_n.plan_runs(preset)]
     assert len(keys) == len(preset.methods) * 4 * 3 + 3
     assert keys[-3:] == ["ce/clean/seed0", "ce/clean/seed1", "ce/clean/seed2"]
-    assert preset.train.augment and preset.train.epochs == 80
+    assert preset.train.augment == "crop_flip" and preset.train.epochs == 80
     no = cifar_n.build_preset(cifar_n.parse_args(["--preset", "cpu", "--no-ceiling"]))
     assert len(cifar_n.plan_runs(no)) == len(keys) - 3
