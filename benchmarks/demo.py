@@ -22,9 +22,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks import cifar_n
-from benchmarks.data import data_dirs, find_file, load_dataset
-from benchmarks.report import load_records
+from benchmarks.cifar_n import cli as cifar_n
+from benchmarks.cifar_n.data import data_dirs, find_file, load_dataset
+from benchmarks.cifar_n.report import load_records
 
 #: Epochs per method: the cpu preset's schedule (80 epochs) scaled down, so FBR's warm-up,
 #: filtering, the alpha switch and both LR drops all happen, in about 2 minutes on 2 cores.

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.report import load_records
+from benchmarks.cifar_n.report import load_records
 
 
 def fbr_runs(result_dirs: Sequence[str], noise: str | None, seed: int | None = None,

@@ -50,8 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"comma-separated subset of {','.join(SECTIONS)}")
     p.add_argument("--data", type=Path, default=None,
                    help="directory with cifar10n_subset.npz and CIFAR-10_human.pt for the "
-                        "Spearman section (default: benchmarks.data's search path; synthetic "
-                        "data if absent; always synthetic with --smoke)")
+                        "Spearman section (default: benchmarks.cifar_n.data's search path; "
+                        "synthetic data if absent; always synthetic with --smoke)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     return p.parse_args(argv)
 

@@ -9,7 +9,7 @@
 * :func:`classic_l2rw_scores`: Ren et al.'s lookahead: a virtual SGD step on the
   eps-weighted training loss with ``create_graph=True``, the clean loss at the stepped
   parameters, and its gradient w.r.t. eps (a second-order backward).
-* :func:`make_cnn`: the benchmark CPU net (``benchmarks.models.SmallCNN`` when present).
+* :func:`make_cnn`: the benchmark CPU net (``benchmarks.cifar_n.models.SmallCNN`` when present).
 * :func:`load_cifar10n`: the CIFAR-10N subset with its human "worse" labels, if available.
 """
 
@@ -125,19 +125,20 @@ def _local_cnn(num_classes: int, width: int) -> nn.Module:
 
 
 def make_cnn(num_classes: int = 10, width: int = 32) -> tuple[nn.Module, str]:
-    """The benchmark CPU net and where it came from (``benchmarks.models.SmallCNN`` if present,
-    else the same architecture defined here). Its head is ``.fc``; the feature is ``8 * width``."""
+    """The benchmark CPU net and where it came from (``benchmarks.cifar_n.models.SmallCNN`` if
+    present, else the same architecture defined here). Its head is ``.fc``; the feature is
+    ``8 * width``."""
     try:
-        from benchmarks.models import SmallCNN
+        from benchmarks.cifar_n.models import SmallCNN
     except ImportError:
         return _local_cnn(num_classes, width), f"local SmallCNN-equivalent(width={width})"
-    return SmallCNN(num_classes, width=width), f"benchmarks.models.SmallCNN(width={width})"
+    return SmallCNN(num_classes, width=width), f"benchmarks.cifar_n.models.SmallCNN(width={width})"
 
 
 def load_cifar10n(data_dir: Path | None = None) -> dict[str, np.ndarray] | None:
-    """The CIFAR-10N subset (found as :func:`benchmarks.data.find_file` does) with
+    """The CIFAR-10N subset (found as :func:`benchmarks.cifar_n.data.find_file` does) with
     ``noisy_labels``, its human "worse" labels; ``None`` when the subset or labels are absent."""
-    from benchmarks.data import load_dataset, noisy_labels
+    from benchmarks.cifar_n.data import load_dataset, noisy_labels
 
     try:
         ds = load_dataset("cifar10n-subset", data_dir)

@@ -1,4 +1,4 @@
-"""benchmarks.augment: every output image is a flipped-or-not crop of the zero-padded input."""
+"""benchmarks.cifar_n.augment: every output image is a flipped-or-not crop of the padded input."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.augment import crop_flip, normalize  # noqa: E402
+from benchmarks.cifar_n.augment import crop_flip, normalize  # noqa: E402
 
 
 def _candidates(img: torch.Tensor, padding: int) -> list[torch.Tensor]:

@@ -1,4 +1,4 @@
-"""benchmarks.data: official formats, verification before parsing, noise, the clean subset."""
+"""benchmarks.cifar_n.data: official formats, checks before parsing, noise, the clean subset."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import data as D  # noqa: E402
+from benchmarks.cifar_n import data as D  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(not (SHARED / "cifar10n_subset.npz").is_file(),

@@ -15,7 +15,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import cifar_n, demo  # noqa: E402
+from benchmarks import demo  # noqa: E402
+from benchmarks.cifar_n import cli as cifar_n  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 

@@ -15,25 +15,25 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.methods import Context, TrainConfig  # noqa: E402
-from benchmarks.methods.ce import CE  # noqa: E402
-from benchmarks.methods.clean_only import CleanOnly  # noqa: E402
-from benchmarks.methods.coteaching import (  # noqa: E402
+from benchmarks.cifar_n.methods import Context, TrainConfig  # noqa: E402
+from benchmarks.cifar_n.methods.ce import CE  # noqa: E402
+from benchmarks.cifar_n.methods.clean_only import CleanOnly  # noqa: E402
+from benchmarks.cifar_n.methods.coteaching import (  # noqa: E402
     coteaching_losses,
     forget_rate,
     small_loss_indices,
 )
-from benchmarks.methods.coteaching_plus import coteaching_plus_losses, disagreement  # noqa: E402
-from benchmarks.methods.fbr import FBR, FBRPlus  # noqa: E402
-from benchmarks.methods.fine import (  # noqa: E402
+from benchmarks.cifar_n.methods.coteaching_plus import coteaching_plus_losses, disagreement  # noqa: E402
+from benchmarks.cifar_n.methods.fbr import FBR, FBRPlus  # noqa: E402
+from benchmarks.cifar_n.methods.fine import (  # noqa: E402
     alignment_scores,
     fine_select,
     gmm_clean_mask,
     principal_directions,
 )
-from benchmarks.methods.l2rw import l2rw_weights  # noqa: E402
-from benchmarks.methods.mwnet import VNet, mwnet_step  # noqa: E402
-from benchmarks.runner import selection_stats  # noqa: E402
+from benchmarks.cifar_n.methods.l2rw import l2rw_weights  # noqa: E402
+from benchmarks.cifar_n.methods.mwnet import VNet, mwnet_step  # noqa: E402
+from benchmarks.cifar_n.runner import selection_stats  # noqa: E402
 from robustweights import ModelMetaReweighter  # noqa: E402
 
 

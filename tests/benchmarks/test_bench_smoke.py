@@ -12,8 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import cifar_n  # noqa: E402
-from benchmarks.methods import METHODS  # noqa: E402
+from benchmarks.cifar_n import cli as cifar_n  # noqa: E402
+from benchmarks.cifar_n.methods import METHODS  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 pytestmark = pytest.mark.skipif(not (SHARED / "cifar10n_subset.npz").is_file(),

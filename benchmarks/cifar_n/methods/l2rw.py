@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmarks.methods.base import Context, EpochLog, Method, per_sample_ce
+from benchmarks.cifar_n.methods.base import Context, EpochLog, Method, per_sample_ce
 from robustweights import ModelMetaReweighter
 
 __all__ = ["L2RW", "l2rw_weights"]

@@ -19,7 +19,7 @@ The rule, fixed before the runs (issue 16):
 
 Run::
 
-    python -m benchmarks.preset_search --out results/preset_search --resume
+    python -m benchmarks.cifar_n.preset_search --out results/preset_search --resume
 
 Each candidate's runs go to ``<out>/<candidate>/`` (the benchmark's own records); the table to
 ``<out>/search.md``.
@@ -33,11 +33,12 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from benchmarks import cifar_n
-from benchmarks.report import load_records
+from benchmarks.cifar_n import cli as cifar_n
+from benchmarks.cifar_n.report import load_records
 
 __all__ = ["CANDIDATES", "Candidate", "main", "summarise"]
 
@@ -91,9 +92,9 @@ def summarise(out: Path, *, budget_hours: float = 6.0) -> tuple[str, str | None]
     for c in CANDIDATES:
         path = out / c.name / "results.jsonl"
         recs = load_records(path) if path.exists() else []
-        by = {(r["method"], r["noise"]): [] for r in recs}
+        by: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for r in recs:
-            by[(r["method"], r["noise"])].append(r)
+            by.setdefault((r["method"], r["noise"]), []).append(r)
         ce, co, ceil = (by.get(k, []) for k in (("ce", "worst"), ("coteaching", "worst"),
                                                  ("ce", "clean")))
         n = min(len(ce), len(co), len(ceil))
@@ -133,7 +134,7 @@ def summarise(out: Path, *, budget_hours: float = 6.0) -> tuple[str, str | None]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.preset_search",
+    p = argparse.ArgumentParser(prog="python -m benchmarks.cifar_n.preset_search",
                                 description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--out", default="results/preset_search")
     p.add_argument("--resume", action="store_true")

@@ -35,11 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.data import LabeledImages, load_dataset
-from benchmarks.methods import AUGMENTATIONS, METHODS
-from benchmarks.presets import PRESETS, Preset, get_preset
-from benchmarks.report import load_records, make_plots, markdown_report
-from benchmarks.runner import RunResult, RunSpec, run_one
+from benchmarks.cifar_n.data import LabeledImages, load_dataset
+from benchmarks.cifar_n.methods import AUGMENTATIONS, METHODS
+from benchmarks.cifar_n.presets import PRESETS, Preset, get_preset
+from benchmarks.cifar_n.report import load_records, make_plots, markdown_report
+from benchmarks.cifar_n.runner import RunResult, RunSpec, run_one
 
 __all__ = ["main", "parse_args", "plan_runs"]
 

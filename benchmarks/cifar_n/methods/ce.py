@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from benchmarks.methods.base import Context, EpochLog, Method
+from benchmarks.cifar_n.methods.base import Context, EpochLog, Method
 
 __all__ = ["CE"]
 

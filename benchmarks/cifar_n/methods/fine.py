@@ -26,8 +26,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from torch import nn
 
-from benchmarks.methods.base import Context, EpochLog, Method
-from benchmarks.models import head
+from benchmarks.cifar_n.methods.base import Context, EpochLog, Method
+from benchmarks.cifar_n.models import head
 from robustweights import FeatureCapture
 
 __all__ = ["FINE", "alignment_scores", "fine_select", "gmm_clean_mask", "principal_directions"]

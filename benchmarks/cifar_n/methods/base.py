@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.augment import crop_flip, normalize
-from benchmarks.models import build_model
+from benchmarks.cifar_n.augment import crop_flip, normalize
+from benchmarks.cifar_n.models import build_model
 
 __all__ = ["AUGMENTATIONS", "Context", "EpochLog", "Method", "TrainConfig", "per_sample_ce"]
 

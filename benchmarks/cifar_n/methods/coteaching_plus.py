@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks.methods.base import per_sample_ce
-from benchmarks.methods.coteaching import CoTeaching, coteaching_losses
+from benchmarks.cifar_n.methods.base import per_sample_ce
+from benchmarks.cifar_n.methods.coteaching import CoTeaching, coteaching_losses
 
 __all__ = ["CoTeachingPlus", "disagreement"]
 
@@ -34,7 +34,7 @@ def coteaching_plus_losses(logits1: torch.Tensor, logits2: torch.Tensor, labels:
     """Co-teaching's cross update on the disagreement subset.
 
     Returns:
-        ``(loss1, loss2, idx_for_1)`` as :func:`~benchmarks.methods.coteaching.coteaching_losses`,
+        ``(loss1, loss2, idx_for_1)`` as ``coteaching.coteaching_losses`` does,
         indices into the full batch; zero losses (still differentiable) and no indices when the
         networks agree on every sample.
     """

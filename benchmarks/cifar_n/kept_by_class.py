@@ -7,7 +7,7 @@ run (``weights/<method>__<noise>__seed<s>.npz``), rebuilds the run's labels from
 (same dataset, noise, seed and trusted-set draw as the run) and prints, per method, mean over
 seeds::
 
-    python -m benchmarks.kept_by_class docs/results/cifar_n_cpu --noise worst
+    python -m benchmarks.cifar_n.kept_by_class docs/results/cifar_n_cpu --noise worst
 
 * kept recall of class c: the share of the correctly labelled images of true class c that the
   method keeps;
@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.report import LABELS, load_records
+from benchmarks.cifar_n.report import LABELS, load_records
 
 __all__ = ["class_stats", "floor_of", "main"]
 
@@ -63,7 +63,7 @@ def class_stats(weights: np.ndarray, labels: np.ndarray, true: np.ndarray, num_c
 
 def floor_of(record: dict[str, Any]) -> float:
     """The weight above which a run's sample counts as kept (its ``dropped_weight``, else 0)."""
-    from benchmarks.methods import METHODS
+    from benchmarks.cifar_n.methods import METHODS
 
     params = METHODS[record["method"]].defaults() | record["spec"]["method_params"]
     return float(params.get("dropped_weight", 0.0))
@@ -71,7 +71,7 @@ def floor_of(record: dict[str, Any]) -> float:
 
 def _labels_of(record: dict[str, Any], cache: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, int]:
     """The pool's noisy and true labels of a run, from the runner's own split."""
-    from benchmarks.data import build_split, load_dataset
+    from benchmarks.cifar_n.data import build_split, load_dataset
 
     spec = record["spec"]
     if spec["dataset"] not in cache:
@@ -131,7 +131,8 @@ def table(result_dir: str | Path, noise: str, methods: Sequence[str] | None = No
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.kept_by_class", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m benchmarks.cifar_n.kept_by_class",
+                                description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("result_dir", help="output folder of benchmarks.cifar_n (with weights/)")
     p.add_argument("--noise", default="worst", help="noise type (default worst)")

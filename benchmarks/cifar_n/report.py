@@ -1,4 +1,4 @@
-"""Tables and plots from the JSON-lines records of :mod:`benchmarks.runner`.
+"""Tables and plots from the JSON-lines records of :mod:`benchmarks.cifar_n.runner`.
 
 * :func:`markdown_report`: one table per noise type (mean +- std over seeds of the best and last
   test accuracy, the kept-sample precision / recall, the share of noisy labels memorised, the
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.methods.base import TrainConfig
+from benchmarks.cifar_n.methods.base import TrainConfig
 
 __all__ = ["aggregate", "load_records", "make_plots", "markdown_report"]
 

@@ -23,7 +23,7 @@ on the cpu preset, 2,000 in the paper); weight decay is the preset's (5e-4 on cp
 1e-3 on ``paper``). The clean passes' batch order comes from its own seeded generator.
 
 ``fbr_plus`` (:class:`FBRPlus`) is the same recipe with the options of ``FBRRecipe`` that our
-selection on held-out seeds kept (see ``benchmarks/presets.py`` and the README).
+selection on held-out seeds kept (see ``benchmarks/cifar_n/presets.py`` and the README).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmarks.methods.base import Context, EpochLog, Method
-from benchmarks.models import head
+from benchmarks.cifar_n.methods.base import Context, EpochLog, Method
+from benchmarks.cifar_n.models import head
 from robustweights import FBRRecipe
 
 __all__ = ["FBR", "FBRPlus"]

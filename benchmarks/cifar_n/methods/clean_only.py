@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmarks.methods.base import Context, EpochLog, Method
+from benchmarks.cifar_n.methods.base import Context, EpochLog, Method
 
 __all__ = ["CleanOnly"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from benchmarks.methods import TrainConfig
+from benchmarks.cifar_n.methods import TrainConfig
 
 __all__ = ["PRESETS", "Preset", "get_preset"]
 

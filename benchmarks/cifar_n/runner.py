@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.augment import normalize
-from benchmarks.data import LabeledImages, build_split
-from benchmarks.methods import METHODS, Context, TrainConfig
+from benchmarks.cifar_n.augment import normalize
+from benchmarks.cifar_n.data import LabeledImages, build_split
+from benchmarks.cifar_n.methods import METHODS, Context, TrainConfig
 from robustweights import detect_phases
 
 __all__ = ["RunResult", "RunSpec", "run_one", "selection_stats"]

@@ -63,7 +63,7 @@ __all__ = [
     "write_npz",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE_DIR = Path.home() / ".cache" / "robustweights"
 
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from benchmarks.methods.base import Context, EpochLog, Method, per_sample_ce
+from benchmarks.cifar_n.methods.base import Context, EpochLog, Method, per_sample_ce
 
 __all__ = ["MWNet", "VNet", "mwnet_step"]
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmarks.methods.base import Context, EpochLog, Method, per_sample_ce
+from benchmarks.cifar_n.methods.base import Context, EpochLog, Method, per_sample_ce
 
 __all__ = ["CoTeaching", "forget_rate", "small_loss_indices"]
 

@@ -1,0 +1,35 @@
+"""The benchmark methods, one module each, by CLI name."""
+
+from benchmarks.cifar_n.methods.base import AUGMENTATIONS, Context, EpochLog, Method, TrainConfig
+from benchmarks.cifar_n.methods.ce import CE
+from benchmarks.cifar_n.methods.clean_only import CleanOnly
+from benchmarks.cifar_n.methods.coteaching import CoTeaching
+from benchmarks.cifar_n.methods.coteaching_plus import CoTeachingPlus
+from benchmarks.cifar_n.methods.fbr import FBR, FBRPlus
+from benchmarks.cifar_n.methods.fine import FINE
+from benchmarks.cifar_n.methods.l2rw import L2RW
+from benchmarks.cifar_n.methods.mwnet import MWNet
+
+#: CLI name -> class, in table order.
+METHODS: dict[str, type[Method]] = {
+    m.name: m for m in (CE, CleanOnly, CoTeaching, CoTeachingPlus, FINE, L2RW, MWNet, FBR,
+                        FBRPlus)
+}
+
+__all__ = [
+    "AUGMENTATIONS",
+    "CE",
+    "FBR",
+    "FINE",
+    "L2RW",
+    "METHODS",
+    "CleanOnly",
+    "CoTeaching",
+    "CoTeachingPlus",
+    "Context",
+    "EpochLog",
+    "FBRPlus",
+    "MWNet",
+    "Method",
+    "TrainConfig",
+]
