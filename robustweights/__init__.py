@@ -2,7 +2,7 @@
 
 Public API::
 
-    FBRRecipe             the whole FBR training recipe (clean passes, eval features, schedule)
+    SurrogateRecipe       the FBR training recipe as steps your loop composes
     SurrogateReweighter   feature-based reweighting (FBR), arXiv 2510.12209
     MetaReweighter        meta-reweighting (L2RW), last-layer closed form
     ModelMetaReweighter   meta-reweighting (L2RW) over every parameter of a torch model
@@ -34,12 +34,11 @@ from robustweights.phases import (
     PostFilteringWarning,
     detect_phases,
 )
-from robustweights.recipe import FBRRecipe
+from robustweights.recipe import SurrogateRecipe
 from robustweights.surrogate import AlphaSchedule, SurrogateReweighter, alpha_schedule
 
 __all__ = [
     "AlphaSchedule",
-    "FBRRecipe",
     "FeatureCapture",
     "MetaReweighter",
     "ModelMetaReweighter",
@@ -48,6 +47,7 @@ __all__ = [
     "PhaseReport",
     "PostFilteringWarning",
     "Reweighter",
+    "SurrogateRecipe",
     "SurrogateReweighter",
     "WeightedLoss",
     "alpha_schedule",

@@ -1,17 +1,20 @@
-"""The whole FBR training recipe around any classifier with a linear head, in a few lines.
+r"""The FBR training recipe as steps the caller composes: :class:`SurrogateRecipe`.
 
-:class:`SurrogateReweighter` computes FBR's weights for one batch. The accuracy the paper reports
-comes from the *recipe* around those weights (Zhang et al., arXiv 2510.12209; the authors'
-public code, GitHub ``yiz134/Feature_based_reweight``): plain passes over the clean set at the
-start of every epoch, eval-mode features, a warm-up at weight 0.5 and an alpha schedule tied to the
-learning-rate drop. :class:`FBRRecipe` runs all of it; its defaults are the authors' recipe, and
-three options add what our CIFAR-N measurements found useful (see the README, "Which recipe
-should I use?").
+:class:`~robustweights.SurrogateReweighter` computes FBR's weights for one batch. The accuracy the
+paper reports comes from the *recipe* around those weights (Zhang et al., arXiv 2510.12209; the
+authors' public code, GitHub ``yiz134/Feature_based_reweight``): plain passes over the clean set
+at the start of every epoch, eval-mode features, a warm-up at weight 0.5 and an alpha schedule
+tied to the learning-rate drop. :class:`SurrogateRecipe` holds that schedule and its state and
+hands out each step's ingredients (the clean batches, the weights, the weighted loss); the
+caller's loop, or a framework's, does every forward, backward and optimizer step, so any loss,
+optimizer, AMP, gradient clipping, DataLoader, Lightning or ``Trainer`` composes with it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -19,10 +22,15 @@ from torch import nn
 
 from robustweights.features import FeatureCapture
 from robustweights.state import STATE_VERSION, check_state_dict, cpu_copy
-from robustweights.surrogate import SurrogateReweighter, alpha_schedule
+from robustweights.surrogate import AlphaSchedule, SurrogateReweighter
 from robustweights.validation import check_fraction, check_nonneg_float
 
-__all__ = ["FBRRecipe"]
+__all__ = ["SurrogateRecipe"]
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+CleanData = Batch | Iterable[Batch]
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
 
 def _check_epochs(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -30,108 +38,148 @@ def _check_epochs(value: Any, name: str) -> int:
     return value
 
 
-class FBRRecipe:
-    r"""Feature-based reweighting as a training recipe: clean passes, eval-mode features, the
-    warm-up and alpha schedule, the weights and the weighted loss.
+def _is_pair(data: Any) -> bool:
+    return (isinstance(data, (tuple, list)) and len(data) == 2
+            and all(isinstance(t, torch.Tensor) for t in data))
+
+
+def _check_data(data: Any, name: str) -> CleanData:
+    """A ``(inputs, labels)`` pair of tensors or a re-iterable of such batches."""
+    if _is_pair(data):
+        x, y = data
+        if y.ndim != 1 or x.shape[0] != y.shape[0]:
+            raise ValueError(f"Expected `{name}` labels of shape ({x.shape[0]},), but got "
+                             f"{tuple(y.shape)}")
+        if y.shape[0] == 0:
+            raise ValueError(f"Expected `{name}` to hold at least one sample, but got 0")
+        return (x, y.long())
+    if isinstance(data, Iterator) or not isinstance(data, Iterable):
+        raise TypeError(f"Expected `{name}` to be an (inputs, labels) pair of tensors or a "
+                        f"re-iterable of such batches (e.g. a DataLoader), but got "
+                        f"{type(data).__name__}")
+    return data
+
+
+def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, labels, reduction="none")
+
+
+#: The authors' recipe, as their public code runs it for CIFAR (``SurrogateRecipe.authors``).
+AUTHORS: dict[str, Any] = {"warmup_epochs": 10, "alpha_switch": 40, "clean_passes": 30,
+                           "eval_features": True, "dropped_weight": 0.0}
+
+
+class SurrogateRecipe:
+    r"""Feature-based reweighting (FBR) as a training recipe whose steps the caller runs.
 
     Every epoch::
 
-        recipe.start_epoch(epoch)       # clean passes, then the clean prototypes
-        for x, y, idx in loader:        # idx (sample ids) only needed with ``smoothing``
-            loss = recipe.loss(x, y, sample_ids=idx)
-            opt.zero_grad(); loss.backward(); opt.step()
+        recipe.start_epoch(epoch)                    # the schedule: warm-up, alpha
+        for xc, yc in recipe.clean_batches():        # the clean passes (your step)
+            step(recipe.clean_loss(net(xc), yc))
+        for x, y, idx in loader:                     # the pool (your step)
+            w = recipe.weights(x, y, sample_ids=idx)
+            step(recipe.loss(net(x), y, w))
 
-    What it does (the authors' recipe, as their public code runs it for CIFAR):
+    where ``step(loss)`` is yours: ``opt.zero_grad(); loss.backward(); opt.step()``, or with AMP
+    ``scaler.scale(loss).backward(); scaler.step(opt); scaler.update()``, clipping included.
 
-    1. :meth:`start_epoch`: ``clean_passes`` passes of plain mean cross-entropy over the clean set
-       (shuffled, batches of ``clean_batch_size``, no augmentation, the caller's optimizer), in
-       every epoch *including the warm-up*; then the clean set's penultimate features in eval
-       mode, un-augmented, as the reweighter's clean statistics.
-    2. :meth:`weights`: the batch's features from a separate no-grad forward in **eval mode**
-       (BatchNorm running statistics, as for the clean prototypes), the model's mode restored;
-       every weight :math:`w_0` (0.5) while ``epoch < warmup_epochs``, else FBR's weights with
+    What the steps do (the authors' recipe, as their public code runs it for CIFAR):
+
+    1. :meth:`clean_batches`: ``clean_passes`` passes over the clean set in every epoch,
+       *warm-up included*: a pair of tensors is shuffled by :attr:`generator` into batches of
+       ``clean_batch_size``; an iterable (a ``DataLoader`` with its own transforms) is iterated
+       once per pass. Train them with the plain mean loss, :meth:`clean_loss`.
+    2. The clean prototypes: the penultimate features (the input of ``head``) of
+       ``prototype_data`` in **eval mode**, without gradients; recomputed by :meth:`weights`
+       whenever clean passes ran since the last refresh (or call :meth:`refresh_clean`).
+    3. :meth:`weights`: every weight :math:`w_0` (0.5) while ``epoch < warmup_epochs``; else the
+       batch's features from a separate no-grad forward of ``model`` in eval mode (BatchNorm
+       running statistics, as for the prototypes; the mode is restored), and FBR's weights with
        :math:`\alpha = 1/(C-1)` before ``alpha_switch`` and 0 from then on.
-    3. :meth:`loss`: the training forward and :math:`\frac1B\sum_i w_i\,\mathrm{CE}(z_i, y_i)`.
+    4. :meth:`loss`: :math:`\frac1B\sum_i w_i\,\ell(z_i, y_i)` for the per-sample ``loss_fn``
+       :math:`\ell` (cross-entropy by default), the weights treated as constants.
 
-    Options beyond the authors' recipe (all off by default):
+    ``model`` is the network whose features score the samples; it is usually the network you
+    train, but may be another one (an EMA teacher, a peer network): the recipe only runs
+    no-grad eval-mode forwards of it and never changes its parameters.
+
+    Options beyond the authors' recipe:
 
     - ``dropped_weight`` :math:`\rho`: a sample FBR drops (weight 0) is kept at weight
-      :math:`\rho` instead, so the network still sees its image; FBR's hard filter otherwise
-      keeps the cleanest set but too little of it when data are scarce.
+      :math:`\rho`, so the network still sees its image (0.3 was the best measured where the
+      network barely memorises, the ``cpu`` benchmark; it hurts where it memorises).
     - ``smoothing`` :math:`m`: each sample's weight is the running average
-      :math:`\bar w_i \leftarrow m\,\bar w_i + (1-m)\,w_i` over its visits (starting at
-      :math:`w_0`), so one unlucky batch does not drop a sample that FBR keeps most of the time.
+      :math:`\bar w_i \leftarrow m\,\bar w_i + (1-m)\,w_i` over its visits (from :math:`w_0`).
       Needs ``sample_ids``.
-    - ``pseudo_label_weight`` :math:`\lambda`: a dropped sample also trains towards the
-      sharpened eval-mode prediction :math:`q_i = \mathrm{softmax}(z^{\text{eval}}_i / T)` of the
-      network (free: the eval forward already computed it), adding
+    - ``pseudo_label_weight`` :math:`\lambda`: a dropped sample also trains towards the sharpened
+      eval-mode prediction :math:`q_i = \mathrm{softmax}(z^{\text{eval}}_i / T)`, adding
       :math:`\frac{\lambda}{B}\sum_{i\ \text{dropped}} \mathrm{CE}(z_i, q_i)` to the loss.
+    - ``eval_features=False``: no separate forward: pass the training forward's features to
+      :meth:`weights` (``features=``), or let the recipe read them from its hook on ``head``
+      after your forward.
+
+    Named configurations: :meth:`authors` (the paper's code exactly).
 
     Args:
-        model: the classifier (any ``nn.Module``, DDP-wrapped too); its forward returns logits.
-        head: the linear head whose *input* is the penultimate feature (e.g. ``model.fc``).
-        clean_inputs, clean_labels: the trusted clean set as tensors on the model's device.
-            Under DDP give every rank the same clean set: the clean passes step the DDP model, so
-            every rank must make the same number of clean steps (the prototypes are means, so a
-            clean set repeated on every rank gives the same prototypes as one process).
-        optimizer: the optimizer of the pool steps; the clean passes step it too.
         num_classes: :math:`C`.
-        warmup_epochs: epochs at weight ``w_init`` (authors: 10 of 150).
+        model: the feature network (any ``nn.Module``; DDP-wrapped too); returns logits.
+        head: its linear head, whose *input* is the penultimate feature (e.g. ``model.fc``).
+        clean_data: the trusted clean set: an ``(inputs, labels)`` pair of tensors on the model's
+            device, or a re-iterable of such batches (a ``DataLoader``, moved to the device of
+            ``model``'s first parameter). Under DDP give every rank the same number of clean
+            batches (each clean step is a DDP step).
+        prototype_data: the data of the prototypes (default: ``clean_data``; give a loader
+            without augmentation when ``clean_data`` augments).
+        loss_fn: per-sample loss ``loss_fn(logits, labels) -> (B,)`` (default cross-entropy).
+        warmup_epochs: epochs at weight ``w_init`` (default 10, as the authors' 10 of 150).
         alpha_switch: first epoch with :math:`\alpha = 0` (authors: 40 of 150, their first
             learning-rate drop; put it on your first drop).
         clean_passes: passes over the clean set per epoch (authors: 30 over 2,000 images).
-        clean_batch_size: batch size of the clean passes (128).
-        eval_features: take the training batch's features in eval mode from a separate forward
-            (authors; costs one no-grad forward). ``False`` reuses the training forward's
-            train-mode features instead.
+        clean_batch_size: batch size of the clean passes over a pair of tensors (128).
+        eval_features: features from a separate eval-mode forward (the authors') or not.
         dropped_weight, smoothing, pseudo_label_weight, pseudo_label_temperature: see above.
-        reweighter: a configured :class:`SurrogateReweighter` (default: the reference one with
-            the schedule above).
-        generator: the random source of the clean passes' shuffling (CPU generator).
+        reweighter: a configured :class:`~robustweights.SurrogateReweighter` (default: the
+            reference one with the alpha schedule above).
+        generator: the random source of the clean passes' order (CPU). Default: a generator
+            seeded with ``torch.initial_seed()``, so the order follows ``torch.manual_seed``.
 
     Example:
         >>> import torch, torch.nn as nn
-        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-        <torch._C.Generator object at ...>
-        >>> model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
-        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> _ = torch.manual_seed(0)
+        >>> net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+        >>> opt = torch.optim.SGD(net.parameters(), lr=0.1)
         >>> xc, yc = torch.randn(30, 4), torch.arange(30) % 3
-        >>> recipe = FBRRecipe(model, head=model[2], clean_inputs=xc, clean_labels=yc,
-        ...                    optimizer=opt, num_classes=3, warmup_epochs=1, clean_passes=2)
-        >>> recipe.start_epoch(0)             # warm-up: clean passes, weights 0.5
-        >>> recipe.weights(torch.randn(5, 4), torch.zeros(5, dtype=torch.long))
+        >>> recipe = SurrogateRecipe(3, model=net, head=net[2], clean_data=(xc, yc),
+        ...                          warmup_epochs=1, clean_passes=2)
+        >>> recipe.start_epoch(0)                         # warm-up: weights 0.5
+        >>> for xb, yb in recipe.clean_batches():
+        ...     opt.zero_grad(); recipe.clean_loss(net(xb), yb).backward(); opt.step()
+        >>> x, y = torch.randn(5, 4), torch.zeros(5, dtype=torch.long)
+        >>> w = recipe.weights(x, y)
+        >>> w
         tensor([0.5000, 0.5000, 0.5000, 0.5000, 0.5000])
-        >>> loss = recipe.loss(torch.randn(5, 4), torch.zeros(5, dtype=torch.long))
-        >>> loss.backward()
+        >>> recipe.loss(net(x), y, w).backward()
     """
 
-    def __init__(self, model: nn.Module, *, head: nn.Module, clean_inputs: torch.Tensor,
-                 clean_labels: torch.Tensor, optimizer: torch.optim.Optimizer,
-                 num_classes: int, warmup_epochs: int = 10, alpha_switch: int = 40,
-                 clean_passes: int = 30, clean_batch_size: int = 128,
+    def __init__(self, num_classes: int, *, model: nn.Module, head: nn.Module,
+                 clean_data: CleanData, prototype_data: CleanData | None = None,
+                 loss_fn: LossFn | None = None, warmup_epochs: int = 10,
+                 alpha_switch: int = 40, clean_passes: int = 30, clean_batch_size: int = 128,
                  eval_features: bool = True, dropped_weight: float = 0.0,
                  smoothing: float = 0.0, pseudo_label_weight: float = 0.0,
                  pseudo_label_temperature: float = 0.5,
                  reweighter: SurrogateReweighter | None = None,
                  generator: torch.Generator | None = None) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"Expected `model` to be a torch.nn.Module, but got "
-                            f"{type(model).__name__}")
-        if not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"Expected `optimizer` to be a torch.optim.Optimizer, but got "
-                            f"{type(optimizer).__name__}")
-        if not isinstance(clean_inputs, torch.Tensor) or not isinstance(clean_labels,
-                                                                         torch.Tensor):
-            raise TypeError("Expected `clean_inputs` and `clean_labels` to be torch tensors")
-        if clean_inputs.shape[0] != clean_labels.shape[0] or clean_labels.ndim != 1:
-            raise ValueError(f"Expected `clean_labels` of shape ({clean_inputs.shape[0]},), "
-                             f"but got {tuple(clean_labels.shape)}")
-        if clean_labels.shape[0] == 0:
-            raise ValueError("Expected `clean_inputs` to hold at least one sample, but got 0")
+        for value, name in ((model, "model"), (head, "head")):
+            if not isinstance(value, nn.Module):
+                raise TypeError(f"Expected `{name}` to be a torch.nn.Module, but got "
+                                f"{type(value).__name__}")
         self.model = model
-        self.optimizer = optimizer
-        self.clean_inputs = clean_inputs
-        self.clean_labels = clean_labels.long()
+        self.clean_data = _check_data(clean_data, "clean_data")
+        self.prototype_data = (self.clean_data if prototype_data is None
+                               else _check_data(prototype_data, "prototype_data"))
+        self.loss_fn: LossFn = loss_fn if loss_fn is not None else _cross_entropy
         self.warmup_epochs = _check_epochs(warmup_epochs, "warmup_epochs")
         self.alpha_switch = _check_epochs(alpha_switch, "alpha_switch")
         self.clean_passes = _check_epochs(clean_passes, "clean_passes")
@@ -142,7 +190,7 @@ class FBRRecipe:
         self.clean_batch_size = clean_batch_size
         self.eval_features = bool(eval_features)
         self.reweighter = reweighter if reweighter is not None else SurrogateReweighter(
-            num_classes, alpha=alpha_schedule(num_classes, self.alpha_switch))
+            num_classes, alpha=AlphaSchedule(num_classes, self.alpha_switch))
         if self.reweighter.num_classes != num_classes:
             raise ValueError(f"Expected the reweighter's `num_classes` to be {num_classes}, but "
                              f"got {self.reweighter.num_classes}")
@@ -153,27 +201,35 @@ class FBRRecipe:
                              f"{self.reweighter.w_max}, but got {dropped_weight!r}")
         self.smoothing = 0.0 if smoothing == 0 else check_fraction(smoothing, "smoothing")
         if self.smoothing >= 1:
-            raise ValueError(f"Expected `smoothing` in [0, 1), but got {smoothing!r}")
+            raise ValueError(f"Expected `smoothing` to be in [0, 1), but got {smoothing!r}")
         self.pseudo_label_weight = check_nonneg_float(pseudo_label_weight,
                                                       "pseudo_label_weight")
         if not pseudo_label_temperature > 0:
-            raise ValueError(f"Expected `pseudo_label_temperature` > 0, but got "
+            raise ValueError(f"Expected `pseudo_label_temperature` to be > 0, but got "
                              f"{pseudo_label_temperature!r}")
         self.pseudo_label_temperature = float(pseudo_label_temperature)
-        self.generator = generator if generator is not None else torch.Generator()
+        self.generator = (generator if generator is not None
+                          else torch.Generator().manual_seed(torch.initial_seed()))
         self.epoch = 0
-        self.last_clean_loss = float("nan")
+        self.last_clean_loss = float("nan")  # mean clean_loss since start_epoch
         self.last_weights: torch.Tensor | None = None  # the weights of the latest batch
         self.last_fbr_weights: torch.Tensor | None = None  # before smoothing and the floor
+        self._clean_sum, self._clean_n = 0.0, 0
+        self._stale = True  # prototypes older than the latest clean step
         self._eval_logits: torch.Tensor | None = None
         self._smoothed: torch.Tensor | None = None  # per sample id, with ``smoothing``
         self._capture = FeatureCapture(head)
 
+    @classmethod
+    def authors(cls, num_classes: int, **kwargs: Any) -> SurrogateRecipe:
+        """The authors' exact recipe (:data:`AUTHORS`: warm-up 10, alpha switch 40, 30 clean
+        passes, eval-mode features, dropped samples at weight 0); ``kwargs`` as for the class
+        (e.g. a warm-up and switch scaled to a shorter run) override it."""
+        return cls(num_classes, **{**AUTHORS, **kwargs})
+
     def __repr__(self) -> str:
-        opts = ", ".join(f"{k}={getattr(self, k)!r}" for k in (
-            "num_classes", "warmup_epochs", "alpha_switch", "clean_passes", "clean_batch_size",
-            "eval_features", "dropped_weight", "smoothing", "pseudo_label_weight"))
-        return f"FBRRecipe({opts}, model={type(self.model).__name__})"
+        opts = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._CONFIG)
+        return f"SurrogateRecipe({opts}, model={type(self.model).__name__})"
 
     # ------------------------------------------------------------------ schedule
     @property
@@ -181,83 +237,127 @@ class FBRRecipe:
         """Whether the current epoch is a warm-up epoch (every weight ``w_init``)."""
         return self.epoch < self.warmup_epochs
 
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.model.parameters()), torch.empty(0)).device
+
     def start_epoch(self, epoch: int) -> None:
-        """Start epoch ``epoch`` (from 0): the clean passes, then the clean prototypes from
-        eval-mode features. The model's train/eval mode is restored afterwards."""
+        """Start epoch ``epoch`` (from 0): the warm-up and alpha schedule follow it."""
         self.epoch = _check_epochs(epoch, "epoch")
         self.reweighter.set_epoch(self.epoch)
-        was_training = self.model.training
-        self.model.train()
-        total, n = 0.0, 0
-        for _ in range(self.clean_passes):
-            perm = torch.randperm(self.clean_labels.shape[0], generator=self.generator)
-            for idx in perm.to(self.clean_labels.device).split(self.clean_batch_size):
-                loss = F.cross_entropy(self.model(self.clean_inputs[idx]), self.clean_labels[idx])
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                total, n = total + float(loss.detach()) * len(idx), n + len(idx)
-        self.last_clean_loss = total / n if n else float("nan")
-        self.refresh_clean()
-        self.model.train(was_training)
+        self._clean_sum, self._clean_n = 0.0, 0
+        self.last_clean_loss = float("nan")
 
+    def clean_batches(self) -> Iterator[Batch]:
+        """This epoch's clean passes: ``clean_passes`` passes over ``clean_data``, as
+        ``(inputs, labels)`` batches on the model's device. Train on each; the prototypes are
+        refreshed at the next :meth:`weights` call."""
+        for _ in range(self.clean_passes):
+            for batch in self._iterate(self.clean_data, shuffle=True):
+                self._stale = True
+                yield batch
+
+    @property
+    def clean_steps_per_epoch(self) -> int | None:
+        """How many batches :meth:`clean_batches` yields (None for an iterable without len)."""
+        data = self.clean_data
+        if _is_pair(data):
+            n = data[1].shape[0]  # type: ignore[index]
+            return self.clean_passes * -(-n // self.clean_batch_size)
+        try:
+            return self.clean_passes * len(data)  # type: ignore[arg-type]
+        except TypeError:
+            return None
+
+    def epoch_batches(self, pool: Iterable[Any]) -> Iterator[tuple[str, Any]]:
+        """One epoch as a stream of tagged batches: ``("clean", (x, y))`` for each clean-pass
+        batch, then ``("pool", batch)`` for each batch of ``pool``. What a framework's loop
+        iterates (Lightning, ``Trainer``), so that each clean step is one of its training steps."""
+        for batch in self.clean_batches():
+            yield "clean", batch
+        for batch in pool:
+            yield "pool", batch
+
+    def _iterate(self, data: CleanData, *, shuffle: bool, chunk: int | None = None
+                 ) -> Iterator[Batch]:
+        if _is_pair(data):
+            x, y = cast(Batch, data)
+            n = y.shape[0]
+            if shuffle:
+                order = torch.randperm(n, generator=self.generator).to(y.device)
+                for idx in order.split(self.clean_batch_size):
+                    yield x[idx], y[idx]
+            else:
+                yield from zip(x.split(chunk or n), y.split(chunk or n), strict=True)
+            return
+        device = self.device
+        for batch in data:  # type: ignore[union-attr]
+            if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
+                raise TypeError("Expected the clean data to yield (inputs, labels) batches, but "
+                                f"got {type(batch).__name__}")
+            yield batch[0].to(device), batch[1].to(device).long()
+
+    # ------------------------------------------------------------------ prototypes
     @torch.no_grad()
     def refresh_clean(self) -> None:
-        """Recompute the clean prototypes from eval-mode, un-augmented clean features."""
-        feats = [f for f, _ in self._eval_forward(self.clean_inputs, chunk=512)]
-        self.reweighter.set_clean(features=torch.cat(feats), labels=self.clean_labels)
+        """Recompute the clean prototypes from eval-mode features of ``prototype_data``."""
+        feats, labels = [], []
+        with eval_mode(self.model):
+            for x, y in self._iterate(self.prototype_data, shuffle=False, chunk=512):
+                self.model(x)
+                feats.append(self._capture.features)
+                labels.append(y)
+        self.reweighter.set_clean(features=torch.cat(feats), labels=torch.cat(labels))
+        self._stale = False
 
     # ------------------------------------------------------------------ weights and loss
-    def _eval_forward(self, inputs: torch.Tensor, chunk: int | None = None):  # type: ignore[no-untyped-def]
-        """Yield (features, logits) of eval-mode no-grad forwards, the mode restored after."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                for part in (inputs.split(chunk) if chunk else (inputs,)):
-                    logits = self.model(part)
-                    yield self._capture.features, logits
-        finally:
-            self.model.train(was_training)
+    def weights(self, inputs: torch.Tensor | None, labels: torch.Tensor, *,
+                sample_ids: torch.Tensor | None = None,
+                features: torch.Tensor | None = None) -> torch.Tensor:
+        """The weights (B,) of one pool batch, as the recipe says (class docstring).
 
-    def weights(self, inputs: torch.Tensor, labels: torch.Tensor,
-                sample_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """The weights of one pool batch (B,), computed as the recipe says (class docstring).
-
-        With ``eval_features=False`` this runs a training-mode forward for the features; prefer
-        :meth:`loss`, which then reuses it. In the warm-up no forward runs (every weight is
-        ``w_init``)."""
-        if self.in_warmup:  # the features would be thrown away
-            w = torch.full(labels.shape, self.reweighter.w_init, device=inputs.device,
-                           dtype=inputs.dtype if inputs.is_floating_point() else None)
+        Args:
+            inputs: the batch as the training forward gets it (augmented); unused in the
+                warm-up and with ``eval_features=False``.
+            labels: its (noisy) labels.
+            sample_ids: the samples' dataset indices (needed by ``smoothing`` and by an
+                incremental-mode reweighter).
+            features: with ``eval_features=False``, the training forward's penultimate features
+                (default: what the recipe's hook on ``head`` recorded at the latest forward).
+        """
+        labels = labels.long()
+        if self.in_warmup:  # every weight w_init: no forward, no prototypes needed
+            w = torch.full(labels.shape, self.reweighter.w_init, device=labels.device,
+                           dtype=_float_dtype(inputs, features))
             self.last_fbr_weights = self.last_weights = w
+            self._eval_logits = None
             return w
+        if self._stale:
+            self.refresh_clean()
         if self.eval_features:
-            ((feats, logits),) = list(self._eval_forward(inputs))
+            if inputs is None:
+                raise ValueError("Expected `inputs` to be given with `eval_features=True`, but "
+                                 "got None")
+            with torch.no_grad(), eval_mode(self.model):
+                self._eval_logits = self.model(inputs).detach()
+                feats = self._capture.features
         else:
-            with torch.no_grad():
-                logits = self.model(inputs)
-            feats = self._capture.features
-        self._eval_logits = logits.detach()
-        return self._weights_from(feats, labels, sample_ids)
+            feats = self._capture.features if features is None else features.detach()
+            self._eval_logits = None
+        return self._weights_from(feats, labels.to(feats.device), sample_ids)
 
     def _weights_from(self, feats: torch.Tensor, labels: torch.Tensor,
                       sample_ids: torch.Tensor | None) -> torch.Tensor:
         if self.smoothing and sample_ids is None:
             raise ValueError("Expected `sample_ids` to be given when `smoothing` > 0, but got "
                              "None")
-        w_init = self.reweighter.w_init
-        if self.in_warmup:
-            w = torch.full(labels.shape, w_init, dtype=feats.dtype, device=feats.device)
-            self.last_fbr_weights = w
-        else:
-            ids = sample_ids if self.reweighter.mode == "incremental" else None
-            w = self.reweighter.weights(features=feats, labels=labels, sample_ids=ids)
-            self.last_fbr_weights = w
-            if self.smoothing:
-                w = self._smooth(sample_ids, w)  # type: ignore[arg-type]
-            if self.dropped_weight:
-                w = w.clamp_min(self.dropped_weight)
+        ids = sample_ids if self.reweighter.mode == "incremental" else None
+        w = self.reweighter.weights(features=feats, labels=labels, sample_ids=ids)
+        self.last_fbr_weights = w
+        if self.smoothing:
+            w = self._smooth(sample_ids, w)  # type: ignore[arg-type]
+        if self.dropped_weight:
+            w = w.clamp_min(self.dropped_weight)
         self.last_weights = w
         return w
 
@@ -277,53 +377,65 @@ class FBRRecipe:
         self._smoothed = store
         return store[ids]
 
-    def loss(self, inputs: torch.Tensor, labels: torch.Tensor,
-             sample_ids: torch.Tensor | None = None) -> torch.Tensor:
-        r"""The recipe's loss of one pool batch: the weights, then the training forward and
-        :math:`\frac1B\sum_i w_i\,\mathrm{CE}(z_i, y_i)` (plus the pseudo-label term if on)."""
-        labels = labels.to(inputs.device).long()
-        if self.eval_features:
-            w = self.weights(inputs, labels, sample_ids)
-            logits = self.model(inputs)
-        else:
-            logits = self.model(inputs)
-            self._eval_logits = logits.detach()
-            w = self._weights_from(self._capture.features, labels, sample_ids)
-        loss = (w.detach().to(logits.dtype) * F.cross_entropy(logits, labels,
-                                                              reduction="none")).mean()
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor
+             ) -> torch.Tensor:
+        r"""The weighted loss of one pool batch from its training forward's ``logits``:
+        :math:`\frac1B\sum_i w_i\,\ell(z_i, y_i)`, plus the pseudo-label term if on."""
+        labels = labels.to(logits.device).long()
+        per_sample = self.loss_fn(logits, labels)
+        if per_sample.shape != labels.shape:
+            raise ValueError(f"Expected `loss_fn` to return per-sample losses of shape "
+                             f"{tuple(labels.shape)}, but got {tuple(per_sample.shape)}: use "
+                             "reduction='none'")
+        loss = (weights.detach().to(per_sample.dtype) * per_sample).mean()
         if self.pseudo_label_weight and not self.in_warmup:
-            assert self.last_fbr_weights is not None and self._eval_logits is not None
-            dropped = (self.last_fbr_weights == 0).to(logits.dtype)
-            target = torch.softmax(self._eval_logits.float() / self.pseudo_label_temperature,
+            fbr_w = self.last_fbr_weights
+            if fbr_w is None or fbr_w.shape != labels.shape:
+                raise RuntimeError("Expected `weights()` to be called on this batch before "
+                                   "`loss()` when `pseudo_label_weight` > 0")
+            source = self._eval_logits if self._eval_logits is not None else logits.detach()
+            dropped = (fbr_w == 0).to(logits.dtype)
+            target = torch.softmax(source.float() / self.pseudo_label_temperature,
                                    1).to(logits.dtype)
             soft = -(target * torch.log_softmax(logits, 1)).sum(1)
             loss = loss + self.pseudo_label_weight * (dropped * soft).mean()
+        return loss
+
+    def clean_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The plain mean loss of a clean batch (``loss_fn`` averaged); its running mean over
+        the epoch is :attr:`last_clean_loss`."""
+        loss = self.loss_fn(logits, labels.to(logits.device).long()).mean()
+        n = labels.shape[0]
+        self._clean_sum, self._clean_n = self._clean_sum + float(loss.detach()) * n, \
+            self._clean_n + n
+        self.last_clean_loss = self._clean_sum / self._clean_n
         return loss
 
     # ------------------------------------------------------------------ state
     _CONFIG = ("num_classes", "warmup_epochs", "alpha_switch", "clean_passes", "clean_batch_size",
                "eval_features", "dropped_weight", "smoothing", "pseudo_label_weight",
                "pseudo_label_temperature")
+    _STATE = ("epoch", "generator", "smoothed", "stale", "reweighter")
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume exactly: the epoch, the clean passes' RNG, the smoothing
-        store and the reweighter's state, with the configuration (checked on load). CPU tensors
-        and plain values only. The model and optimizer are left out: save them yourself, as an
-        LR scheduler leaves out its optimizer."""
+        """Everything needed to resume exactly: the epoch, the clean passes' RNG, whether the
+        prototypes are due a refresh, the smoothing store and the reweighter's state (its
+        prototypes), with the configuration (checked on load). CPU tensors and plain values. The
+        model, optimizer and data are left out: save them yourself, as an LR scheduler leaves out
+        its optimizer."""
         return {"_version": STATE_VERSION, **{k: getattr(self, k) for k in self._CONFIG},
                 "epoch": self.epoch, "generator": self.generator.get_state(),
-                "smoothed": cpu_copy(self._smoothed),
+                "smoothed": cpu_copy(self._smoothed), "stale": self._stale,
                 "reweighter": self.reweighter.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
-        """Restore a :meth:`state_dict` (tensors move to the clean set's device).
+        """Restore a :meth:`state_dict` (tensors move to the model's device).
 
         Raises:
             ValueError: for unexpected or missing keys (``strict``), a newer state layout, or a
                 configuration mismatch (e.g. ``smoothing``); the message names the key.
         """
-        check_state_dict(state_dict, owner="FBRRecipe",
-                         keys=(*self._CONFIG, "epoch", "generator", "smoothed", "reweighter"),
+        check_state_dict(state_dict, owner="SurrogateRecipe", keys=(*self._CONFIG, *self._STATE),
                          config={k: getattr(self, k) for k in self._CONFIG}, strict=strict)
         if "epoch" in state_dict:
             self.epoch = _check_epochs(state_dict["epoch"], "state_dict['epoch']")
@@ -332,10 +444,32 @@ class FBRRecipe:
             self.generator.set_state(state_dict["generator"])
         if "smoothed" in state_dict:
             sm = state_dict["smoothed"]
-            self._smoothed = None if sm is None else sm.to(self.clean_labels.device)
+            self._smoothed = None if sm is None else sm.to(self.device)
+        if "stale" in state_dict:
+            self._stale = bool(state_dict["stale"])
         if "reweighter" in state_dict:
             self.reweighter.load_state_dict(state_dict["reweighter"], strict=strict)
 
     def remove(self) -> None:
         """Remove the feature hook from the head."""
         self._capture.remove()
+
+
+def _float_dtype(*tensors: torch.Tensor | None) -> torch.dtype | None:
+    for t in tensors:
+        if t is not None and t.is_floating_point():
+            return t.dtype
+    return None
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode; every submodule's own train/eval flag restored afterwards (also on
+    error), so a submodule the caller froze in eval mode stays so."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training

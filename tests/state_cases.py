@@ -17,10 +17,10 @@ from torch import nn
 
 from robustweights import (
     AlphaSchedule,
-    FBRRecipe,
     MetaReweighter,
     ModelMetaReweighter,
     PhaseMonitor,
+    SurrogateRecipe,
     SurrogateReweighter,
 )
 
@@ -102,17 +102,18 @@ def _monitor_step(mon: PhaseMonitor, t: int) -> torch.Tensor:
 
 
 class RecipeRun:
-    """A training run with FBRRecipe, checkpointed as a user would: the model and optimizer
+    """A training run with SurrogateRecipe, checkpointed as a user would: the model and optimizer
     through their own state dicts, the recipe through its own (it leaves them out)."""
 
     def __init__(self) -> None:
         self.model = _net()
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.05, momentum=0.9)
         d = _data(99)
-        self.recipe = FBRRecipe(self.model, head=self.model[2], clean_inputs=d["clean_features"],
-                                clean_labels=d["clean_labels"], optimizer=self.opt,
-                                num_classes=C, warmup_epochs=1, alpha_switch=4, clean_passes=2,
-                                clean_batch_size=8, smoothing=0.5, dropped_weight=0.1)
+        self.recipe = SurrogateRecipe(
+            C, model=self.model, head=self.model[2],
+            clean_data=(d["clean_features"], d["clean_labels"]), warmup_epochs=1,
+            alpha_switch=4, clean_passes=2, clean_batch_size=8, smoothing=0.5,
+            dropped_weight=0.1, generator=torch.Generator().manual_seed(11))
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
@@ -126,8 +127,13 @@ class RecipeRun:
 
 def _recipe_step(run: RecipeRun, t: int) -> torch.Tensor:
     d = _data(t)
-    run.recipe.start_epoch(t)  # clean passes (shuffled by the recipe's generator), prototypes
-    loss = run.recipe.loss(d["features"], d["labels"], sample_ids=d["ids"])
+    run.recipe.start_epoch(t)
+    for xc, yc in run.recipe.clean_batches():  # shuffled by the recipe's generator
+        run.opt.zero_grad()
+        run.recipe.clean_loss(run.model(xc), yc).backward()
+        run.opt.step()
+    w = run.recipe.weights(d["features"], d["labels"], sample_ids=d["ids"])  # prototypes
+    loss = run.recipe.loss(run.model(d["features"]), d["labels"], w)
     run.opt.zero_grad()
     loss.backward()
     run.opt.step()

@@ -1,5 +1,5 @@
-"""FBRRecipe: each step of the authors' recipe on hand-checkable cases, the options, state, and
-a short run that learns."""
+"""SurrogateRecipe: each step of the authors' recipe on hand-checkable cases, the options,
+state, and a short run that learns."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustweights import FBRRecipe, SurrogateReweighter
+from robustweights import SurrogateRecipe, SurrogateReweighter
 
 
 class ModeNet(nn.Module):
@@ -29,48 +29,79 @@ class ModeNet(nn.Module):
         return self.fc(self.body(x))
 
 
-def make(classes: int = 3, m: int = 30, **kw: object) -> tuple[FBRRecipe, ModeNet, torch.Tensor,
-                                                                torch.Tensor]:
+def make(classes: int = 3, m: int = 30, **kw: object
+         ) -> tuple[SurrogateRecipe, ModeNet, torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)
     model = ModeNet(classes=classes)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
     xc = torch.randn(m, 6)
     yc = torch.arange(m) % classes
     args: dict[str, object] = {"warmup_epochs": 1, "alpha_switch": 3, "clean_passes": 2,
-                               "clean_batch_size": 8}
+                               "clean_batch_size": 8, "dropped_weight": 0.0}
     args.update(kw)
-    recipe = FBRRecipe(model, head=model.fc, clean_inputs=xc, clean_labels=yc, optimizer=opt,
-                       num_classes=classes, **args)  # type: ignore[arg-type]
+    recipe = SurrogateRecipe(classes, model=model, head=model.fc, clean_data=(xc, yc),
+                             **args)  # type: ignore[arg-type]
     return recipe, model, xc, yc
 
 
-def test_clean_passes_every_epoch_including_warmup() -> None:
-    recipe, model, _, _ = make(m=30, clean_passes=3, clean_batch_size=8)
-    steps = []
-    recipe.optimizer.register_step_post_hook(lambda *a: steps.append(1))
+def sgd_step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+def train_epoch(recipe: SurrogateRecipe, model: nn.Module, opt: torch.optim.Optimizer,
+                epoch: int, x: torch.Tensor, y: torch.Tensor, order: torch.Generator,
+                batch: int = 16) -> list[torch.Tensor]:
+    """The README's loop: the recipe's clean passes, then the weighted pool batches."""
+    recipe.start_epoch(epoch)
+    model.train()
+    for xc, yc in recipe.clean_batches():
+        sgd_step(opt, recipe.clean_loss(model(xc), yc))
+    out = []
+    for idx in torch.randperm(len(y), generator=order).split(batch):
+        w = recipe.weights(x[idx], y[idx], sample_ids=idx)
+        sgd_step(opt, recipe.loss(model(x[idx]), y[idx], w))
+        out.append(w.clone())
+    return out
+
+
+def test_clean_batches_every_epoch_including_warmup() -> None:
+    recipe, model, xc, _ = make(m=30, clean_passes=3, clean_batch_size=8)
     for epoch in range(3):  # epoch 0 is warm-up
-        before = len(model.calls)
         recipe.start_epoch(epoch)
-        train_calls = [c for c in model.calls[before:] if c[0]]
-        # 3 passes x ceil(30 / 8) = 12 train-mode batches of sizes 8, 8, 8, 6 per pass
-        assert len(train_calls) == 12
-        assert sorted(c[1] for c in train_calls) == sorted([8, 8, 8, 6] * 3)
-    assert len(steps) == 36  # one optimizer step per clean batch, in all three epochs
+        batches = list(recipe.clean_batches())
+        # 3 passes x ceil(30 / 8) = 12 batches of sizes 8, 8, 8, 6 per pass, each pass a
+        # permutation of the clean set
+        assert sorted(len(b[1]) for b in batches) == sorted([8, 8, 8, 6] * 3)
+        for p in range(3):
+            xs = torch.cat([b[0] for b in batches[4 * p: 4 * p + 4]])
+            assert torch.equal(xs[xs[:, 0].argsort()], xc[xc[:, 0].argsort()])
+        assert recipe.clean_steps_per_epoch == 12
+    assert model.calls == []  # the recipe runs no forward of its own here, and no step
+
+
+def test_recipe_never_steps_or_backpropagates() -> None:
+    recipe, model, _, _ = make()
+    before = [p.detach().clone() for p in model.parameters()]
+    for epoch in range(3):
+        recipe.start_epoch(epoch)
+        for _ in recipe.clean_batches():
+            pass
+        recipe.weights(torch.randn(10, 6), torch.randint(0, 3, (10,)))
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
 def test_clean_prototypes_from_eval_mode_unaugmented_features() -> None:
     recipe, model, xc, yc = make()
     model.train()
-    recipe.start_epoch(0)
-    assert model.training  # mode restored
+    recipe.start_epoch(1)  # past warm-up, alpha still 1/(C-1) = 0.5
     model.eval()
     with torch.no_grad():
         feats = model.body(xc)
     model.train()
     ref = SurrogateReweighter(3, alpha=0.5)
     ref.set_clean(features=feats, labels=yc)
-    recipe.epoch = recipe.warmup_epochs  # past warm-up, alpha still 1/(C-1) = 0.5
-    recipe.reweighter.set_epoch(recipe.epoch)
     x, y = torch.randn(12, 6), torch.randint(0, 3, (12,))
     model.eval()
     with torch.no_grad():
@@ -78,41 +109,68 @@ def test_clean_prototypes_from_eval_mode_unaugmented_features() -> None:
     model.train()
     expected = ref.weights(features=fx, labels=y)
     assert torch.equal(recipe.weights(x, y), expected)
+    assert model.training  # mode restored
+
+
+def test_prototypes_refreshed_once_after_clean_passes() -> None:
+    recipe, model, _, _ = make(clean_passes=1)
+    recipe.start_epoch(1)
+    x, y = torch.randn(5, 6), torch.randint(0, 3, (5,))
+    model.calls.clear()
+    recipe.weights(x, y)  # stale at construction: refresh (1 forward of 30) + the batch (5)
+    assert [c[1] for c in model.calls] == [30, 5]
+    model.calls.clear()
+    recipe.weights(x, y)  # no clean step since: no refresh
+    assert [c[1] for c in model.calls] == [5]
+    list(recipe.clean_batches())
+    model.calls.clear()
+    recipe.weights(x, y)
+    assert [c[1] for c in model.calls] == [30, 5]
+    model.calls.clear()
+    recipe.refresh_clean()
+    assert [c[1] for c in model.calls] == [30]
 
 
 @pytest.mark.parametrize("training", [True, False])
 def test_batch_features_in_eval_mode_and_mode_restored(training: bool) -> None:
     recipe, model, _, _ = make()
     recipe.start_epoch(1)  # past warm-up
+    recipe.refresh_clean()
     model.train(training)
+    model.body[1].eval()  # a submodule the caller froze in eval mode stays so
     model.calls.clear()
     x, y = torch.randn(10, 6), torch.randint(0, 3, (10,))
-    loss = recipe.loss(x, y)
-    assert model.training == training
-    # first a no-grad eval forward for the features, then the training forward with grad
-    assert model.calls[0] == (False, 10, False)
-    assert model.calls[1] == (training, 10, True)
-    assert len(model.calls) == 2
+    w = recipe.weights(x, y)
+    loss = recipe.loss(model(x), y, w)
+    assert model.training == training and not model.body[1].training
+    # first a no-grad eval forward for the features, then the caller's forward with grad
+    assert model.calls == [(False, 10, False), (training, 10, True)]
     loss.backward()
 
 
-def test_no_extra_forward_in_warmup() -> None:
+def test_no_forward_in_warmup() -> None:
     recipe, model, _, _ = make(warmup_epochs=2)
     recipe.start_epoch(0)
-    model.train()
     model.calls.clear()
-    recipe.loss(torch.randn(10, 6), torch.randint(0, 3, (10,)))
-    assert model.calls == [(True, 10, True)]  # the training forward only
-    assert torch.equal(recipe.last_weights, torch.full((10,), 0.5))  # type: ignore[arg-type]
+    w = recipe.weights(torch.randn(10, 6), torch.randint(0, 3, (10,)))
+    assert model.calls == []
+    assert torch.equal(w, torch.full((10,), 0.5))
 
 
-def test_train_mode_features_option_uses_one_forward() -> None:
+def test_train_mode_features_option_uses_the_callers_forward() -> None:
     recipe, model, _, _ = make(eval_features=False)
     recipe.start_epoch(1)
+    recipe.refresh_clean()
     model.train()
     model.calls.clear()
-    recipe.loss(torch.randn(10, 6), torch.randint(0, 3, (10,)))
+    x, y = torch.randn(10, 6), torch.randint(0, 3, (10,))
+    logits = model(x)
+    w = recipe.weights(x, y)  # from the hook's record of the forward above
     assert model.calls == [(True, 10, True)]
+    with torch.no_grad():
+        feats = model.body(x)
+    assert torch.equal(w, recipe.weights(None, y, features=feats))
+    recipe.loss(logits, y, w).backward()
 
 
 def test_warmup_weights_and_alpha_schedule() -> None:
@@ -132,17 +190,25 @@ def test_warmup_weights_and_alpha_schedule() -> None:
     assert alphas == [0.5, 0.5, 0.5, 0.0, 0.0]
 
 
-def test_loss_is_weighted_mean_of_ce() -> None:
+def test_loss_is_weighted_mean_of_any_per_sample_loss() -> None:
     recipe, model, _, _ = make()
     recipe.start_epoch(1)
-    model.eval()  # deterministic forward so the two passes agree
     x, y = torch.randn(10, 6), torch.randint(0, 3, (10,))
-    loss = recipe.loss(x, y)
-    w = recipe.last_weights
-    assert w is not None
-    with torch.no_grad():
-        expected = (w * F.cross_entropy(model(x), y, reduction="none")).mean()
-    assert torch.allclose(loss.detach(), expected)
+    w = recipe.weights(x, y)
+    logits = model(x)
+    expected = (w * F.cross_entropy(logits, y, reduction="none")).mean()
+    assert torch.equal(recipe.loss(logits, y, w), expected)
+    assert torch.equal(recipe.clean_loss(logits, y), F.cross_entropy(logits, y))
+
+    def smoothed(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(z, t, reduction="none", label_smoothing=0.1)
+
+    recipe2, _, _, _ = make(loss_fn=smoothed)
+    assert torch.equal(recipe2.loss(logits, y, w), (w * smoothed(logits, y)).mean())
+    assert torch.equal(recipe2.clean_loss(logits, y), smoothed(logits, y).mean())
+    recipe3, _, _, _ = make(loss_fn=F.cross_entropy)  # reduces to a scalar: refused
+    with pytest.raises(ValueError, match="reduction='none'"):
+        recipe3.loss(logits, y, w)
 
 
 def test_dropped_weight_floor() -> None:
@@ -187,51 +253,155 @@ def test_pseudo_label_term() -> None:
     recipe.start_epoch(1)
     model.eval()
     x, y = torch.randn(30, 6), torch.randint(0, 3, (30,))
-    loss = recipe.loss(x, y)
-    with torch.no_grad():
-        z = model(x)
-    w, raw = recipe.last_weights, recipe.last_fbr_weights
+    w = recipe.weights(x, y)
+    z = model(x)
+    loss = recipe.loss(z, y, w)
+    raw = recipe.last_fbr_weights
     assert raw is not None and bool((raw == 0).any())
-    q = torch.softmax(z / 0.5, 1)
+    q = torch.softmax(z.detach() / 0.5, 1)
     soft = -(q * torch.log_softmax(z, 1)).sum(1)
     expected = (w * F.cross_entropy(z, y, reduction="none")).mean() \
         + 0.5 * ((raw == 0).float() * soft).mean()
-    assert torch.allclose(loss.detach(), expected)
+    assert torch.allclose(loss.detach(), expected.detach())
+    with pytest.raises(RuntimeError, match=r"`weights\(\)`"):
+        recipe.loss(z[:5], y[:5], w[:5])  # the weights of another batch
 
 
-def _run(recipe: FBRRecipe, model: nn.Module, opt: torch.optim.Optimizer, epochs: range,
-         x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-    out = []
-    gen = torch.Generator().manual_seed(123 + epochs.start)
-    for epoch in epochs:
+def test_dataloader_clean_set_and_prototype_data() -> None:
+    """A DataLoader clean set (its own shuffling and transform) is iterated once per pass; the
+    prototypes come from ``prototype_data`` (un-augmented) in eval mode."""
+    torch.manual_seed(0)
+    model = ModeNet()
+    xc, yc = torch.randn(20, 6), torch.arange(20) % 3
+
+    class Noisy(torch.utils.data.Dataset):  # a "transform": inputs jittered on every access
+        def __len__(self) -> int:
+            return 20
+
+        def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+            return xc[i] + 0.1 * torch.randn(6), yc[i]
+
+    loader = torch.utils.data.DataLoader(Noisy(), batch_size=8, shuffle=True)
+    protos = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xc, yc), batch_size=7)
+    recipe = SurrogateRecipe(3, model=model, head=model.fc, clean_data=loader,
+                             prototype_data=protos, warmup_epochs=0, alpha_switch=5,
+                             clean_passes=2)
+    assert recipe.clean_steps_per_epoch == 6
+    recipe.start_epoch(0)
+    batches = list(recipe.clean_batches())
+    assert [len(b[1]) for b in batches] == [8, 8, 4] * 2
+    assert all(b[1].dtype == torch.long for b in batches)
+    x, y = torch.randn(9, 6), torch.randint(0, 3, (9,))
+    pair = SurrogateRecipe(3, model=model, head=model.fc, clean_data=(xc, yc), warmup_epochs=0,
+                           alpha_switch=5)
+    assert torch.equal(recipe.weights(x, y), pair.weights(x, y))  # same prototypes
+    with pytest.raises(TypeError, match="`clean_data`"):
+        SurrogateRecipe(3, model=model, head=model.fc, clean_data=iter(batches))  # one-shot
+
+
+def test_default_generator_follows_torch_seed() -> None:
+    def order(seed: int) -> list[torch.Tensor]:
+        torch.manual_seed(seed)
+        recipe, _, _, _ = make()
+        torch.manual_seed(seed)  # make() reseeds; the recipe's own generator follows the seed
+        recipe = SurrogateRecipe(3, model=recipe.model, head=recipe.model.fc,  # type: ignore
+                                 clean_data=recipe.clean_data)
+        return [b[1] for b in recipe.clean_batches()]
+
+    assert all(torch.equal(a, b) for a, b in zip(order(0), order(0), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(order(0), order(1), strict=True))
+
+
+def test_amp_grad_scaler_and_clipping() -> None:
+    """The caller's AMP step (CPU autocast in bfloat16, GradScaler) and gradient clipping around
+    the recipe: finite weights, losses and parameters, and the network learns."""
+    x, _, y, _, xc, yc, xt, yt = _gaussians()
+    model = nn.Sequential(nn.Linear(10, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    recipe = SurrogateRecipe(4, model=model, head=model[3], clean_data=(xc, yc),
+                             warmup_epochs=1, alpha_switch=4, clean_passes=2,
+                             clean_batch_size=20)
+
+    def amp_step(loss: torch.Tensor) -> None:
+        opt.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
+        scaler.step(opt)
+        scaler.update()
+
+    for epoch in range(6):
         recipe.start_epoch(epoch)
         model.train()
-        for idx in torch.randperm(len(y), generator=gen).split(16):
-            loss = recipe.loss(x[idx], y[idx], sample_ids=idx)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            out.append(recipe.last_weights.clone())  # type: ignore[union-attr]
-    return out
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            for xb, yb in recipe.clean_batches():
+                amp_step(recipe.clean_loss(model(xb), yb))
+            for idx in torch.randperm(len(y)).split(50):
+                w = recipe.weights(x[idx], y[idx])
+                assert w.dtype == torch.bfloat16 or w.dtype == torch.float32
+                assert bool(torch.isfinite(w).all())
+                loss = recipe.loss(model(x[idx]), y[idx], w)
+                assert loss.dtype == torch.float32  # cross-entropy autocasts to float32
+                amp_step(loss)
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        assert float((model(xt).argmax(1) == yt).float().mean()) > 0.8
+
+
+def test_epoch_batches_stream() -> None:
+    recipe, _, _, _ = make(m=30, clean_passes=2, clean_batch_size=8)
+    pool = [("a",), ("b",), ("c",)]
+    recipe.start_epoch(0)
+    stream = list(recipe.epoch_batches(pool))
+    assert [k for k, _ in stream] == ["clean"] * 8 + ["pool"] * 3
+    assert [b for k, b in stream if k == "pool"] == pool
+
+
+def test_authors_configuration() -> None:
+    model = ModeNet()
+    kw = {"model": model, "head": model.fc, "clean_data": (torch.randn(6, 6),
+                                                           torch.arange(6) % 3)}
+    authors = SurrogateRecipe.authors(3, **kw)  # type: ignore[arg-type]
+    assert (authors.warmup_epochs, authors.alpha_switch, authors.clean_passes,
+            authors.eval_features, authors.dropped_weight) == (10, 40, 30, True, 0.0)
+    assert SurrogateRecipe.authors(3, warmup_epochs=5, **kw).warmup_epochs == 5  # type: ignore
 
 
 def test_state_dict_resume_is_exact() -> None:
+    """Resume from a checkpoint taken mid-epoch, after the clean passes and some pool steps."""
     x, y = torch.randn(64, 6), torch.randint(0, 3, (64,))
     recipe, model, xc, yc = make(smoothing=0.5, dropped_weight=0.1)
-    opt = recipe.optimizer
-    _run(recipe, model, opt, range(0, 2), x, y)
-    saved = copy.deepcopy((model.state_dict(), opt.state_dict(), recipe.state_dict()))
-    straight = _run(recipe, model, opt, range(2, 4), x, y)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    order = torch.Generator().manual_seed(123)
+    for epoch in range(2):
+        train_epoch(recipe, model, opt, epoch, x, y, order)
+    recipe.start_epoch(2)
+    for xb, yb in recipe.clean_batches():
+        sgd_step(opt, recipe.clean_loss(model(xb), yb))
+    w = recipe.weights(x[:16], y[:16], sample_ids=torch.arange(16))
+    sgd_step(opt, recipe.loss(model(x[:16]), y[:16], w))
+    saved = copy.deepcopy((model.state_dict(), opt.state_dict(), recipe.state_dict(),
+                           order.get_state()))
 
+    def rest(r: SurrogateRecipe, m: nn.Module, o: torch.optim.Optimizer,
+             g: torch.Generator) -> list[torch.Tensor]:
+        out = [r.weights(x[16:], y[16:], sample_ids=torch.arange(16, 64))]
+        return out + train_epoch(r, m, o, 3, x, y, g)
+
+    straight = rest(recipe, model, opt, order)
     model2 = ModeNet()
     opt2 = torch.optim.SGD(model2.parameters(), lr=0.05)
-    recipe2 = FBRRecipe(model2, head=model2.fc, clean_inputs=xc, clean_labels=yc,
-                        optimizer=opt2, num_classes=3, warmup_epochs=1, alpha_switch=3,
-                        clean_passes=2, clean_batch_size=8, smoothing=0.5, dropped_weight=0.1)
+    recipe2 = SurrogateRecipe(3, model=model2, head=model2.fc, clean_data=(xc, yc),
+                              warmup_epochs=1, alpha_switch=3, clean_passes=2,
+                              clean_batch_size=8, smoothing=0.5, dropped_weight=0.1)
     model2.load_state_dict(saved[0])
     opt2.load_state_dict(saved[1])
     recipe2.load_state_dict(saved[2])
-    resumed = _run(recipe2, model2, opt2, range(2, 4), x, y)
+    order2 = torch.Generator()
+    order2.set_state(saved[3])
+    resumed = rest(recipe2, model2, opt2, order2)
     assert len(straight) == len(resumed)
     assert all(torch.equal(a, b) for a, b in zip(straight, resumed, strict=True))
     with pytest.raises(ValueError, match="_version"):
@@ -242,28 +412,35 @@ def test_state_dict_resume_is_exact() -> None:
 
 def test_bad_arguments() -> None:
     model = ModeNet()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
     xc, yc = torch.randn(6, 6), torch.arange(6) % 3
-    kw = {"head": model.fc, "clean_inputs": xc, "clean_labels": yc, "optimizer": opt,
-          "num_classes": 3}
+    kw = {"model": model, "head": model.fc, "clean_data": (xc, yc)}
     with pytest.raises(ValueError, match="`warmup_epochs`"):
-        FBRRecipe(model, **{**kw, "warmup_epochs": -1})  # type: ignore[arg-type]
+        SurrogateRecipe(3, **{**kw, "warmup_epochs": -1})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="`smoothing`"):
-        FBRRecipe(model, **{**kw, "smoothing": 1.0})  # type: ignore[arg-type]
+        SurrogateRecipe(3, **{**kw, "smoothing": 1.0})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="`dropped_weight`"):
-        FBRRecipe(model, **{**kw, "dropped_weight": 2.0})  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="`clean_labels`"):
-        FBRRecipe(model, **{**kw, "clean_labels": yc[:3]})  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="`optimizer`"):
-        FBRRecipe(model, **{**kw, "optimizer": "sgd"})  # type: ignore[arg-type]
+        SurrogateRecipe(3, **{**kw, "dropped_weight": 2.0})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="`clean_data`"):
+        SurrogateRecipe(3, **{**kw, "clean_data": (xc, yc[:3])})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="`clean_data`"):
+        SurrogateRecipe(3, **{**kw, "clean_data": (xc[:0], yc[:0])})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="`model`"):
+        SurrogateRecipe(3, **{**kw, "model": "net"})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="`clean_data`"):
+        SurrogateRecipe(3, **{**kw, "clean_data": 5})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="`num_classes`"):
-        FBRRecipe(model, **{**kw, "reweighter": SurrogateReweighter(4)})  # type: ignore[arg-type]
-    assert "FBRRecipe(num_classes=3" in repr(FBRRecipe(model, **kw))  # type: ignore[arg-type]
+        SurrogateRecipe(3, **{**kw, "reweighter": SurrogateReweighter(4)})  # type: ignore
+    with pytest.raises(ValueError, match="`pseudo_label_temperature`"):
+        SurrogateRecipe(3, **{**kw, "pseudo_label_temperature": 0})  # type: ignore[arg-type]
+    recipe = SurrogateRecipe(3, **kw)  # type: ignore[arg-type]
+    recipe.start_epoch(20)
+    with pytest.raises(ValueError, match="`inputs`"):
+        recipe.weights(None, yc)
+    assert "SurrogateRecipe(num_classes=3" in repr(recipe)
 
 
-def test_short_run_learns_and_filters() -> None:
-    """Gaussian classes with 40% of the pool labels flipped: the recipe's network classifies
-    held-out points well and its kept samples are much cleaner than the pool."""
+def _gaussians() -> tuple[torch.Tensor, ...]:
+    """Gaussian classes (4 classes, 10 dims) with 40% of the pool labels flipped."""
     torch.manual_seed(0)
     c, d, n = 4, 10, 800
     means = torch.randn(c, d) * 1.2
@@ -277,21 +454,29 @@ def test_short_run_learns_and_filters() -> None:
     y = torch.where(flip, (y_true + torch.randint(1, c, (n,))) % c, y_true)
     xc, yc = sample(40)
     xt, yt = sample(500)
-    model = nn.Sequential(nn.Linear(d, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, c))
+    return x, y_true, y, flip, xc, yc, xt, yt
+
+
+def test_short_run_learns_and_filters() -> None:
+    """The network of the README's loop classifies held-out points well and its kept samples
+    are much cleaner than the pool."""
+    x, _, y, flip, xc, yc, xt, yt = _gaussians()
+    n, c = len(y), 4
+    model = nn.Sequential(nn.Linear(10, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, c))
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    recipe = FBRRecipe(model, head=model[3], clean_inputs=xc, clean_labels=yc, optimizer=opt,
-                       num_classes=c, warmup_epochs=1, alpha_switch=4, clean_passes=3,
-                       clean_batch_size=20)
+    recipe = SurrogateRecipe(c, model=model, head=model[3], clean_data=(xc, yc),
+                             warmup_epochs=1, alpha_switch=4, clean_passes=3,
+                             clean_batch_size=20, dropped_weight=0.0)
     kept = torch.zeros(n, dtype=torch.bool)
     for epoch in range(8):
         recipe.start_epoch(epoch)
         model.train()
+        for xb, yb in recipe.clean_batches():
+            sgd_step(opt, recipe.clean_loss(model(xb), yb))
         for idx in torch.randperm(n).split(50):
-            loss = recipe.loss(x[idx], y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            kept[idx] = recipe.last_weights > 0  # type: ignore[operator]
+            w = recipe.weights(x[idx], y[idx])
+            sgd_step(opt, recipe.loss(model(x[idx]), y[idx], w))
+            kept[idx] = w > 0
     model.eval()
     with torch.no_grad():
         acc = float((model(xt).argmax(1) == yt).float().mean())

@@ -1,5 +1,5 @@
-"""FBRRecipe under DDP: 2 gloo ranks, each with half of every pool batch and the whole clean set,
-train the same network as one process on the whole batches (float64, no BatchNorm, so the only
+"""SurrogateRecipe under DDP: 2 gloo ranks, each with half of every pool batch and the whole clean
+set, train the same network as one process on the whole batches (float64, no BatchNorm, so the only
 coupling between ranks is what DDP and the reweighter's collectives provide)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from robustweights import FBRRecipe
+from robustweights import SurrogateRecipe
 
 N, D, C, BATCH, EPOCHS = 96, 6, 3, 24, 3
 
@@ -38,15 +38,20 @@ def _train(rank: int, world: int) -> nn.Module:
     if world > 1:
         model = nn.parallel.DistributedDataParallel(net)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    recipe = FBRRecipe(model, head=net[2], clean_inputs=xc, clean_labels=yc, optimizer=opt,
-                       num_classes=C, warmup_epochs=1, alpha_switch=2, clean_passes=2,
-                       clean_batch_size=8, generator=torch.Generator().manual_seed(5))
+    recipe = SurrogateRecipe(C, model=model, head=net[2], clean_data=(xc, yc), warmup_epochs=1,
+                             alpha_switch=2, clean_passes=2, clean_batch_size=8,
+                             generator=torch.Generator().manual_seed(5))
     order = torch.Generator().manual_seed(9)
     for epoch in range(EPOCHS):
         recipe.start_epoch(epoch)
+        for xb, yb in recipe.clean_batches():  # every rank the same clean batches
+            opt.zero_grad()
+            recipe.clean_loss(model(xb), yb).backward()
+            opt.step()
         for idx in torch.randperm(N, generator=order).split(BATCH):
             part = idx.chunk(world)[rank]  # equal halves: DDP's gradient mean is the batch mean
-            loss = recipe.loss(x[part], y[part])
+            w = recipe.weights(x[part], y[part])
+            loss = recipe.loss(model(x[part]), y[part], w)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -1,5 +1,5 @@
 """FBR: feature-based reweighting (Zhang, Holtz, Mishne, Cloninger, arXiv 2510.12209), trained
-with the authors' recipe through the public ``robustweights.FBRRecipe``.
+with the authors' recipe through the public ``robustweights.SurrogateRecipe``.
 
 ``fbr`` is the authors' recipe as their public code runs it (GitHub
 ``yiz134/Feature_based_reweight``: ``trainer/train.py``, ``experiments.py``), item by item:
@@ -36,7 +36,7 @@ from torch import nn
 
 from benchmarks.cifar_n.methods.base import Context, EpochLog, Method
 from benchmarks.cifar_n.models import head
-from robustweights import FBRRecipe
+from robustweights import SurrogateRecipe
 
 __all__ = ["FBR", "FBRPlus"]
 
@@ -58,9 +58,9 @@ class FBR(Method):
         self.model = ctx.new_model()
         self.opt = ctx.new_optimizer(self.model)
         self.sched = ctx.new_scheduler(self.opt)
-        self.recipe = FBRRecipe(
-            self.model, head=head(self.model), clean_inputs=ctx.memory_format(ctx.clean_x),
-            clean_labels=ctx.clean_y, optimizer=self.opt, num_classes=ctx.num_classes,
+        self.recipe = SurrogateRecipe(
+            ctx.num_classes, model=self.model, head=head(self.model),
+            clean_data=(ctx.memory_format(ctx.clean_x), ctx.clean_y),
             warmup_epochs=int(p["warmup"]), alpha_switch=int(p["alpha_switch"]),
             clean_passes=int(p["clean_passes"]), clean_batch_size=ctx.config.batch_size,
             eval_features=bool(p["eval_features"]), dropped_weight=float(p["dropped_weight"]),
@@ -72,11 +72,15 @@ class FBR(Method):
         c, recipe = self.c, self.recipe
         self.model.train()
         recipe.start_epoch(epoch)
+        for xc, yc in recipe.clean_batches():
+            self.sgd_step(self.opt, recipe.clean_loss(self.model(xc), yc))
         weights = np.full(c.n_pool, np.nan)
         total, n = 0.0, 0
         couplings: list[float] = []
         for idx in c.batches(c.n_pool):
-            loss = recipe.loss(c.train_view(c.pool_x[idx]), c.pool_y[idx], sample_ids=idx)
+            x, y = c.train_view(c.pool_x[idx]), c.pool_y[idx]
+            w = recipe.weights(x, y, sample_ids=idx)
+            loss = recipe.loss(self.model(x), y, w)
             self.sgd_step(self.opt, loss)
             total, n = total + float(loss.detach()) * len(idx), n + len(idx)
             weights[idx.cpu().numpy()] = recipe.last_weights.detach().cpu().numpy()  # type: ignore[union-attr]
