@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustweights.features import FeatureCapture
+from robustweights.selection import drop_rate_at, keep_highest
 from robustweights.state import STATE_VERSION, check_state_dict, cpu_copy
 from robustweights.surrogate import AlphaSchedule, SurrogateReweighter
 from robustweights.validation import check_fraction, check_nonneg_float
@@ -115,6 +116,14 @@ class SurrogateRecipe:
     - ``pseudo_label_weight`` :math:`\lambda`: a dropped sample also trains towards the sharpened
       eval-mode prediction :math:`q_i = \mathrm{softmax}(z^{\text{eval}}_i / T)`, adding
       :math:`\frac{\lambda}{B}\sum_{i\ \text{dropped}} \mathrm{CE}(z_i, q_i)` to the loss.
+    - ``drop_rate`` :math:`\tau`: instead of the threshold at :math:`w_0`, keep the
+      :math:`\lfloor(1 - r(t))B\rfloor` samples of each batch with the highest direction
+      :math:`d_i` at weight :math:`w_{\max}` and drop the rest (weight ``dropped_weight``), the
+      dropped fraction ramping as Co-teaching's, :math:`r(t) = \tau\min(t/(T_k-1), 1)` with
+      :math:`T_k` = ``drop_ramp_epochs`` (:mod:`robustweights.selection`). Hard from the first
+      epochs, so the dropped samples are never fitted and stay recognisable. ``class_balanced``
+      keeps that share within each label class of the batch. Under DDP each rank ranks its own
+      batch.
     - ``eval_features=False``: no separate forward: pass the training forward's features to
       :meth:`weights` (``features=``), or let the recipe read them from its hook on ``head``
       after your forward.
@@ -139,6 +148,8 @@ class SurrogateRecipe:
         clean_batch_size: batch size of the clean passes over a pair of tensors (128).
         eval_features: features from a separate eval-mode forward (the authors') or not.
         dropped_weight, smoothing, pseudo_label_weight, pseudo_label_temperature: see above.
+        drop_rate, drop_ramp_epochs, class_balanced: the rate rule, see above (``drop_rate``
+            None: the threshold rule).
         reweighter: a configured :class:`~robustweights.SurrogateReweighter` (default: the
             reference one with the alpha schedule above).
         generator: the random source of the clean passes' order (CPU). Default: a generator
@@ -168,7 +179,8 @@ class SurrogateRecipe:
                  alpha_switch: int = 40, clean_passes: int = 30, clean_batch_size: int = 128,
                  eval_features: bool = True, dropped_weight: float = 0.0,
                  smoothing: float = 0.0, pseudo_label_weight: float = 0.0,
-                 pseudo_label_temperature: float = 0.5,
+                 pseudo_label_temperature: float = 0.5, drop_rate: float | None = None,
+                 drop_ramp_epochs: int = 10, class_balanced: bool = False,
                  reweighter: SurrogateReweighter | None = None,
                  generator: torch.Generator | None = None) -> None:
         for value, name in ((model, "model"), (head, "head")):
@@ -208,6 +220,9 @@ class SurrogateRecipe:
             raise ValueError(f"Expected `pseudo_label_temperature` to be > 0, but got "
                              f"{pseudo_label_temperature!r}")
         self.pseudo_label_temperature = float(pseudo_label_temperature)
+        self.drop_rate = None if drop_rate is None else check_fraction(drop_rate, "drop_rate")
+        self.drop_ramp_epochs = _check_epochs(drop_ramp_epochs, "drop_ramp_epochs")
+        self.class_balanced = bool(class_balanced)
         self.generator = (generator if generator is not None
                           else torch.Generator().manual_seed(torch.initial_seed()))
         self.epoch = 0
@@ -351,8 +366,16 @@ class SurrogateRecipe:
         if self.smoothing and sample_ids is None:
             raise ValueError("Expected `sample_ids` to be given when `smoothing` > 0, but got "
                              "None")
-        ids = sample_ids if self.reweighter.mode == "incremental" else None
-        w = self.reweighter.weights(features=feats, labels=labels, sample_ids=ids)
+        rw = self.reweighter
+        ids = sample_ids if rw.mode == "incremental" else None
+        w = rw.weights(features=feats, labels=labels, sample_ids=ids)
+        if self.drop_rate is not None:
+            rate = drop_rate_at(self.epoch, self.drop_rate, self.drop_ramp_epochs)
+            d = cast(torch.Tensor, rw.last_directions)  # set by every weights() call
+            keep = keep_highest(d, rate, labels=labels if self.class_balanced else None)
+            present = rw.clean["class_counts"].to(labels.device)[labels] > 0
+            w = torch.where(present, torch.where(keep, rw.w_max, 0.0),
+                            rw.missing_class_weight).to(w.dtype)
         self.last_fbr_weights = w
         if self.smoothing:
             w = self._smooth(sample_ids, w)  # type: ignore[arg-type]
@@ -414,7 +437,7 @@ class SurrogateRecipe:
     # ------------------------------------------------------------------ state
     _CONFIG = ("num_classes", "warmup_epochs", "alpha_switch", "clean_passes", "clean_batch_size",
                "eval_features", "dropped_weight", "smoothing", "pseudo_label_weight",
-               "pseudo_label_temperature")
+               "pseudo_label_temperature", "drop_rate", "drop_ramp_epochs", "class_balanced")
     _STATE = ("epoch", "generator", "smoothed", "stale", "reweighter")
 
     def state_dict(self) -> dict[str, Any]:

@@ -267,6 +267,29 @@ def test_pseudo_label_term() -> None:
         recipe.loss(z[:5], y[:5], w[:5])  # the weights of another batch
 
 
+def test_drop_rate_keeps_the_highest_directions_with_the_ramp() -> None:
+    recipe, _, _, _ = make(drop_rate=0.5, drop_ramp_epochs=3, warmup_epochs=0, alpha_switch=0)
+    x, y = torch.randn(20, 6), torch.randint(0, 3, (20,))
+    for epoch, dropped in [(0, 0), (1, 5), (2, 10), (5, 10)]:  # 0.5 * linspace over 3 epochs
+        recipe.start_epoch(epoch)
+        w = recipe.weights(x, y)
+        d = recipe.reweighter.last_directions
+        assert d is not None
+        assert int((w == 0).sum()) == dropped and bool(((w == 0) | (w == 1)).all())
+        if dropped:  # every kept direction is at least every dropped one
+            assert float(d[w == 1].min()) >= float(d[w == 0].max())
+    recipe_cb, _, _, _ = make(drop_rate=0.5, drop_ramp_epochs=1, warmup_epochs=0,
+                              class_balanced=True)
+    recipe_cb.start_epoch(0)
+    w = recipe_cb.weights(x, y)
+    for c in range(3):  # floor(half) of each label class kept
+        assert int((w[y == c] == 1).sum()) == int(0.5 * int((y == c).sum()))
+    recipe_floor, _, _, _ = make(drop_rate=0.5, drop_ramp_epochs=1, warmup_epochs=0,
+                                 dropped_weight=0.2)
+    recipe_floor.start_epoch(0)
+    assert torch.equal(recipe_floor.weights(x, y).unique(), torch.tensor([0.2, 1.0]))
+
+
 def test_dataloader_clean_set_and_prototype_data() -> None:
     """A DataLoader clean set (its own shuffling and transform) is iterated once per pass; the
     prototypes come from ``prototype_data`` (un-augmented) in eval mode."""

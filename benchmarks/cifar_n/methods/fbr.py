@@ -33,16 +33,29 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from benchmarks.cifar_n.methods.base import Context, EpochLog, Method
 from benchmarks.cifar_n.models import head
-from robustweights import SurrogateRecipe
+from robustweights import AlphaSchedule, SurrogateRecipe, SurrogateReweighter
 
 __all__ = ["FBR", "FBRPlus"]
 
 
 class FBR(Method):
-    """FBR with the authors' training recipe (see the module docstring)."""
+    """FBR with the authors' training recipe (see the module docstring), plus the options of
+    ``SurrogateRecipe`` and two feature sources other than the trained network.
+
+    Params beyond the authors' recipe: ``dropped_weight``, ``smoothing``,
+    ``pseudo_label_weight``, ``drop_rate`` (None: the threshold rule; a fraction, or
+    ``"nominal"`` for the noise type's nominal rate, as Co-teaching is given), ``drop_ramp``
+    (epochs of the drop-rate ramp), ``class_balanced``, ``mode`` (the reweighter's
+    ``"recompute"`` or ``"incremental"``), and ``features``: ``"self"`` (the trained network's,
+    the authors'), ``"ema"`` (an exponential moving average of it, decay ``ema_decay``, buffers
+    averaged too) or ``"peer"`` (two networks; each one's pool weights come from the *other*
+    one's features and prototypes, a two-network exchange at twice the cost; network 0 is
+    reported).
+    """
 
     name = "fbr"
     selects = True
@@ -50,44 +63,88 @@ class FBR(Method):
     @classmethod
     def defaults(cls) -> dict[str, Any]:
         return {"warmup": 10, "clean_passes": 30, "alpha_switch": 40, "eval_features": True,
-                "dropped_weight": 0.0, "smoothing": 0.0, "pseudo_label_weight": 0.0}
+                "dropped_weight": 0.0, "smoothing": 0.0, "pseudo_label_weight": 0.0,
+                "drop_rate": None, "drop_ramp": 10, "class_balanced": False,
+                "mode": "recompute", "features": "self", "ema_decay": 0.999,
+                "noise_rate": 0.2}
 
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
         p = self.params
+        if p["features"] not in ("self", "ema", "peer"):
+            raise ValueError(f"Expected `features` to be 'self', 'ema' or 'peer', but got "
+                             f"{p['features']!r}")
         self.model = ctx.new_model()
         self.opt = ctx.new_optimizer(self.model)
         self.sched = ctx.new_scheduler(self.opt)
-        self.recipe = SurrogateRecipe(
-            ctx.num_classes, model=self.model, head=head(self.model),
+        self.nets, self.opts, self.scheds = [self.model], [self.opt], [self.sched]
+        self.teacher: AveragedModel | None = None
+        if p["features"] == "peer":
+            self.nets.append(ctx.new_model())
+            self.opts.append(ctx.new_optimizer(self.nets[1]))
+            self.scheds.append(ctx.new_scheduler(self.opts[1]))
+            scorers: list[nn.Module] = [self.nets[1], self.nets[0]]  # each net's peer
+        elif p["features"] == "ema":
+            self.teacher = AveragedModel(self.model, use_buffers=True,
+                                         multi_avg_fn=get_ema_multi_avg_fn(p["ema_decay"]))
+            scorers = [self.teacher]
+        else:
+            scorers = [self.model]
+        self.recipes = [self._recipe(ctx, scorer, k) for k, scorer in enumerate(scorers)]
+        self.recipe = self.recipes[0]
+
+    def _recipe(self, ctx: Context, scorer: nn.Module, k: int) -> SurrogateRecipe:
+        p = self.params
+        rate = p["drop_rate"]
+        if rate == "nominal":
+            rate = float(p["noise_rate"])
+        inner = scorer.module if isinstance(scorer, AveragedModel) else scorer
+        reweighter = SurrogateReweighter(ctx.num_classes, mode=p["mode"],
+                                         alpha=AlphaSchedule(ctx.num_classes,
+                                                             int(p["alpha_switch"])))
+        return SurrogateRecipe(
+            ctx.num_classes, model=scorer, head=head(inner),
             clean_data=(ctx.memory_format(ctx.clean_x), ctx.clean_y),
             warmup_epochs=int(p["warmup"]), alpha_switch=int(p["alpha_switch"]),
             clean_passes=int(p["clean_passes"]), clean_batch_size=ctx.config.batch_size,
             eval_features=bool(p["eval_features"]), dropped_weight=float(p["dropped_weight"]),
             smoothing=float(p["smoothing"]),
             pseudo_label_weight=float(p["pseudo_label_weight"]),
-            generator=torch.Generator().manual_seed(ctx.seed + 7919))
+            drop_rate=None if rate is None else float(rate), drop_ramp_epochs=int(p["drop_ramp"]),
+            class_balanced=bool(p["class_balanced"]), reweighter=reweighter,
+            generator=torch.Generator().manual_seed(ctx.seed + 7919 + 104729 * k))
+
+    def _step(self, k: int, loss: torch.Tensor) -> None:
+        self.sgd_step(self.opts[k], loss)
+        if self.teacher is not None:
+            self.teacher.update_parameters(self.model)
 
     def train_epoch(self, epoch: int) -> EpochLog:
-        c, recipe = self.c, self.recipe
-        self.model.train()
-        recipe.start_epoch(epoch)
-        for xc, yc in recipe.clean_batches():
-            self.sgd_step(self.opt, recipe.clean_loss(self.model(xc), yc))
+        c = self.c
+        for net in self.nets:
+            net.train()
+        for k, recipe in enumerate(self.recipes):  # each trained net runs its own clean passes
+            recipe.start_epoch(epoch)
+            for xc, yc in recipe.clean_batches():
+                self._step(k, recipe.clean_loss(self.nets[k](xc), yc))
         weights = np.full(c.n_pool, np.nan)
         total, n = 0.0, 0
         couplings: list[float] = []
         for idx in c.batches(c.n_pool):
             x, y = c.train_view(c.pool_x[idx]), c.pool_y[idx]
-            w = recipe.weights(x, y, sample_ids=idx)
-            loss = recipe.loss(self.model(x), y, w)
-            self.sgd_step(self.opt, loss)
-            total, n = total + float(loss.detach()) * len(idx), n + len(idx)
-            weights[idx.cpu().numpy()] = recipe.last_weights.detach().cpu().numpy()  # type: ignore[union-attr]
-            d = recipe.reweighter.last_directions
-            if not recipe.in_warmup and d is not None:
+            for k, recipe in enumerate(self.recipes):
+                w = recipe.weights(x, y, sample_ids=idx)
+                loss = recipe.loss(self.nets[k](x), y, w)
+                self._step(k, loss)
+                if k == 0:
+                    total, n = total + float(loss.detach()) * len(idx), n + len(idx)
+                    weights[idx.cpu().numpy()] = w.detach().cpu().numpy()
+            d = self.recipe.reweighter.last_directions
+            if not self.recipe.in_warmup and d is not None:
                 couplings.append(float(d.abs().mean()))  # mean |d_i|, for the phase rule
-        self.sched.step()
+        for sched in self.scheds:
+            sched.step()
+        recipe = self.recipe
         return EpochLog(total / n, weights,
                         {"alpha": recipe.reweighter.current_alpha(),
                          "clean_pass_loss": recipe.last_clean_loss,
