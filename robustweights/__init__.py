@@ -17,6 +17,9 @@ Public API::
     PhaseReport           what PhaseMonitor.update returns for one step
     PhaseBoundaries       where filtering and post-filtering start (detect_phases' result)
     PostFilteringWarning  issued once when training enters post-filtering
+    FilterHealth          is a sample filter still discriminating? (held-out trusted samples)
+    HealthReport          one epoch of FilterHealth
+    FilterCollapseWarning issued when the filter keeps the pool as readily as clean data
 
 Stateless twins of the reweighters live in :mod:`robustweights.functional` (``fbr_weights``,
 ``l2rw_weights``); input checks in :mod:`robustweights.validation`.
@@ -28,6 +31,9 @@ from robustweights.losses import WeightedLoss, weighted_mean
 from robustweights.meta import MetaReweighter
 from robustweights.model_meta import ModelMetaReweighter
 from robustweights.phases import (
+    FilterCollapseWarning,
+    FilterHealth,
+    HealthReport,
     PhaseBoundaries,
     PhaseMonitor,
     PhaseReport,
@@ -40,6 +46,9 @@ from robustweights.surrogate import AlphaSchedule, SurrogateReweighter, alpha_sc
 __all__ = [
     "AlphaSchedule",
     "FeatureCapture",
+    "FilterCollapseWarning",
+    "FilterHealth",
+    "HealthReport",
     "MetaReweighter",
     "ModelMetaReweighter",
     "PhaseBoundaries",

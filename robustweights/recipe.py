@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustweights.features import FeatureCapture
+from robustweights.phases.health import FilterHealth, HealthReport
 from robustweights.selection import drop_rate_at, keep_highest
 from robustweights.state import STATE_VERSION, check_state_dict, cpu_copy
 from robustweights.surrogate import AlphaSchedule, SurrogateReweighter
@@ -128,6 +129,16 @@ class SurrogateRecipe:
       :meth:`weights` (``features=``), or let the recipe read them from its hook on ``head``
       after your forward.
 
+    Filter health: with ``health_data`` (a few trusted samples held out of ``clean_data``, never
+    trained on), :meth:`end_epoch` reports whether the filter still discriminates: the share of
+    the pool it kept against the share of held-out samples it would keep (a recall estimate),
+    and the network's agreement with the pool's labels against its held-out accuracy (a
+    memorisation proxy); it warns once with a
+    :class:`~robustweights.phases.health.FilterCollapseWarning` when the filter has kept the pool
+    at least as readily as clean data for ``health_patience`` epochs
+    (:mod:`robustweights.phases.health`). Without ``health_data`` the report has the pool's
+    shares only.
+
     Named configurations: :meth:`authors` (the paper's code exactly).
 
     Args:
@@ -150,6 +161,8 @@ class SurrogateRecipe:
         dropped_weight, smoothing, pseudo_label_weight, pseudo_label_temperature: see above.
         drop_rate, drop_ramp_epochs, class_balanced: the rate rule, see above (``drop_rate``
             None: the threshold rule).
+        health_data: held-out trusted samples for :meth:`end_epoch` (a pair of tensors or a
+            re-iterable of batches, like ``clean_data``); ``health_patience``: epochs.
         reweighter: a configured :class:`~robustweights.SurrogateReweighter` (default: the
             reference one with the alpha schedule above).
         generator: the random source of the clean passes' order (CPU). Default: a generator
@@ -181,6 +194,7 @@ class SurrogateRecipe:
                  smoothing: float = 0.0, pseudo_label_weight: float = 0.0,
                  pseudo_label_temperature: float = 0.5, drop_rate: float | None = None,
                  drop_ramp_epochs: int = 10, class_balanced: bool = False,
+                 health_data: CleanData | None = None, health_patience: int = 2,
                  reweighter: SurrogateReweighter | None = None,
                  generator: torch.Generator | None = None) -> None:
         for value, name in ((model, "model"), (head, "head")):
@@ -223,6 +237,11 @@ class SurrogateRecipe:
         self.drop_rate = None if drop_rate is None else check_fraction(drop_rate, "drop_rate")
         self.drop_ramp_epochs = _check_epochs(drop_ramp_epochs, "drop_ramp_epochs")
         self.class_balanced = bool(class_balanced)
+        self.health_data = None if health_data is None else _check_data(health_data,
+                                                                        "health_data")
+        self.health = FilterHealth(patience=health_patience)
+        self._epoch_directions: list[torch.Tensor] = []  # this epoch's pool d (rate cutoff)
+        self._proto: Batch | None = None  # the prototypes' features and labels
         self.generator = (generator if generator is not None
                           else torch.Generator().manual_seed(torch.initial_seed()))
         self.epoch = 0
@@ -262,6 +281,7 @@ class SurrogateRecipe:
         self.reweighter.set_epoch(self.epoch)
         self._clean_sum, self._clean_n = 0.0, 0
         self.last_clean_loss = float("nan")
+        self._epoch_directions = []
 
     def clean_batches(self) -> Iterator[Batch]:
         """This epoch's clean passes: ``clean_passes`` passes over ``clean_data``, as
@@ -322,7 +342,8 @@ class SurrogateRecipe:
                 self.model(x)
                 feats.append(self._capture.features)
                 labels.append(y)
-        self.reweighter.set_clean(features=torch.cat(feats), labels=torch.cat(labels))
+        self._proto = (torch.cat(feats), torch.cat(labels))
+        self.reweighter.set_clean(features=self._proto[0], labels=self._proto[1])
         self._stale = False
 
     # ------------------------------------------------------------------ weights and loss
@@ -359,7 +380,14 @@ class SurrogateRecipe:
         else:
             feats = self._capture.features if features is None else features.detach()
             self._eval_logits = None
-        return self._weights_from(feats, labels.to(feats.device), sample_ids)
+        labels = labels.to(feats.device)
+        w = self._weights_from(feats, labels, sample_ids)
+        self._epoch_directions.append(
+            cast(torch.Tensor, self.reweighter.last_directions).detach().float())
+        self.health.update_pool(
+            kept=cast(torch.Tensor, self.last_fbr_weights) > 0,
+            agree=None if self._eval_logits is None else self._eval_logits.argmax(1) == labels)
+        return w
 
     def _weights_from(self, feats: torch.Tensor, labels: torch.Tensor,
                       sample_ids: torch.Tensor | None) -> torch.Tensor:
@@ -411,6 +439,8 @@ class SurrogateRecipe:
                              f"{tuple(labels.shape)}, but got {tuple(per_sample.shape)}: use "
                              "reduction='none'")
         loss = (weights.detach().to(per_sample.dtype) * per_sample).mean()
+        if self._eval_logits is None:  # no eval forward (warm-up, eval_features=False): this one
+            self.health.update_pool(agree=logits.detach().argmax(1) == labels)
         if self.pseudo_label_weight and not self.in_warmup:
             fbr_w = self.last_fbr_weights
             if fbr_w is None or fbr_w.shape != labels.shape:
@@ -434,11 +464,45 @@ class SurrogateRecipe:
         self.last_clean_loss = self._clean_sum / self._clean_n
         return loss
 
+    # ------------------------------------------------------------------ health
+    @torch.no_grad()
+    def end_epoch(self) -> HealthReport:
+        """Close the epoch: score ``health_data`` with the epoch's prototypes and the network as
+        it is now (eval mode), then the epoch's :class:`~robustweights.phases.health.HealthReport`
+        (warning once on collapse). Held-out samples count as kept when their direction passes
+        the rule: :math:`d > 0` for the threshold rule, at least the epoch's pool quantile at
+        the dropped fraction for the rate rule."""
+        if self.health_data is not None:
+            with eval_mode(self.model):
+                for x, y in self._iterate(self.health_data, shuffle=False, chunk=512):
+                    logits = self.model(x)
+                    kept = None
+                    if not self.in_warmup and self._proto is not None:
+                        kept = self._heldout_kept(self._capture.features, y)
+                    self.health.update_heldout(kept=kept, correct=logits.argmax(1) == y)
+        return self.health.end_epoch(self.epoch)
+
+    def _heldout_kept(self, feats: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        # The directions against the cached prototypes, through a one-off reweighter with a
+        # per-call clean set (no state of the recipe's reweighter changes).
+        probe = SurrogateReweighter(self.num_classes, alpha=self.reweighter.current_alpha(),
+                                    sync=False)
+        proto_x, proto_y = cast(Batch, self._proto)
+        probe.weights(features=feats, labels=labels, clean_features=proto_x,
+                      clean_labels=proto_y)
+        d = cast(torch.Tensor, probe.last_directions).float()
+        if self.drop_rate is None:
+            return d > 0
+        rate = drop_rate_at(self.epoch, self.drop_rate, self.drop_ramp_epochs)
+        pool = torch.cat(self._epoch_directions) if self._epoch_directions else d
+        return d >= torch.quantile(pool.to(d.device), rate)
+
     # ------------------------------------------------------------------ state
     _CONFIG = ("num_classes", "warmup_epochs", "alpha_switch", "clean_passes", "clean_batch_size",
                "eval_features", "dropped_weight", "smoothing", "pseudo_label_weight",
                "pseudo_label_temperature", "drop_rate", "drop_ramp_epochs", "class_balanced")
-    _STATE = ("epoch", "generator", "smoothed", "stale", "reweighter")
+    _STATE = ("epoch", "generator", "smoothed", "stale", "reweighter", "health", "directions",
+              "prototypes")
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly: the epoch, the clean passes' RNG, whether the
@@ -449,7 +513,11 @@ class SurrogateRecipe:
         return {"_version": STATE_VERSION, **{k: getattr(self, k) for k in self._CONFIG},
                 "epoch": self.epoch, "generator": self.generator.get_state(),
                 "smoothed": cpu_copy(self._smoothed), "stale": self._stale,
-                "reweighter": self.reweighter.state_dict()}
+                "reweighter": self.reweighter.state_dict(), "health": self.health.state_dict(),
+                "directions": cpu_copy(torch.cat(self._epoch_directions))
+                if self._epoch_directions else None,
+                "prototypes": None if self._proto is None else tuple(
+                    cpu_copy(t) for t in self._proto)}
 
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
         """Restore a :meth:`state_dict` (tensors move to the model's device).
@@ -472,6 +540,14 @@ class SurrogateRecipe:
             self._stale = bool(state_dict["stale"])
         if "reweighter" in state_dict:
             self.reweighter.load_state_dict(state_dict["reweighter"], strict=strict)
+        if "health" in state_dict:
+            self.health.load_state_dict(state_dict["health"], strict=strict)
+        if "directions" in state_dict:
+            d = state_dict["directions"]
+            self._epoch_directions = [] if d is None else [d.to(self.device)]
+        if "prototypes" in state_dict:
+            pr = state_dict["prototypes"]
+            self._proto = None if pr is None else (pr[0].to(self.device), pr[1].to(self.device))
 
     def remove(self) -> None:
         """Remove the feature hook from the head."""

@@ -17,12 +17,16 @@ One concept per module, all re-exported here:
 * :mod:`~robustweights.phases.detection`: the causal rule, :func:`detect_phases` on a recorded
   trajectory and its :class:`PhaseBoundaries`;
 * :mod:`~robustweights.phases.monitor`: :class:`PhaseMonitor`, the same rule online, step by
-  step. It warns once on entering post-filtering and can freeze the weights from then on.
+  step. It warns once on entering post-filtering and can freeze the weights from then on;
+* :mod:`~robustweights.phases.health`: :class:`FilterHealth`, whether a sample filter still
+  tells wrong labels from right ones, measured without true labels on held-out trusted samples
+  (:class:`~robustweights.SurrogateRecipe` reports it every epoch).
 
 Input validation lives in :mod:`robustweights.validation`, as for the reweighters.
 """
 
 from robustweights.phases.detection import PHASES, PhaseBoundaries, detect_phases
+from robustweights.phases.health import FilterCollapseWarning, FilterHealth, HealthReport
 from robustweights.phases.monitor import PhaseMonitor, PhaseReport, PostFilteringWarning
 from robustweights.phases.statistics import (
     coupling_magnitude,
@@ -33,6 +37,9 @@ from robustweights.phases.statistics import (
 
 __all__ = [
     "PHASES",
+    "FilterCollapseWarning",
+    "FilterHealth",
+    "HealthReport",
     "PhaseBoundaries",
     "PhaseMonitor",
     "PhaseReport",

@@ -1,0 +1,193 @@
+r"""Filter health without true labels: is the filter still telling wrong labels from right ones?
+
+A sample filter (FBR's, or any rule that keeps or drops pool samples) can stop discriminating
+while training goes on: once the network has fitted a wrong label, that sample looks as
+consistent as a correct one, and the filter keeps it. Nothing in the pool says so, because the
+pool's labels are what is in doubt. A few *held-out* trusted samples (correctly labelled, never
+trained on) do:
+
+- ``heldout_kept``, the share of held-out samples the filter would keep, estimates its
+  **recall** :math:`r = P(\text{keep} \mid \text{correct})`;
+- ``pool_kept``, the share of the pool it keeps, is :math:`k = \pi r + (1 - \pi) f` with
+  :math:`\pi` the pool's (unknown) share of correct labels and :math:`f = P(\text{keep}\mid
+  \text{wrong})`. A filter that discriminates (:math:`f < r`) keeps a *smaller* share of the
+  pool than of clean data, :math:`k < r`, whatever :math:`\pi < 1` is; :math:`k \ge r` means
+  it passes the wrong labels as readily as the right ones (or that it keeps pool samples
+  because the network has fitted them, not because they are right);
+- ``pool_agreement``, the share of pool samples whose prediction is their given label, against
+  ``heldout_accuracy``: a network that has not memorised agrees with a noisy pool *less* often
+  than it is right on clean data (:math:`\approx \pi \cdot` accuracy); agreeing more often is
+  memorisation.
+
+:class:`FilterHealth` accumulates those counts per epoch and warns
+(:class:`FilterCollapseWarning`) the first time the filter has not discriminated for
+``patience`` consecutive epochs. :class:`~robustweights.SurrogateRecipe` feeds it when given
+``health_data``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from robustweights.state import STATE_VERSION, check_state_dict
+
+__all__ = ["FilterCollapseWarning", "FilterHealth", "HealthReport"]
+
+_COUNTS = ("pool_n", "pool_kept", "pool_scored", "pool_agree", "held_n", "held_kept",
+           "held_correct")
+
+
+class FilterCollapseWarning(UserWarning):
+    """The filter keeps the noisy pool at least as readily as held-out clean samples."""
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """One epoch of :class:`FilterHealth`; a field is None when its counts are missing.
+
+    Attributes:
+        epoch: the epoch reported.
+        pool_kept: share of the pool samples the filter kept.
+        heldout_kept: share of the held-out trusted samples it would keep (a recall estimate).
+        pool_agreement: share of pool samples predicted as their given label.
+        heldout_accuracy: accuracy on the held-out trusted samples.
+        discriminating: ``pool_kept < heldout_kept``.
+        memorising: ``pool_agreement > heldout_accuracy``.
+        collapsed: the filter has not discriminated for the last ``patience`` consecutive
+            epochs.
+    """
+
+    epoch: int
+    pool_kept: float | None
+    heldout_kept: float | None
+    pool_agreement: float | None
+    heldout_accuracy: float | None
+    discriminating: bool | None
+    memorising: bool | None
+    collapsed: bool
+
+
+def _share(num: float, den: float) -> float | None:
+    return num / den if den > 0 else None
+
+
+class FilterHealth:
+    """Per-epoch filter-health counts, the :class:`HealthReport` and the collapse warning.
+
+    Args:
+        patience: consecutive non-discriminating epochs before the filter is declared collapsed
+            (one epoch's shares rest on few held-out samples, so one bad epoch is not enough).
+
+    Example:
+        >>> import torch
+        >>> h = FilterHealth(patience=1)
+        >>> h.update_pool(kept=torch.tensor([True, False, True, False]),
+        ...               agree=torch.tensor([True, True, False, True]))
+        >>> h.update_heldout(kept=torch.tensor([True, True, False]),
+        ...                  correct=torch.tensor([True, True, True]))
+        >>> r = h.end_epoch(0)
+        >>> r.pool_kept, round(r.heldout_kept, 3), r.discriminating, r.memorising
+        (0.5, 0.667, True, False)
+    """
+
+    def __init__(self, *, patience: int = 2) -> None:
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"Expected `patience` to be a positive int, but got {patience!r}")
+        self.patience = patience
+        self.history: list[HealthReport] = []
+        #: the first epoch declared collapsed (None so far)
+        self.first_collapse: int | None = None
+        self._streak = 0
+        self._counts = dict.fromkeys(_COUNTS, 0.0)
+
+    @property
+    def collapsed(self) -> bool:
+        """Whether the latest report declared the filter collapsed."""
+        return bool(self.history) and self.history[-1].collapsed
+
+    def update_pool(self, *, kept: torch.Tensor | None = None,
+                    agree: torch.Tensor | None = None) -> None:
+        """Add a pool batch: which samples the filter kept (bool, B) and which are predicted as
+        their given label (bool, B). Either may be None (e.g. no filter in the warm-up)."""
+        c = self._counts
+        if kept is not None:
+            c["pool_scored"] += int(kept.numel())
+            c["pool_kept"] += int(kept.sum())
+        if agree is not None:
+            c["pool_n"] += int(agree.numel())
+            c["pool_agree"] += int(agree.sum())
+
+    def update_heldout(self, *, kept: torch.Tensor | None, correct: torch.Tensor) -> None:
+        """Add held-out trusted samples: which ones the filter would keep (None in the
+        warm-up) and which ones the network predicts correctly (bool)."""
+        c = self._counts
+        c["held_n"] += int(correct.numel())
+        c["held_correct"] += int(correct.sum())
+        if kept is not None:
+            c["held_kept"] += int(kept.sum())
+
+    def end_epoch(self, epoch: int) -> HealthReport:
+        """Close the epoch: its report (appended to :attr:`history`), and one
+        :class:`FilterCollapseWarning` the first time the filter is declared collapsed."""
+        c = self._counts
+        pool_kept = _share(c["pool_kept"], c["pool_scored"])
+        held_kept = (_share(c["held_kept"], c["held_n"]) if c["pool_scored"] > 0 else None)
+        agreement = _share(c["pool_agree"], c["pool_n"])
+        accuracy = _share(c["held_correct"], c["held_n"])
+        discriminating = (None if pool_kept is None or held_kept is None
+                          else pool_kept < held_kept)
+        memorising = (None if agreement is None or accuracy is None
+                      else agreement > accuracy)
+        if discriminating is False:
+            self._streak += 1
+        elif discriminating is True:
+            self._streak = 0
+        collapsed = self._streak >= self.patience
+        if collapsed and self.first_collapse is None:
+            self.first_collapse = epoch
+        report = HealthReport(epoch, pool_kept, held_kept, agreement, accuracy, discriminating,
+                              memorising, collapsed)
+        self.history.append(report)
+        self._counts = dict.fromkeys(_COUNTS, 0.0)
+        if collapsed and epoch == self.first_collapse:
+            warnings.warn(
+                f"The filter stopped discriminating at epoch {epoch}: it keeps "
+                f"{100 * (pool_kept or 0):.1f}% of the pool but only "
+                f"{100 * (held_kept or 0):.1f}% of the held-out clean samples"
+                + (f", and the network agrees with {100 * agreement:.1f}% of the pool's labels "
+                   f"while it is right on {100 * accuracy:.1f}% of the held-out samples"
+                   if agreement is not None and accuracy is not None else "")
+                + ". Its weights no longer separate wrong labels from right ones.",
+                FilterCollapseWarning, stacklevel=2)
+        return report
+
+    def reset(self) -> None:
+        """Forget every report and count."""
+        self.__init__(patience=self.patience)  # type: ignore[misc]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The reports, the current counts and the warning state (plain values)."""
+        return {"_version": STATE_VERSION, "patience": self.patience,
+                "history": [asdict(r) for r in self.history], "streak": self._streak,
+                "first_collapse": self.first_collapse, "counts": dict(self._counts)}
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
+        """Restore a :meth:`state_dict` (configuration ``patience`` checked)."""
+        check_state_dict(state_dict, owner="FilterHealth",
+                         keys=("patience", "history", "streak", "first_collapse", "counts"),
+                         config={"patience": self.patience}, strict=strict)
+        if "history" in state_dict:
+            self.history = [HealthReport(**r) for r in state_dict["history"]]
+        self._streak = int(state_dict.get("streak", self._streak))
+        if "first_collapse" in state_dict:
+            fc = state_dict["first_collapse"]
+            self.first_collapse = None if fc is None else int(fc)
+        if "counts" in state_dict:
+            self._counts = {k: float(state_dict["counts"][k]) for k in _COUNTS}
+
+    def __repr__(self) -> str:
+        return f"FilterHealth(patience={self.patience}, epochs={len(self.history)})"
