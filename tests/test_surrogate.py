@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import fbr_reference
 
-from robustweights import SurrogateReweighter, alpha_schedule
-from robustweights.surrogate import fbr_class_sums, fbr_prototypes
+from robustweights import AlphaSchedule, SurrogateReweighter
+from robustweights.functional.surrogate import fbr_class_sums, fbr_prototypes
 
 
 def make_data(seed, B=64, M=90, D=12, C=5, missing=()):
@@ -60,7 +60,7 @@ def test_reference_defaults():
     assert rw.current_alpha() == pytest.approx(1 / 9)
     rw.set_epoch(40)
     assert rw.current_alpha() == 0.0
-    assert alpha_schedule(10, switch_epoch=5)(4) == pytest.approx(1 / 9)
+    assert AlphaSchedule(10, switch_epoch=5)(4) == pytest.approx(1 / 9)
 
 
 def test_prototype_form_equals_gram_similarity():
@@ -160,7 +160,7 @@ def test_incremental_mode_steps_per_sample_state():
     w = rw.weights(features=F, labels=np.array([0, 0]), clean_features=G,
                    clean_labels=np.array([0, 1]), sample_ids=ids)
     np.testing.assert_allclose(w, [1.0, 0.0])  # 0.9 + 0.4 clipped at w_max; 0.4 - 0.1 = 0.3
-    np.testing.assert_allclose(rw._state[[3, 7]].numpy(), [0.3, 1.0])
+    np.testing.assert_allclose(rw._store.values[[3, 7]].numpy(), [0.3, 1.0])
     with pytest.raises(ValueError, match="`sample_ids` to be given in incremental mode"):
         rw.weights(features=F, labels=np.array([0, 0]), clean_features=G,
                    clean_labels=np.array([0, 1]))
