@@ -109,8 +109,13 @@ class SurrogateReweighter(Reweighter):
             (:math:`1/(C-1)` before epoch 40, then 0). With two classes and :math:`\alpha = 0`
             no direction is negative (the runner-up is the only other class), so nothing is
             filtered: a warning says so.
-        ratio: ``None`` (drive every negative-direction sample to 0) or a fraction in (0, 1]: the
-            step drives only the ``floor(ratio * B)`` most negative samples to 0.
+        ratio: ``None`` (the step drives every negative-direction sample to 0) or a fraction in
+            (0, 1]: a smaller step, which drives only the ``floor(ratio * B)`` most negative
+            samples to 0 (the reference's variant). The threshold is applied after the step, so
+            with the default threshold (``w_init``) every sample with :math:`d_i \le 0` is still
+            dropped: the dropped set is the same as without ``ratio``, and only the kept weights
+            :math:`w_0 + \eta d_i` are smaller. ``ratio`` changes which samples are dropped only
+            with a lower ``threshold`` (e.g. 0: exactly those the step drives to 0).
         w_init: the starting weight :math:`w_0` (0.5), also the default threshold.
         w_max: the largest weight (1.0).
         threshold: weights :math:`\le` this are set to 0 (default ``w_init``).

@@ -185,9 +185,14 @@ def fbr_recompute_weights(d: torch.Tensor, valid: torch.Tensor, *, w_init: float
     the smallest step that drives every negative-direction sample to 0; then every
     :math:`w_i \le \tau` (threshold, default :math:`w_0`) is set to 0. If :math:`N` is empty all
     weights are :math:`w_{\max}`. With ``ratio`` the step is instead the k-th smallest
-    :math:`w_0/|d_i|`, :math:`k = \min(\max(1, \lfloor \text{ratio}\cdot B\rfloor), |N|)`, so that
-    only the k most negative samples reach 0 before the threshold. Samples whose label has no
-    clean sample (``valid`` False) get ``missing_class_weight`` and do not set the step.
+    :math:`w_0/|d_i|`, :math:`k = \min(\max(1, \lfloor \text{ratio}\cdot B\rfloor), |N|)`: a
+    smaller step, so only the k most negative samples reach 0 *before* the threshold. The
+    threshold comes after the step (as in the reference), so with the default
+    :math:`\tau = w_0` every sample with :math:`d_i \le 0` still ends at or below :math:`w_0`
+    and is dropped: ``ratio`` then leaves the dropped set unchanged and only shrinks the kept
+    weights :math:`w_0 + \eta d_i`. It changes which samples are dropped only with a threshold
+    below :math:`w_0` (e.g. ``threshold=0``: exactly those that reach 0). Samples whose label
+    has no clean sample (``valid`` False) get ``missing_class_weight`` and do not set the step.
     ``step``: ``(eta, any_negative)`` from :func:`fbr_step` (e.g. over every distributed rank's
     batch); computed from this batch when omitted.
     """
