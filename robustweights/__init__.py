@@ -6,12 +6,11 @@ Public API::
     SurrogateReweighter   feature-based reweighting (FBR), arXiv 2510.12209
     MetaReweighter        meta-reweighting (L2RW), last-layer closed form
     ModelMetaReweighter   meta-reweighting (L2RW) over every parameter of a torch model
-    Reweighter            the base class of the two reweighters above (logits/features API)
+    Reweighter            the base class of the three reweighters above
     WeightedLoss          wrap a per-sample loss so it takes weights
     weighted_mean         the weighted batch mean of per-sample losses
     FeatureCapture        record the penultimate features during the normal forward pass
     AlphaSchedule         FBR's reference alpha schedule, a picklable callable
-    alpha_schedule        the same, as a function (returns an AlphaSchedule)
     PhaseMonitor          watch the phases of reweighting (alignment, filtering, post-filtering)
     detect_phases         the same phase rule, applied to a recorded trajectory
     PhaseReport           what PhaseMonitor.update returns for one step
@@ -21,8 +20,9 @@ Public API::
     HealthReport          one epoch of FilterHealth
     FilterCollapseWarning issued when the filter keeps the pool as readily as clean data
 
-Stateless twins of the reweighters live in :mod:`robustweights.functional` (``fbr_weights``,
-``l2rw_weights``); input checks in :mod:`robustweights.validation`.
+Stateless twins of the reweighters live in :mod:`robustweights.functional`
+(``surrogate_weights``, ``meta_weights``, ``model_meta_weights``); input checks in
+:mod:`robustweights.validation`.
 """
 
 from robustweights.base import Reweighter
@@ -41,7 +41,7 @@ from robustweights.phases import (
     detect_phases,
 )
 from robustweights.recipe import SurrogateRecipe
-from robustweights.surrogate import AlphaSchedule, SurrogateReweighter, alpha_schedule
+from robustweights.surrogate import AlphaSchedule, SurrogateReweighter
 
 __all__ = [
     "AlphaSchedule",
@@ -59,7 +59,6 @@ __all__ = [
     "SurrogateRecipe",
     "SurrogateReweighter",
     "WeightedLoss",
-    "alpha_schedule",
     "detect_phases",
     "weighted_mean",
 ]

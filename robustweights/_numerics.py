@@ -16,7 +16,12 @@ import math
 
 import torch
 
-__all__ = ["max_abs", "pow2_scale", "saturate"]
+__all__ = ["as_output", "compute_dtype", "max_abs", "pow2_scale", "saturate"]
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 stays float64; everything else (fp16, bf16, fp32) accumulates in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def max_abs(x: torch.Tensor) -> torch.Tensor:
@@ -43,3 +48,9 @@ def saturate(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``x`` cast to ``dtype``, values beyond its finite range clamped to it (never inf)."""
     big = torch.finfo(dtype).max
     return x.clamp(-big, big).to(dtype)
+
+
+def as_output(w: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Weights in the floating dtype of the input ``like`` (float32 for an integer input),
+    saturated to its range (e.g. ``"mean"`` weights of a huge batch in float16)."""
+    return saturate(w, like.dtype if like.dtype.is_floating_point else torch.float32)

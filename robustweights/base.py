@@ -1,9 +1,15 @@
 """The template every reweighter follows: convert, validate, compute, convert back.
 
-A subclass states which inputs it needs and implements two pure steps:
-``_clean_sums`` (per-batch additive statistics of a clean batch) and ``_compute`` (weights of a
-training batch given the clean statistics). The base class owns the public call, the clean-set
-cache, framework conversion and the distributed reduction of clean statistics.
+A subclass states which inputs it needs (``requires``: penultimate ``features``, ``logits``,
+``labels``, or a model's own ``inputs``) and implements two pure steps: ``_clean_sums``
+(per-batch additive statistics of a clean batch) and ``_compute`` (weights of a training batch
+given the clean statistics). The base class owns the public call, the one input path
+(:func:`~robustweights.validation.convert_batch` and the checks after it), the clean-set cache,
+framework conversion and the distributed reduction of clean statistics.
+
+One clean-set rule for every reweighter: :meth:`Reweighter.set_clean` /
+:meth:`Reweighter.update_clean` fill the cache; a clean batch passed to
+:meth:`Reweighter.weights` is a temporary, used for that call only, and never touches the cache.
 """
 
 from __future__ import annotations
@@ -14,30 +20,31 @@ from typing import Any, Literal
 import torch
 
 from robustweights import distributed
-from robustweights._backend import from_torch, kind_of, to_torch
-from robustweights._numerics import saturate
+from robustweights._backend import ArrayKind, from_torch, kind_of
+from robustweights._numerics import as_output
 from robustweights.clean_stats import CleanStatistics
 from robustweights.state import STATE_VERSION, check_state_dict
 from robustweights.validation import (
+    check_batch,
     check_batch_scope,
-    check_label_shape,
-    check_matrix,
+    check_keywords_only,
     check_num_classes,
     check_sample_ids,
     check_values,
+    convert_batch,
 )
 
 __all__ = ["Reweighter"]
 
-#: Inputs a reweighter's ``weights`` call understands, in call order.
-_BATCH_INPUTS = ("logits", "features", "labels")
-
 
 class Reweighter(abc.ABC):
-    """Base class: per-sample weights from a training batch and a trusted clean set.
+    """Base class of every reweighter: per-sample weights from a training batch and a trusted
+    clean set (:class:`~robustweights.SurrogateReweighter`, :class:`~robustweights.MetaReweighter`
+    and :class:`~robustweights.ModelMetaReweighter`).
 
     Args:
-        num_classes: number of classes :math:`C` (>= 2).
+        num_classes: number of classes :math:`C` (>= 2), or None where the method does not need
+            it (labels are then checked to be non-negative only).
         validate: check every tensor (shapes, ranges, finiteness) on each call. Turn off only in a
             hot loop whose inputs are known good.
         sync: when a ``torch.distributed`` process group is initialised, sum clean statistics
@@ -53,13 +60,18 @@ class Reweighter(abc.ABC):
         process_group: the group to reduce over (default: the world).
     """
 
-    #: Which of logits/features/labels the method needs for the training and clean batch.
+    #: Which of features/logits/labels/inputs the method needs for the training and clean
+    #: batch (all are moved to the first one's device).
     requires: tuple[str, ...] = ("features", "labels")
+    #: The input whose framework and floating dtype the weights are returned in.
+    _reference = "features"
+    #: What the cache holds, for messages.
+    _cache_name = "clean set"
 
-    def __init__(self, num_classes: int, *, validate: bool = True, sync: bool = True,
+    def __init__(self, num_classes: int | None, *, validate: bool = True, sync: bool = True,
                  batch_scope: Literal["global", "local"] = "global",
                  process_group: Any = None) -> None:
-        self.num_classes = check_num_classes(num_classes)
+        self.num_classes = None if num_classes is None else check_num_classes(num_classes)
         self.validate = bool(validate)
         self.sync = bool(sync)
         self.batch_scope = check_batch_scope(batch_scope)
@@ -67,16 +79,19 @@ class Reweighter(abc.ABC):
         self.clean = CleanStatistics()
 
     # ----------------------------------------------------------------- clean-set cache
-    def set_clean(self, *, features: Any = None, labels: Any = None, logits: Any = None) -> None:
+    def set_clean(self, *, features: Any = None, labels: Any = None, logits: Any = None,
+                  inputs: Any = None) -> None:
         """Replace the cached clean statistics with those of this clean batch.
 
         Call it e.g. at epoch start with the clean subset's features (computed in eval mode);
-        later ``weights`` calls without a clean batch reuse the cache.
+        later ``weights`` calls without a clean batch reuse the cache. Pass the inputs the
+        method needs (``requires``); the others may be omitted.
         """
         self.reset_clean()
-        self.update_clean(features=features, labels=labels, logits=logits)
+        self.update_clean(features=features, labels=labels, logits=logits, inputs=inputs)
 
-    def update_clean(self, *, features: Any = None, labels: Any = None, logits: Any = None) -> None:
+    def update_clean(self, *, features: Any = None, labels: Any = None, logits: Any = None,
+                     inputs: Any = None) -> None:
         """Add one clean batch to the cached statistics (streaming).
 
         Several ``update_clean`` calls give the same statistics as one call on their union.
@@ -85,9 +100,9 @@ class Reweighter(abc.ABC):
         Ranks may make different numbers of calls, but every rank makes at least one between
         two uses; a rank with no clean sample passes an empty batch (0 rows), which adds zeros.
         """
-        inputs = self._prepare({"logits": logits, "features": features, "labels": labels},
-                               prefix="", allow_empty=self._shards_clean())
-        self.clean.add(**self._clean_sums(**inputs))
+        batch = self._prepare({"logits": logits, "features": features, "labels": labels,
+                               "inputs": inputs}, prefix="", allow_empty=self._shards_clean())
+        self.clean.add(**self._clean_sums(**batch))
 
     def reset_clean(self) -> None:
         """Forget the cached clean statistics."""
@@ -115,7 +130,8 @@ class Reweighter(abc.ABC):
 
     # ----------------------------------------------------------------- public call
     def weights(self, *args: Any, logits: Any = None, features: Any = None, labels: Any = None,
-                clean_logits: Any = None, clean_features: Any = None, clean_labels: Any = None,
+                inputs: Any = None, clean_logits: Any = None, clean_features: Any = None,
+                clean_labels: Any = None, clean_inputs: Any = None,
                 sample_ids: Any = None) -> Any:
         """Per-sample weights of a training batch, in the caller's framework, device and dtype.
 
@@ -124,45 +140,49 @@ class Reweighter(abc.ABC):
         names, so it raises a ``TypeError`` instead.
 
         Pass a clean batch with the ``clean_*`` arguments, or omit it to use the statistics
-        cached by :meth:`set_clean` / :meth:`update_clean`. Inputs the method does not need may
-        be omitted. Under ``torch.distributed`` (``sync=True``) the call is a collective, as DDP's
-        forward is: every rank calls it once per step, all with a clean batch or all without.
+        cached by :meth:`set_clean` / :meth:`update_clean`. A clean batch given here is used for
+        this call only: the cache is left as it was. Inputs the method does not need
+        (``requires``) may be omitted. Under ``torch.distributed`` (``sync=True``) the call is a
+        collective, as DDP's forward is: every rank calls it once per step, all with a clean
+        batch or all without.
 
         Returns:
             A 1-D array of ``B`` weights of the same kind as the training inputs.
         """
-        if args:
-            names = ", ".join(f"{n}=..." for n in self.requires)
-            raise TypeError(f"{type(self).__name__}.weights() takes its inputs as keyword "
-                            f"arguments only, e.g. `weights({names})`, but got {len(args)} "
-                            "positional argument(s)")
-        raw = {"logits": logits, "features": features, "labels": labels}
-        ref_name = next((n for n in ("features", "logits") if raw[n] is not None), None)
-        if ref_name is None:
-            raise ValueError(f"Expected `{self.requires[0]}` to be given, but got None")
-        kind = kind_of(raw[ref_name], ref_name)
+        check_keywords_only(self, "weights", args, self.requires)
+        kind, batch, stats = self._resolve(
+            {"logits": logits, "features": features, "labels": labels, "inputs": inputs},
+            {"logits": clean_logits, "features": clean_features, "labels": clean_labels,
+             "inputs": clean_inputs})
+        ref = batch[self._reference]
+        ids = None
+        if sample_ids is not None:
+            ids = check_sample_ids(sample_ids, ref.shape[0]).to(ref.device)
+        return self._finish(self._compute(stats, sample_ids=ids, **batch), ref, kind)
+
+    def _resolve(self, raw: dict[str, Any], clean_raw: dict[str, Any]
+                 ) -> tuple[ArrayKind, dict[str, torch.Tensor], CleanStatistics]:
+        """The training batch, converted and checked, its kind, and the clean statistics to use:
+        a temporary for a clean batch given with the call, else the synced cache."""
         batch = self._prepare(raw, prefix="")
-        ref = batch[ref_name]
-        clean_raw = {"logits": clean_logits, "features": clean_features, "labels": clean_labels}
+        kind = kind_of(raw[self._reference], self._reference)
         if any(v is not None for v in clean_raw.values()):
             stats = CleanStatistics()
             stats.add(**self._clean_sums(**self._prepare(clean_raw, prefix="clean_",
                                                          allow_empty=self._shards_clean())))
             self._sync(stats)
         elif self.clean.empty:
-            raise ValueError(
-                "Expected a clean batch (`clean_features`, `clean_labels`, ...) or a clean set "
-                "cached with `set_clean`, but got neither"
-            )
+            names = ", ".join(f"`clean_{n}`" for n in self.requires)
+            raise ValueError(f"Expected a clean batch ({names}) or a {self._cache_name} cached "
+                             "with `set_clean`, but got neither")
         else:
             self._sync(self.clean)  # the one collective for every update_clean since the last
-            stats = self.clean.to(ref.device)
-        ids = None
-        if sample_ids is not None:
-            ids = check_sample_ids(sample_ids, ref.shape[0]).to(ref.device)
-        w = self._compute(stats, sample_ids=ids, **batch)
-        out_dtype = ref.dtype if ref.dtype.is_floating_point else torch.float32
-        return from_torch(saturate(w, out_dtype), kind)  # e.g. "mean" weights of a huge batch
+            stats = self.clean
+        return kind, batch, stats.to(batch[self._reference].device)
+
+    def _finish(self, w: torch.Tensor, ref: torch.Tensor, kind: ArrayKind) -> Any:
+        """The weights in the reference input's floating dtype, saturated, in its framework."""
+        return from_torch(as_output(w, ref), kind)
 
     # ----------------------------------------------------------------- checkpointing
     #: Configuration a state dict must agree with (stored in it, checked on load).
@@ -200,8 +220,13 @@ class Reweighter(abc.ABC):
         check_state_dict(state_dict, owner=type(self).__name__, keys=keys, strict=strict,
                          config={key: getattr(self, key) for key in self._state_config})
         if "clean" in state_dict:
+            self._check_clean_state(state_dict["clean"])
             self.clean.load_state_dict(state_dict["clean"])
         self._load_extra_state(state_dict)
+
+    def _check_clean_state(self, clean: Any) -> None:
+        """Refuse saved clean statistics this reweighter cannot use (a subclass hook)."""
+        return None
 
     def _extra_state(self) -> dict[str, Any]:
         """Subclass state beyond the clean statistics (CPU tensors and plain values)."""
@@ -224,44 +249,24 @@ class Reweighter(abc.ABC):
         return {"num_classes": self.num_classes}
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self._repr_args().items())
+        # A class (e.g. the model's) shows as its name, as nn.Module reprs do.
+        args = ", ".join(f"{k}={v.__name__ if isinstance(v, type) else repr(v)}"
+                         for k, v in self._repr_args().items())
         return f"{type(self).__name__}({args})"
 
     # ----------------------------------------------------------------- helpers
     def _prepare(self, raw: dict[str, Any], prefix: str, allow_empty: bool = False
                  ) -> dict[str, torch.Tensor]:
         """Convert and validate the inputs this method needs; drop the others."""
-        out: dict[str, torch.Tensor] = {}
-        for name in self.requires:
-            if raw[name] is None:
-                raise ValueError(f"Expected `{prefix}{name}` to be given, but got None")
-            out[name] = to_torch(raw[name], prefix + name)
-        device = out[self.requires[0]].device
-        out = {k: v.to(device) for k, v in out.items()}
+        batch = convert_batch(raw, self.requires, prefix=prefix)
         if not self.validate:
-            if "labels" in out:
-                out["labels"] = out["labels"].long()
-            return out
-        n, first = None, ""
-        floats: dict[str, torch.Tensor] = {}
-        for name in ("features", "logits"):
-            if name in out:
-                cols = self.num_classes if name == "logits" else None
-                check_matrix(out[name], prefix + name, cols=cols, allow_empty=allow_empty)
-                if n is not None and out[name].shape[0] != n:
-                    raise ValueError(
-                        f"Expected `{prefix}{name}` to have as many rows as `{first}` ({n}), but "
-                        f"got {out[name].shape[0]}"
-                    )
-                n, first = out[name].shape[0], prefix + name
-                floats[prefix + name] = out[name]
-        labels: dict[str, torch.Tensor] = {}
-        if "labels" in out:
-            out["labels"] = check_label_shape(out["labels"], prefix + "labels", n,
-                                              allow_empty=allow_empty)
-            labels[prefix + "labels"] = out["labels"]
+            if "labels" in batch:
+                batch["labels"] = batch["labels"].long()
+            return batch
+        floats, labels = check_batch(batch, prefix=prefix, num_classes=self.num_classes,
+                                     allow_empty=allow_empty)
         check_values(floats, labels, self.num_classes)
-        return out
+        return batch
 
     def _reduce(self, sums: dict[str, torch.Tensor]) -> None:
         if self.sync:

@@ -13,42 +13,30 @@ One virtual SGD step :math:`\\theta'(\\epsilon) = \\theta - \\text{lr}\\,\\nabla
 
 Two exact ways to get :math:`u` without the virtual step and its second-order graph:
 
-* :class:`MetaReweighter` (:func:`l2rw_last_layer_scores`): the closed form for a linear softmax
-  head, from logits and penultimate features (no model access);
+* :class:`MetaReweighter`: the closed form for a linear softmax head, from logits and
+  penultimate features (no model access; kernels in :mod:`robustweights.functional.meta`,
+  stateless twin :func:`~robustweights.functional.meta_weights`);
 * :class:`~robustweights.ModelMetaReweighter` (:mod:`robustweights.model_meta`): the whole
   network, one clean backward plus one forward-mode JVP.
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Literal
 
 import torch
-from torch import nn
 
 from robustweights import distributed
-from robustweights._numerics import saturate
+from robustweights._numerics import compute_dtype, saturate
 from robustweights.base import Reweighter
 from robustweights.clean_stats import CleanStatistics
-from robustweights.functional.fbr import compute_dtype
-from robustweights.functional.l2rw import (  # noqa: F401  (the kernels' former home)
+from robustweights.functional.meta import (
     l2rw_clean_sums,
-    l2rw_last_layer_scores,
     l2rw_scaled_last_layer_scores,
     l2rw_weights_from_scores,
-    softmax_residuals,
-)
-from robustweights.model_meta import (  # noqa: F401  (re-exported: their old home)
-    LossFn,
-    ModelMetaReweighter,
-    _DeprecatedModelMetaReweighter,
-    l2rw_model_scores,
-    l2rw_model_scores_and_losses,
-    preserved_state,
 )
 from robustweights.normalization import Normalization, check_normalization
-from robustweights.validation import check_positive_float
+from robustweights.validation import check_num_classes, check_positive_float
 
 __all__ = ["MetaReweighter"]
 
@@ -63,7 +51,9 @@ class MetaReweighter(Reweighter):
         u_i = \text{lr}\,(r_i^\top A h_i + r_i^\top a), \qquad
         w_i = \max(u_i,0) / \textstyle\sum_j \max(u_j,0)
 
-    (see :func:`l2rw_last_layer_scores`), computed scale-safely. For the whole network use
+    with :math:`r_i = \mathrm{softmax}(z_i) - e_{y_i}` the residuals, :math:`A =
+    \frac1M\sum_j s_j g_j^\top` and :math:`a = \frac1M\sum_j s_j` over the clean set, computed
+    scale-safely (:mod:`robustweights.functional.meta`). For the whole network use
     :class:`~robustweights.ModelMetaReweighter`.
 
     Args:
@@ -94,14 +84,15 @@ class MetaReweighter(Reweighter):
         array([1., 0.])
     """
 
-    requires = ("logits", "features", "labels")
+    requires = ("logits", "features", "labels")  # the weights follow the features' kind
+    num_classes: int
 
     def __init__(self, num_classes: int, *, normalization: Normalization = "sum",
                  lr: float = 1.0, bias: bool = True, validate: bool = True, sync: bool = True,
                  batch_scope: Literal["global", "local"] = "global",
                  process_group: Any = None) -> None:
-        super().__init__(num_classes, validate=validate, sync=sync, batch_scope=batch_scope,
-                         process_group=process_group)
+        super().__init__(check_num_classes(num_classes), validate=validate, sync=sync,
+                         batch_scope=batch_scope, process_group=process_group)
         self.normalization = check_normalization(normalization)
         self.lr = check_positive_float(lr, "lr")
         self.bias = bool(bias)
@@ -113,10 +104,6 @@ class MetaReweighter(Reweighter):
 
     def _compute(self, stats: CleanStatistics, *, sample_ids: torch.Tensor | None,
                  **batch: torch.Tensor) -> torch.Tensor:
-        dim = stats["resid_feat_sum"].shape[1]
-        if batch["features"].shape[1] != dim:
-            raise ValueError(f"Expected `features` to have the clean set's dimension D = {dim}, "
-                             f"but got {batch['features'].shape[1]}")
         u, c = l2rw_scaled_last_layer_scores(
             batch["logits"], batch["features"], batch["labels"], stats["resid_feat_sum"],
             stats["resid_sum"], stats["count"], bias=self.bias)
@@ -132,16 +119,3 @@ class MetaReweighter(Reweighter):
     def _repr_args(self) -> dict[str, Any]:
         return {"num_classes": self.num_classes, "normalization": self.normalization,
                 "lr": self.lr, "bias": self.bias}
-
-    # ------------------------------------------------------------ deprecated
-    @classmethod
-    def from_model(cls, model: nn.Module, loss_fn: LossFn, *, num_classes: int | None = None,
-                   **kwargs: Any) -> ModelMetaReweighter:
-        """Deprecated: use :class:`~robustweights.ModelMetaReweighter` ``(model, loss_fn,
-        ...)``. Returns one (which also answers the old ``weights_from_model``,
-        ``set_clean_inputs`` and ``update_clean_inputs``, with a ``DeprecationWarning``)."""
-        warnings.warn("`MetaReweighter.from_model(model, loss_fn, ...)` is deprecated: use "
-                      "`ModelMetaReweighter(model, loss_fn, ...)`", DeprecationWarning,
-                      stacklevel=2)
-        del num_classes  # was ignored by the full-network form
-        return _DeprecatedModelMetaReweighter(model, loss_fn, **kwargs)

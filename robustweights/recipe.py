@@ -22,22 +22,23 @@ from torch import nn
 
 from robustweights.features import FeatureCapture
 from robustweights.phases.health import FilterHealth, HealthReport
+from robustweights.sample_store import SampleStore
 from robustweights.selection import drop_rate_at, keep_highest
 from robustweights.state import STATE_VERSION, check_state_dict, cpu_copy
 from robustweights.surrogate import AlphaSchedule, SurrogateReweighter
-from robustweights.validation import check_fraction, check_nonneg_float
+from robustweights.validation import (
+    check_fraction,
+    check_nonneg_float,
+    check_nonneg_int,
+    check_positive_int,
+    check_sample_ids,
+)
 
 __all__ = ["SurrogateRecipe"]
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 CleanData = Batch | Iterable[Batch]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def _check_epochs(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"Expected `{name}` to be a non-negative int, but got {value!r}")
-    return value
 
 
 def _is_pair(data: Any) -> bool:
@@ -206,14 +207,10 @@ class SurrogateRecipe:
         self.prototype_data = (self.clean_data if prototype_data is None
                                else _check_data(prototype_data, "prototype_data"))
         self.loss_fn: LossFn = loss_fn if loss_fn is not None else _cross_entropy
-        self.warmup_epochs = _check_epochs(warmup_epochs, "warmup_epochs")
-        self.alpha_switch = _check_epochs(alpha_switch, "alpha_switch")
-        self.clean_passes = _check_epochs(clean_passes, "clean_passes")
-        if isinstance(clean_batch_size, bool) or not isinstance(clean_batch_size, int) \
-                or clean_batch_size < 1:
-            raise ValueError(f"Expected `clean_batch_size` to be a positive int, but got "
-                             f"{clean_batch_size!r}")
-        self.clean_batch_size = clean_batch_size
+        self.warmup_epochs = check_nonneg_int(warmup_epochs, "warmup_epochs")
+        self.alpha_switch = check_nonneg_int(alpha_switch, "alpha_switch")
+        self.clean_passes = check_nonneg_int(clean_passes, "clean_passes")
+        self.clean_batch_size = check_positive_int(clean_batch_size, "clean_batch_size")
         self.eval_features = bool(eval_features)
         self.reweighter = reweighter if reweighter is not None else SurrogateReweighter(
             num_classes, alpha=AlphaSchedule(num_classes, self.alpha_switch))
@@ -235,7 +232,7 @@ class SurrogateRecipe:
                              f"{pseudo_label_temperature!r}")
         self.pseudo_label_temperature = float(pseudo_label_temperature)
         self.drop_rate = None if drop_rate is None else check_fraction(drop_rate, "drop_rate")
-        self.drop_ramp_epochs = _check_epochs(drop_ramp_epochs, "drop_ramp_epochs")
+        self.drop_ramp_epochs = check_nonneg_int(drop_ramp_epochs, "drop_ramp_epochs")
         self.class_balanced = bool(class_balanced)
         self.health_data = None if health_data is None else _check_data(health_data,
                                                                         "health_data")
@@ -251,7 +248,7 @@ class SurrogateRecipe:
         self._clean_sum, self._clean_n = 0.0, 0
         self._stale = True  # prototypes older than the latest clean step
         self._eval_logits: torch.Tensor | None = None
-        self._smoothed: torch.Tensor | None = None  # per sample id, with ``smoothing``
+        self._smoothed = SampleStore(fill=self.reweighter.w_init)  # with ``smoothing``
         self._capture = FeatureCapture(head)
 
     @classmethod
@@ -277,7 +274,7 @@ class SurrogateRecipe:
 
     def start_epoch(self, epoch: int) -> None:
         """Start epoch ``epoch`` (from 0): the warm-up and alpha schedule follow it."""
-        self.epoch = _check_epochs(epoch, "epoch")
+        self.epoch = check_nonneg_int(epoch, "epoch")
         self.reweighter.set_epoch(self.epoch)
         self._clean_sum, self._clean_n = 0.0, 0
         self.last_clean_loss = float("nan")
@@ -413,20 +410,10 @@ class SurrogateRecipe:
         return w
 
     def _smooth(self, ids: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        ids = ids.to(w.device).long()
-        if ids.shape != w.shape or (ids.numel() and int(ids.min()) < 0):
-            raise ValueError(f"Expected `sample_ids` of shape {tuple(w.shape)} with ids >= 0")
-        need = int(ids.max()) + 1 if ids.numel() else 0
-        store = self._smoothed
-        if store is None or store.shape[0] < need:
-            grown = torch.full((need,), self.reweighter.w_init, dtype=w.dtype, device=w.device)
-            if store is not None:
-                grown[: store.shape[0]] = store.to(grown)
-            store = grown
-        store = store.to(device=w.device, dtype=w.dtype)
-        store[ids] = self.smoothing * store[ids] + (1 - self.smoothing) * w
-        self._smoothed = store
-        return store[ids]
+        ids = check_sample_ids(ids, w.shape[0]).to(w.device)
+        avg = self.smoothing * self._smoothed.gather(ids, like=w) + (1 - self.smoothing) * w
+        self._smoothed.scatter(ids, avg)
+        return avg
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor
              ) -> torch.Tensor:
@@ -512,7 +499,7 @@ class SurrogateRecipe:
         its optimizer."""
         return {"_version": STATE_VERSION, **{k: getattr(self, k) for k in self._CONFIG},
                 "epoch": self.epoch, "generator": self.generator.get_state(),
-                "smoothed": cpu_copy(self._smoothed), "stale": self._stale,
+                "smoothed": self._smoothed.state_dict(), "stale": self._stale,
                 "reweighter": self.reweighter.state_dict(), "health": self.health.state_dict(),
                 "directions": cpu_copy(torch.cat(self._epoch_directions))
                 if self._epoch_directions else None,
@@ -529,13 +516,12 @@ class SurrogateRecipe:
         check_state_dict(state_dict, owner="SurrogateRecipe", keys=(*self._CONFIG, *self._STATE),
                          config={k: getattr(self, k) for k in self._CONFIG}, strict=strict)
         if "epoch" in state_dict:
-            self.epoch = _check_epochs(state_dict["epoch"], "state_dict['epoch']")
+            self.epoch = check_nonneg_int(state_dict["epoch"], "state_dict['epoch']")
             self.reweighter.set_epoch(self.epoch)
         if "generator" in state_dict:
             self.generator.set_state(state_dict["generator"])
         if "smoothed" in state_dict:
-            sm = state_dict["smoothed"]
-            self._smoothed = None if sm is None else sm.to(self.device)
+            self._smoothed.load_state_dict(state_dict["smoothed"])
         if "stale" in state_dict:
             self._stale = bool(state_dict["stale"])
         if "reweighter" in state_dict:

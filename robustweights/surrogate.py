@@ -1,8 +1,9 @@
 """Feature-based reweighting (FBR), the surrogate of meta-reweighting: the stateful class.
 
 Zhang, Holtz, Mishne, Cloninger, "Revisiting Meta-Learning with Noisy Labels: Reweighting
-Dynamics and Theoretical Guarantees", arXiv 2510.12209. The maths (the
-paper's five steps, stated in the class docstring) is in :mod:`robustweights.functional.fbr`;
+Dynamics and Theoretical Guarantees", arXiv 2510.12209. The maths (the paper's five steps,
+stated in the class docstring) is in :mod:`robustweights.functional.surrogate`, whose
+:func:`~robustweights.functional.surrogate_weights` is the stateless twin;
 :class:`SurrogateReweighter` holds configuration and state (cached clean statistics, epoch,
 incremental store) and does the distributed reductions, which the pure kernels never do.
 """
@@ -18,28 +19,27 @@ import torch
 from robustweights import distributed
 from robustweights.base import Reweighter
 from robustweights.clean_stats import CleanStatistics
-from robustweights.functional.fbr import (  # noqa: F401  (the kernels' former home)
-    compute_dtype,
+from robustweights.functional.surrogate import (
     fbr_candidate_steps,
     fbr_class_sums,
-    fbr_directions,
     fbr_incremental_weights,
     fbr_prototypes,
     fbr_recompute_weights,
     fbr_scaled_directions,
-    fbr_scaled_similarity,
-    fbr_similarity,
     fbr_step,
 )
-from robustweights.state import cpu_copy
+from robustweights.sample_store import SampleStore
 from robustweights.validation import (
+    check_clean_classes,
     check_fraction,
     check_nonneg_float,
+    check_nonneg_int,
     check_num_classes,
     check_positive_float,
+    check_weight_bounds,
 )
 
-__all__ = ["AlphaSchedule", "SurrogateReweighter", "alpha_schedule"]
+__all__ = ["AlphaSchedule", "SurrogateReweighter"]
 
 
 Alpha = float | Callable[[int], float]
@@ -61,9 +61,7 @@ class AlphaSchedule:
 
     def __init__(self, num_classes: int, switch_epoch: int = 40) -> None:
         self.num_classes = check_num_classes(num_classes)
-        if isinstance(switch_epoch, bool) or not isinstance(switch_epoch, int):
-            raise ValueError(f"Expected `switch_epoch` to be an integer, but got {switch_epoch!r}")
-        self.switch_epoch = switch_epoch
+        self.switch_epoch = check_nonneg_int(switch_epoch, "switch_epoch")
 
     def __call__(self, epoch: int) -> float:
         return 1.0 / (self.num_classes - 1) if epoch < self.switch_epoch else 0.0
@@ -77,12 +75,6 @@ class AlphaSchedule:
 
     def __hash__(self) -> int:
         return hash((self.num_classes, self.switch_epoch))
-
-
-def alpha_schedule(num_classes: int, switch_epoch: int = 40) -> AlphaSchedule:
-    r"""The reference schedule :class:`AlphaSchedule`: :math:`1/(C-1)` before ``switch_epoch``,
-    then 0."""
-    return AlphaSchedule(num_classes, switch_epoch)
 
 
 class SurrogateReweighter(Reweighter):
@@ -99,18 +91,24 @@ class SurrogateReweighter(Reweighter):
         \eta d_i, 0, w_{\max})
 
     with :math:`\mu` the class-balanced clean mean and :math:`P_c` the centred clean class means
-    (see :func:`fbr_prototypes`). The cost per batch is :math:`O(BCD)`, independent of the clean
-    set size :math:`M`; clean statistics are :math:`O(MD)` per refresh.
+    (see :mod:`robustweights.functional.surrogate`). The cost per batch is :math:`O(BCD)`,
+    independent of the clean set size :math:`M`; clean statistics are :math:`O(MD)` per
+    refresh.
 
     Args:
         num_classes: number of classes :math:`C`.
         alpha: modulation :math:`\alpha \ge 0`: a float, or a callable of the epoch counter set
-            with :meth:`set_epoch`. Default: the reference schedule :func:`alpha_schedule`
+            with :meth:`set_epoch`. Default: the reference schedule :class:`AlphaSchedule`
             (:math:`1/(C-1)` before epoch 40, then 0). With two classes and :math:`\alpha = 0`
             no direction is negative (the runner-up is the only other class), so nothing is
             filtered: a warning says so.
-        ratio: ``None`` (drive every negative-direction sample to 0) or a fraction in (0, 1]: the
-            step drives only the ``floor(ratio * B)`` most negative samples to 0.
+        ratio: ``None`` (the step drives every negative-direction sample to 0) or a fraction in
+            (0, 1]: a smaller step, which drives only the ``floor(ratio * B)`` most negative
+            samples to 0 (the reference's variant). The threshold is applied after the step, so
+            with the default threshold (``w_init``) every sample with :math:`d_i \le 0` is still
+            dropped: the dropped set is the same as without ``ratio``, and only the kept weights
+            :math:`w_0 + \eta d_i` are smaller. ``ratio`` changes which samples are dropped only
+            with a lower ``threshold`` (e.g. 0: exactly those the step drives to 0).
         w_init: the starting weight :math:`w_0` (0.5), also the default threshold.
         w_max: the largest weight (1.0).
         threshold: weights :math:`\le` this are set to 0 (default ``w_init``).
@@ -141,6 +139,7 @@ class SurrogateReweighter(Reweighter):
     """
 
     requires = ("features", "labels")
+    num_classes: int
 
     def __init__(self, num_classes: int, *, alpha: Alpha | None = None,
                  ratio: float | None = None, w_init: float = 0.5, w_max: float = 1.0,
@@ -149,10 +148,10 @@ class SurrogateReweighter(Reweighter):
                  missing_class_weight: float = 0.0, validate: bool = True, sync: bool = True,
                  batch_scope: Literal["global", "local"] = "global",
                  process_group: Any = None) -> None:
-        super().__init__(num_classes, validate=validate, sync=sync, batch_scope=batch_scope,
-                         process_group=process_group)
+        super().__init__(check_num_classes(num_classes), validate=validate, sync=sync,
+                         batch_scope=batch_scope, process_group=process_group)
         if alpha is None:
-            alpha = alpha_schedule(num_classes)
+            alpha = AlphaSchedule(num_classes)
         elif not callable(alpha):
             alpha = check_nonneg_float(alpha, "alpha")
             if alpha == 0 and num_classes == 2:
@@ -161,26 +160,17 @@ class SurrogateReweighter(Reweighter):
                               UserWarning, stacklevel=2)
         self.alpha = alpha
         self.ratio = None if ratio is None else check_fraction(ratio, "ratio")
-        self.w_max = check_positive_float(w_max, "w_max")
-        self.w_init = check_nonneg_float(w_init, "w_init")
-        if not self.w_init < self.w_max:
-            raise ValueError(
-                f"Expected `w_init` to be below `w_max` = {w_max}, but got {w_init!r}"
-            )
-        self.threshold = None if threshold is None else check_nonneg_float(threshold, "threshold")
+        self.w_init, self.w_max, self.threshold, self.missing_class_weight = check_weight_bounds(
+            w_init=w_init, w_max=w_max, threshold=threshold,
+            missing_class_weight=missing_class_weight)
         if mode not in ("recompute", "incremental"):
             raise ValueError(
                 f"Expected `mode` to be 'recompute' or 'incremental', but got {mode!r}"
             )
         self.mode = mode
         self.eta = check_positive_float(eta, "eta")
-        self.missing_class_weight = check_nonneg_float(missing_class_weight,
-                                                       "missing_class_weight")
-        if self.missing_class_weight > self.w_max:
-            raise ValueError(f"Expected `missing_class_weight` to be at most `w_max` = "
-                             f"{self.w_max}, but got {missing_class_weight!r}")
         self.epoch = 0
-        self._state: torch.Tensor | None = None  # incremental mode: weight per sample id
+        self._store = SampleStore(fill=self.w_init)  # incremental mode: weight per sample id
         self.last_directions: torch.Tensor | None = None
         self._proto_cache: tuple[Any, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
 
@@ -196,14 +186,14 @@ class SurrogateReweighter(Reweighter):
 
     def reset_state(self) -> None:
         """Forget the per-sample weights of the incremental mode."""
-        self._state = None
+        self._store.reset()
 
     # ----------------------------------------------------------------- checkpointing
     _state_config = ("num_classes", "mode")
 
     def _extra_state(self) -> dict[str, Any]:
         # The epoch sets a scheduled alpha; the store is the incremental mode's memory.
-        return {"epoch": self.epoch, "sample_weights": cpu_copy(self._state)}
+        return {"epoch": self.epoch, "sample_weights": self._store.state_dict()["values"]}
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         if "epoch" in state:
@@ -213,7 +203,7 @@ class SurrogateReweighter(Reweighter):
             if w is not None and (not isinstance(w, torch.Tensor) or w.ndim != 1):
                 raise ValueError("Expected `state_dict['sample_weights']` to be None or a 1-D "
                                  f"tensor, but got {w!r}")
-            self._state = None if w is None else w.detach().clone()
+            self._store.load_state_dict({"values": w})
 
     def _repr_args(self) -> dict[str, Any]:
         return {"num_classes": self.num_classes, "alpha": self.alpha, "ratio": self.ratio,
@@ -240,7 +230,7 @@ class SurrogateReweighter(Reweighter):
                 threshold=self.threshold, missing_class_weight=self.missing_class_weight)
         if sample_ids is None:
             raise ValueError("Expected `sample_ids` to be given in incremental mode, but got None")
-        prev = self._gather_state(sample_ids, d)
+        prev = self._store.gather(sample_ids, like=d)  # unseen ids start at w_init
         state, w = fbr_incremental_weights(
             prev, d, valid, eta=self.eta, w_init=self.w_init, w_max=self.w_max,
             threshold=self.threshold, missing_class_weight=self.missing_class_weight,
@@ -248,8 +238,7 @@ class SurrogateReweighter(Reweighter):
         if self._global_batch():  # every rank stores every rank's update
             sample_ids, state = distributed.all_gather_cat(sample_ids, state,
                                                            group=self.process_group)
-            self._gather_state(sample_ids, state)  # grow the store to cover them
-        self._state[sample_ids] = state  # type: ignore[index]
+        self._store.scatter(sample_ids, state)
         return w
 
     def _global_step(self, d: torch.Tensor, valid: torch.Tensor, scale: torch.Tensor
@@ -285,24 +274,9 @@ class SurrogateReweighter(Reweighter):
         if stats is self.clean and self._proto_cache is not None and self._proto_cache[0] == key:
             return self._proto_cache[1]
         counts = stats["class_counts"]
-        if self.validate and int((counts > 0).sum()) < 2:
-            raise ValueError(
-                "Expected `clean_labels` to cover at least 2 classes, but got "
-                f"{int((counts > 0).sum())}: FBR's row shift needs a runner-up class"
-            )
+        if self.validate:
+            check_clean_classes(counts)
         protos = fbr_prototypes(stats["class_sums"], counts)
         if stats is self.clean:
             self._proto_cache = (key, protos)
         return protos
-
-    def _gather_state(self, ids: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        # The store grows to the largest id seen; unseen ids start at w_init.
-        need = int(ids.max()) + 1
-        if self._state is None:
-            self._state = torch.full((need,), self.w_init, dtype=d.dtype, device=d.device)
-        self._state = self._state.to(device=d.device, dtype=d.dtype)
-        if self._state.shape[0] < need:
-            grow = torch.full((need - self._state.shape[0],), self.w_init, dtype=d.dtype,
-                              device=d.device)
-            self._state = torch.cat([self._state, grow])
-        return self._state[ids]

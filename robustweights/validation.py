@@ -1,40 +1,51 @@
-"""Input validation for the whole package: reweighters, the phase monitor and helpers.
+"""Input validation for the whole package: reweighters, functional forms, the phase monitor.
 
 All messages have the form "Expected `<arg>` to be <requirement>, but got <value>" so the
 argument at fault is named. Argument (configuration) checks and tensor checks are separate;
 tensor checks run on every public call unless a reweighter is built with ``validate=False``.
-Sample ids are checked by one function, :func:`check_sample_ids`, everywhere.
+Every batch a reweighter or a functional form takes goes through one path:
+:func:`convert_batch` (any array to torch, on one device), then :func:`check_batch` (shapes)
+and :func:`check_values` (finiteness and label range, one host synchronisation). Sample ids are
+checked by one function, :func:`check_sample_ids`, everywhere.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
+from torch import nn
 
 from robustweights._backend import to_torch
 
 __all__ = [
     "MAX_MAGNITUDE",
+    "check_batch",
     "check_batch_scope",
+    "check_clean_classes",
     "check_finite",
     "check_fraction",
+    "check_keywords_only",
     "check_label_shape",
-    "check_labels",
+    "check_loss_fn",
     "check_mask",
     "check_matrix",
+    "check_module",
     "check_nonneg_float",
+    "check_nonneg_int",
     "check_num_classes",
     "check_positive_float",
     "check_positive_int",
-    "check_same_rows",
     "check_sample_ids",
     "check_scalar",
     "check_values",
     "check_vector",
+    "check_weight_bounds",
     "check_weights",
+    "convert_batch",
 ]
 
 #: Dtypes the kernels accept for features and logits.
@@ -76,6 +87,30 @@ def check_fraction(value: Any, name: str) -> float:
     return float(value)
 
 
+def check_weight_bounds(*, w_init: Any, w_max: Any, threshold: Any,
+                        missing_class_weight: Any) -> tuple[float, float, float | None, float]:
+    r"""FBR's weight options: :math:`0 \le w_0 < w_{\max}`, a non-negative threshold (None:
+    :math:`w_0`) and ``missing_class_weight`` in :math:`[0, w_{\max}]`, as floats."""
+    w_max = check_positive_float(w_max, "w_max")
+    w_init_ = check_nonneg_float(w_init, "w_init")
+    if not w_init_ < w_max:
+        raise ValueError(f"Expected `w_init` to be below `w_max` = {w_max}, but got {w_init!r}")
+    tau = None if threshold is None else check_nonneg_float(threshold, "threshold")
+    missing = check_nonneg_float(missing_class_weight, "missing_class_weight")
+    if missing > w_max:
+        raise ValueError(f"Expected `missing_class_weight` to be at most `w_max` = {w_max}, but "
+                         f"got {missing_class_weight!r}")
+    return w_init_, w_max, tau, missing
+
+
+def check_clean_classes(class_counts: torch.Tensor) -> None:
+    """At least two classes in the clean set (FBR's row shift needs a runner-up; one sync)."""
+    present = int((class_counts > 0).sum())
+    if present < 2:
+        raise ValueError(f"Expected `clean_labels` to cover at least 2 classes, but got "
+                         f"{present}: FBR's row shift needs a runner-up class")
+
+
 def check_matrix(x: torch.Tensor, name: str, cols: int | None = None,
                  allow_empty: bool = False) -> torch.Tensor:
     """A floating 2-D tensor with ``cols`` columns (if given), non-empty unless
@@ -103,7 +138,7 @@ def check_finite(x: torch.Tensor, name: str) -> None:
 def check_label_shape(y: torch.Tensor, name: str, n: int | None = None,
                       allow_empty: bool = False) -> torch.Tensor:
     """Integer class labels of shape (n,), returned as int64; the value range is checked by
-    :func:`check_values` (or :func:`check_labels`), which needs a host sync."""
+    :func:`check_values`, which needs a host sync."""
     if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
         raise TypeError(f"Expected `{name}` to be integer class indices, but got {y.dtype}")
     if y.ndim != 1:
@@ -115,25 +150,22 @@ def check_label_shape(y: torch.Tensor, name: str, n: int | None = None,
     return y.long()
 
 
-def _check_range(lo: int, hi: int, name: str, num_classes: int) -> None:
-    if lo < 0 or hi >= num_classes:
+def _check_range(lo: int, hi: int, name: str, num_classes: int | None) -> None:
+    if num_classes is None:  # the class count is unknown: only the lower end is checked
+        if lo < 0:
+            raise ValueError(f"Expected `{name}` to be non-negative class indices, but got "
+                             f"values in [{lo}, {hi}]")
+    elif lo < 0 or hi >= num_classes:
         raise ValueError(
             f"Expected `{name}` to lie in [0, {num_classes - 1}], but got values in [{lo}, {hi}]"
         )
 
 
-def check_labels(y: torch.Tensor, name: str, num_classes: int, n: int | None = None
-                 ) -> torch.Tensor:
-    """Integer class labels of shape (n,) in ``[0, num_classes)``; returned as int64."""
-    y = check_label_shape(y, name, n)
-    _check_range(int(y.min()), int(y.max()), name, num_classes)
-    return y
-
-
 def check_values(floats: dict[str, torch.Tensor], labels: dict[str, torch.Tensor],
-                 num_classes: int) -> None:
-    """Finiteness of every float tensor and the range of every label tensor, with a single
-    host synchronisation for all of them (tensors on one device, shapes already checked)."""
+                 num_classes: int | None) -> None:
+    """Finiteness of every float tensor and the range of every label tensor (``[0, C)``, or
+    non-negative when ``num_classes`` is None), with a single host synchronisation for all of
+    them (tensors on one device, shapes already checked)."""
     # max |x| is NaN for a NaN entry and inf for an infinite one: one probe checks both the
     # finiteness and the magnitude bound.
     floats = {name: t for name, t in floats.items() if t.numel()}
@@ -155,14 +187,6 @@ def check_values(floats: dict[str, torch.Tensor], labels: dict[str, torch.Tensor
         _check_range(int(ranges[2 * i]), int(ranges[2 * i + 1]), name, num_classes)
 
 
-def check_same_rows(a: torch.Tensor, a_name: str, b: torch.Tensor, b_name: str) -> None:
-    if a.shape[0] != b.shape[0]:
-        raise ValueError(
-            f"Expected `{a_name}` and `{b_name}` to have the same number of rows, but got "
-            f"{a.shape[0]} and {b.shape[0]}"
-        )
-
-
 def check_batch_scope(value: Any) -> str:
     if value not in ("global", "local"):
         raise ValueError(f"Expected `batch_scope` to be 'global' or 'local', but got {value!r}")
@@ -173,6 +197,110 @@ def check_positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"Expected `{name}` to be an integer >= 1, but got {value!r}")
     return value
+
+
+def check_nonneg_int(value: Any, name: str) -> int:
+    """A non-negative integer (an epoch, a count of epochs or passes); NumPy integers too."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"Expected `{name}` to be a non-negative integer, but got {value!r}")
+    return int(value)
+
+
+def check_keywords_only(owner: object, method: str, args: tuple[Any, ...],
+                        names: Sequence[str]) -> None:
+    """Refuse positional batch inputs: with several arrays of the same shape family a positional
+    call would bind them silently to the wrong names."""
+    if args:
+        example = ", ".join(f"{n}=..." for n in names)
+        raise TypeError(f"{type(owner).__name__}.{method}() takes its inputs as keyword "
+                        f"arguments only, e.g. `{method}({example})`, but got {len(args)} "
+                        "positional argument(s)")
+
+
+def check_module(model: Any) -> nn.Module:
+    """A torch module; a ``DistributedDataParallel`` or ``DataParallel`` wrapper is unwrapped to
+    its module (the replica's own: the wrapper's forward would synchronise)."""
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        model = model.module
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"Expected `model` to be a torch.nn.Module, but got "
+                        f"{type(model).__name__}")
+    return model
+
+
+def check_loss_fn(loss_fn: Any) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A callable loss; an ``nn`` loss module must have ``reduction='none'`` (per-sample)."""
+    if not callable(loss_fn):
+        raise TypeError(f"Expected `loss_fn` to be callable, but got {type(loss_fn).__name__}")
+    reduction = getattr(loss_fn, "reduction", "none")
+    if reduction != "none":
+        raise ValueError("Expected `loss_fn` to return per-sample losses (reduction='none'), "
+                         f"but got reduction={reduction!r}")
+    return loss_fn  # type: ignore[no-any-return]
+
+
+def convert_batch(raw: Mapping[str, Any], names: Sequence[str], *, prefix: str = "",
+                  device: torch.device | None = None) -> dict[str, torch.Tensor]:
+    """The named inputs of one batch as torch tensors on one device (the first's, or ``device``).
+
+    ``raw`` is keyed by the bare names (``"features"``); messages add ``prefix``
+    (``"clean_"``). ``inputs``, a model's own input, must already be a torch tensor; every other
+    input may be any array :func:`~robustweights._backend.to_torch` reads (zero-copy where it
+    can).
+
+    Raises:
+        ValueError: for a missing (None) input.
+        TypeError: for an input the library cannot read.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for name in names:
+        value = raw.get(name)
+        if value is None:
+            raise ValueError(f"Expected `{prefix}{name}` to be given, but got None")
+        if name == "inputs" and not isinstance(value, torch.Tensor):
+            raise TypeError(f"Expected `{prefix}inputs` to be a torch.Tensor (the model's "
+                            f"input), but got {type(value).__name__}")
+        out[name] = to_torch(value, prefix + name)
+    target = device if device is not None else out[names[0]].device
+    return {name: t.to(target) for name, t in out.items()}
+
+
+def check_batch(x: dict[str, torch.Tensor], *, prefix: str = "", num_classes: int | None = None,
+                allow_empty: bool = False) -> tuple[dict[str, torch.Tensor],
+                                                    dict[str, torch.Tensor]]:
+    """Shapes of one converted batch (no host synchronisation): ``features`` and ``logits``
+    floating matrices (``logits`` with ``num_classes`` columns when given), ``inputs`` with at
+    least one row, all with the same number of rows, non-empty unless ``allow_empty``;
+    ``labels`` integer class indices of that length, replaced in ``x`` by their int64 form.
+
+    Returns:
+        ``(floats, labels)``, keyed by prefixed names: what :func:`check_values` checks next.
+    """
+    n, first = None, ""
+    floats: dict[str, torch.Tensor] = {}
+    for name in ("inputs", "features", "logits"):
+        if name not in x:
+            continue
+        t = x[name]
+        if name == "inputs":
+            if (t.ndim == 0 or t.shape[0] == 0) and not allow_empty:
+                raise ValueError(f"Expected `{prefix}inputs` to hold at least one sample, but "
+                                 f"got shape {tuple(t.shape)}")
+        else:
+            cols = num_classes if name == "logits" else None
+            floats[prefix + name] = check_matrix(t, prefix + name, cols=cols,
+                                                 allow_empty=allow_empty)
+        rows = t.shape[0] if t.ndim else 0
+        if n is not None and rows != n:
+            raise ValueError(f"Expected `{prefix}{name}` to have as many rows as `{first}` ({n}), "
+                             f"but got {rows}")
+        n, first = rows, prefix + name
+    labels: dict[str, torch.Tensor] = {}
+    if "labels" in x:
+        x["labels"] = check_label_shape(x["labels"], prefix + "labels", n,
+                                        allow_empty=allow_empty)
+        labels[prefix + "labels"] = x["labels"]
+    return floats, labels
 
 
 def check_sample_ids(x: Any, n: int) -> torch.Tensor:

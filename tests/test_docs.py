@@ -21,7 +21,8 @@ PUBLIC_MODULES = ("robustweights", "robustweights.functional",
 #: Public modules that import an optional framework (skipped when it is not installed).
 OPTIONAL_MODULES = ("robustweights.integrations.lightning",)
 #: Names the API no longer offers; only a page that says they are deprecated may mention them.
-DEPRECATED = ("from_model", "weights_from_model", "set_clean_inputs", "update_clean_inputs")
+DEPRECATED = ("from_model", "weights_from_model", "set_clean_inputs", "update_clean_inputs",
+              "alpha_schedule", "fbr_weights", "l2rw_weights")
 
 _DIRECTIVE = re.compile(r"^:::\s+(\S+)\s*$", re.M)
 
@@ -78,7 +79,8 @@ def test_directives_name_public_objects(page):
 def test_directive_check_rejects_names_outside_all():
     # The check above must fail for a removed or private name, and for an implementation module.
     assert _bad_directives("::: robustweights.SurrogateReweighter\n") == []
-    assert _bad_directives("::: robustweights.functional.fbr_weights\n") == []
+    assert _bad_directives("::: robustweights.functional.surrogate_weights\n") == []
+    assert _bad_directives("::: robustweights.functional.fbr_weights\n")  # renamed
     assert _bad_directives("::: robustweights.NoSuchReweighter\n")
     assert _bad_directives("::: robustweights.functional.fbr_step\n")  # a kernel, not exported
     assert _bad_directives("::: robustweights.meta.MetaReweighter\n")

@@ -10,11 +10,14 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import nn
 
-import robustweights.functional.fbr as ffbr
-import robustweights.functional.l2rw as fl2rw
-from robustweights import MetaReweighter, SurrogateReweighter
-from robustweights.functional import fbr_weights, l2rw_weights
+import robustweights.functional as functional
+import robustweights.functional.meta as fmeta
+import robustweights.functional.model_meta as fmodel
+import robustweights.functional.surrogate as fsurrogate
+from robustweights import MetaReweighter, ModelMetaReweighter, SurrogateReweighter
+from robustweights.functional import meta_weights, model_meta_weights, surrogate_weights
 
 
 def _data(seed: int, dtype: torch.dtype, C: int = 4, missing: bool = False):
@@ -35,12 +38,12 @@ def _data(seed: int, dtype: torch.dtype, C: int = 4, missing: bool = False):
                                                torch.float64]),
        st.sampled_from([0.0, 0.3, 1.0]), st.sampled_from([None, 0.25]), st.booleans(),
        st.sampled_from([0.0, 0.5]))
-def test_fbr_weights_equal_the_class(seed, dtype, alpha, ratio, missing, missing_weight):
+def test_surrogate_weights_equal_the_class(seed, dtype, alpha, ratio, missing, missing_weight):
     F, y, G, yc, _, _ = _data(seed, dtype, missing=missing)
     opts = dict(alpha=alpha, ratio=ratio, missing_class_weight=missing_weight)
     want = SurrogateReweighter(4, **opts).weights(features=F, labels=y, clean_features=G,
                                                   clean_labels=yc)
-    got = fbr_weights(F, y, G, yc, num_classes=4, **opts)
+    got = surrogate_weights(F, y, G, yc, num_classes=4, **opts)
     assert got.dtype == want.dtype and torch.equal(got, want), (got, want)
 
 
@@ -48,12 +51,12 @@ def test_fbr_weights_equal_the_class(seed, dtype, alpha, ratio, missing, missing
 @given(st.integers(0, 10**6), st.sampled_from([torch.float16, torch.bfloat16, torch.float32,
                                                torch.float64]),
        st.sampled_from(["sum", "mean", "none"]), st.booleans(), st.sampled_from([1.0, 0.1]))
-def test_l2rw_weights_equal_the_class(seed, dtype, normalization, bias, lr):
+def test_meta_weights_equal_the_class(seed, dtype, normalization, bias, lr):
     F, y, G, yc, Z, ZC = _data(seed, dtype)
     opts = dict(normalization=normalization, bias=bias, lr=lr)
     want = MetaReweighter(4, **opts).weights(logits=Z, features=F, labels=y, clean_logits=ZC,
                                              clean_features=G, clean_labels=yc)
-    got = l2rw_weights(Z, F, y, ZC, G, yc, **opts)
+    got = meta_weights(Z, F, y, ZC, G, yc, **opts)
     assert got.dtype == want.dtype and torch.equal(got, want), (got, want)
 
 
@@ -61,9 +64,9 @@ def test_functional_takes_numpy_and_infers_num_classes():
     F, y, G, yc, Z, ZC = _data(3, torch.float64)
     want = SurrogateReweighter(4, alpha=0.2).weights(features=F, labels=y, clean_features=G,
                                                      clean_labels=yc)
-    got = fbr_weights(F.numpy(), y.numpy(), G.numpy(), yc.numpy(), alpha=0.2)
+    got = surrogate_weights(F.numpy(), y.numpy(), G.numpy(), yc.numpy(), alpha=0.2)
     assert isinstance(got, torch.Tensor) and torch.equal(got, want)
-    got = l2rw_weights(Z.numpy(), F.numpy(), y.numpy(), ZC.numpy(), G.numpy(), yc.numpy())
+    got = meta_weights(Z.numpy(), F.numpy(), y.numpy(), ZC.numpy(), G.numpy(), yc.numpy())
     assert torch.equal(got, MetaReweighter(4).weights(logits=Z, features=F, labels=y,
                                                       clean_logits=ZC, clean_features=G,
                                                       clean_labels=yc))
@@ -72,29 +75,29 @@ def test_functional_takes_numpy_and_infers_num_classes():
 def test_functional_errors_name_the_argument():
     F, y, G, yc, Z, ZC = _data(0, torch.float32)
     with pytest.raises(ValueError, match="Expected `clean_features` to be finite"):
-        fbr_weights(F, y, G * float("nan"), yc, alpha=0.1)
+        surrogate_weights(F, y, G * float("nan"), yc, alpha=0.1)
     with pytest.raises(ValueError, match="Expected `alpha` to be a non-negative finite float"):
-        fbr_weights(F, y, G, yc, alpha=-1.0)
+        surrogate_weights(F, y, G, yc, alpha=-1.0)
     with pytest.raises(ValueError, match="`clean_labels` to cover at least 2 classes"):
-        fbr_weights(F, y, G, torch.zeros_like(yc), alpha=0.1)
+        surrogate_weights(F, y, G, torch.zeros_like(yc), alpha=0.1)
     with pytest.raises(ValueError, match=r"`labels` to lie in \[0, 3\]"):
-        fbr_weights(F, y + 4, G, yc, alpha=0.1, num_classes=4)
+        surrogate_weights(F, y + 4, G, yc, alpha=0.1, num_classes=4)
     with pytest.raises(ValueError, match=r"`features` to have the clean set's dimension D = 5"):
-        fbr_weights(F, y, G[:, :5], yc, alpha=0.1)
+        surrogate_weights(F, y, G[:, :5], yc, alpha=0.1)
     with pytest.raises(ValueError, match=r"`clean_logits` to have 4 columns"):
-        l2rw_weights(Z, F, y, ZC[:, :3], G, yc)
+        meta_weights(Z, F, y, ZC[:, :3], G, yc)
     with pytest.raises(ValueError, match=r"`logits` to have as many rows as `features` \(30\)"):
-        l2rw_weights(Z[:5], F, y, ZC, G, yc)
+        meta_weights(Z[:5], F, y, ZC, G, yc)
     with pytest.raises(ValueError, match="`normalization` to be one of"):
-        l2rw_weights(Z, F, y, ZC, G, yc, normalization="max")  # type: ignore[arg-type]
+        meta_weights(Z, F, y, ZC, G, yc, normalization="max")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        fbr_weights(F, y, G, yc)  # type: ignore[call-arg]  # alpha is required
+        surrogate_weights(F, y, G, yc)  # type: ignore[call-arg]  # alpha is required
 
 
 def test_functional_kernels_never_communicate():
     # The classes do the syncing; the pure kernels must not reach torch.distributed at all.
     # Checked on the code's names, imports and arguments (docstrings may mention ranks).
-    for module in (ffbr, fl2rw):
+    for module in (fsurrogate, fmeta, fmodel):
         tree = ast.parse(inspect.getsource(module))
         names = set()
         for node in ast.walk(tree):
@@ -115,4 +118,57 @@ def test_numpy_result_of_the_class_matches_functional():
     F, y, G, yc, _, _ = _data(1, torch.float32)
     w = SurrogateReweighter(4, alpha=0.3).weights(features=F.numpy(), labels=y.numpy(),
                                                   clean_features=G.numpy(), clean_labels=yc.numpy())
-    np.testing.assert_array_equal(w, fbr_weights(F, y, G, yc, alpha=0.3, num_classes=4).numpy())
+    want = surrogate_weights(F, y, G, yc, alpha=0.3, num_classes=4)
+    np.testing.assert_array_equal(w, want.numpy())
+
+
+CE = nn.CrossEntropyLoss(reduction="none")
+
+
+def _net_data(seed: int, dtype: torch.dtype = torch.float64):
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(5, 12), nn.BatchNorm1d(12), nn.Tanh(), nn.Linear(12, 3))
+    net = net.to(dtype)
+    x, xc = torch.randn(20, 5, dtype=dtype), torch.randn(14, 5, dtype=dtype)
+    return net, x, torch.randint(0, 3, (20,)), xc, torch.randint(0, 3, (14,))
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("normalization", ["sum", "mean", "none"])
+@pytest.mark.parametrize("train_mode", [True, False])
+def test_model_meta_weights_equal_the_class(seed, dtype, normalization, train_mode):
+    net, x, y, xc, yc = _net_data(seed, dtype)
+    net.train(train_mode)
+    rw = ModelMetaReweighter(net, CE, normalization=normalization, lr=0.5)
+    want = rw.weights(inputs=x, labels=y, clean_inputs=xc, clean_labels=yc)
+    got = model_meta_weights(net, CE, x, y, xc, yc, normalization=normalization, lr=0.5)
+    assert got.dtype == want.dtype and torch.equal(got, want), (got, want)
+    fused, _ = rw.weights_and_losses(inputs=x, labels=y, clean_inputs=xc, clean_labels=yc)
+    torch.testing.assert_close(fused, want, rtol=1e-5, atol=1e-7)
+
+
+def test_model_meta_weights_errors_name_the_argument():
+    net, x, y, xc, yc = _net_data(0)
+    with pytest.raises(TypeError, match=r"`model` to be a torch\.nn\.Module"):
+        model_meta_weights(lambda t: t, CE, x, y, xc, yc)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="reduction='none'"):
+        model_meta_weights(net, nn.CrossEntropyLoss(), x, y, xc, yc)
+    with pytest.raises(ValueError, match=r"`labels` to lie in \[0, 2\], but got values in"):
+        model_meta_weights(net, CE, x, y + 3, xc, yc, num_classes=3)
+    with pytest.raises(ValueError, match=r"`clean_labels` to be non-negative class indices"):
+        model_meta_weights(net, CE, x, y, xc, yc - 3)
+    with pytest.raises(ValueError, match=r"`clean_labels` to have 14 entries, but got 13"):
+        model_meta_weights(net, CE, x, y, xc, yc[:13])
+    with pytest.raises(TypeError, match=r"`inputs` to be a torch\.Tensor"):
+        model_meta_weights(net, CE, x.numpy(), y, xc, yc)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="`normalization` to be one of"):
+        model_meta_weights(net, CE, x, y, xc, yc, normalization="max")  # type: ignore[arg-type]
+
+
+def test_functional_exports_only_the_twins():
+    assert sorted(functional.__all__) == ["meta_weights", "model_meta_weights",
+                                          "surrogate_weights"]
+    for module, name in ((fsurrogate, "surrogate_weights"), (fmeta, "meta_weights"),
+                         (fmodel, "model_meta_weights")):
+        assert module.__all__ == [name], f"{module.__name__} exports its internals"

@@ -139,6 +139,62 @@ def test_lightning_callback_rejects_wrong_arguments(lightning_example):
                            (torch.zeros(2, 2), torch.zeros(2)))
 
 
+def test_lightning_callback_refuses_the_model_reweighter(lightning_example):
+    from torch import nn
+
+    from robustweights import FeatureCapture, ModelMetaReweighter
+    from robustweights.integrations.lightning import ReweighterCallback
+
+    net = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 2))
+    rw = ModelMetaReweighter(net, nn.CrossEntropyLoss(reduction="none"))
+    with pytest.raises(TypeError, match=r"Expected `reweighter` to be a reweighter of features "
+                                        r"\(SurrogateReweighter or MetaReweighter\), but got "
+                                        r"ModelMetaReweighter.*pass `clean_inputs`"):
+        ReweighterCallback(rw, FeatureCapture(net[2]), (torch.zeros(2, 2), torch.zeros(2)))
+
+
+@pytest.mark.parametrize("which", ["surrogate", "meta"])
+def test_lightning_callback_refresh_equals_set_clean(lightning_example, which):
+    # Every reweighter the callback accepts gets its clean set from it: the eval-mode features
+    # (and the module's outputs as logits) of the clean data, streamed.
+    import lightning.pytorch as pl
+    from torch import nn
+
+    from robustweights import FeatureCapture, MetaReweighter, SurrogateReweighter
+    from robustweights.integrations.lightning import ReweighterCallback
+
+    class Module(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(),
+                                     nn.Linear(8, 3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x)
+
+    def make() -> SurrogateReweighter | MetaReweighter:
+        return SurrogateReweighter(3, alpha=0.5) if which == "surrogate" else MetaReweighter(3)
+
+    torch.manual_seed(0)
+    module = Module().train()
+    capture = FeatureCapture(module.net[3])
+    xc, yc = torch.randn(30, 6), torch.arange(30) % 3
+    rw = make()
+    cb = ReweighterCallback(rw, capture, [(xc[:12], yc[:12]), (xc[12:], yc[12:])])
+    cb.refresh(module)
+    assert module.training, "the module's training mode must be restored"
+    module.eval()
+    with torch.no_grad():
+        logits = module(xc)
+    ref = make()
+    ref.set_clean(features=capture.features, logits=logits, labels=yc)
+    x, y = torch.randn(10, 6), torch.randint(0, 3, (10,))
+    with torch.no_grad():
+        z = module(x)
+    batch = dict(features=capture.features, logits=z, labels=y)
+    torch.testing.assert_close(rw.weights(**batch), ref.weights(**batch), rtol=1e-6, atol=1e-7)
+
+
 # ---------------------------------------------------------------------- Hugging Face Trainer
 def test_hf_trainer_example_learns_through_noisy_labels(capsys):
     pytest.importorskip("transformers", reason="transformers is not installed: "

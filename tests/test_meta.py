@@ -254,28 +254,62 @@ def test_batch_inputs_are_keyword_only():
     net, x, y, xc, yc = net_data(0)
     rw = ModelMetaReweighter(net, CE)
     for method in (rw.weights, rw.weights_and_losses):
-        with pytest.raises(TypeError, match=r"as keyword arguments only \(e\.g\. `\w+\(inputs=x"):
+        with pytest.raises(TypeError, match=r"ModelMetaReweighter\.\w+\(\) takes its inputs as "
+                                            r"keyword arguments only, e\.g\. `\w+\(inputs=\.\.\., "
+                                            r"labels=\.\.\.\)`, but got 2 positional"):
             method(x, y, clean_inputs=xc, clean_labels=yc)
 
 
-def test_from_model_is_a_deprecated_factory_of_the_model_class():
-    net, x, y, xc, yc = net_data(2)
-    net.eval()  # BatchNorm in eval mode: a clean set streamed in two parts equals one batch
-    with pytest.warns(DeprecationWarning, match=r"use `ModelMetaReweighter\(model, loss_fn"):
-        old = MetaReweighter.from_model(net, CE, num_classes=3, normalization="none")
-    assert isinstance(old, ModelMetaReweighter)
-    new = ModelMetaReweighter(net, CE, normalization="none")
-    want = new.weights(inputs=x, labels=y, clean_inputs=xc, clean_labels=yc)
-    with pytest.warns(DeprecationWarning, match=r"weights\(inputs=x, labels=y, \.\.\.\)"):
-        got = old.weights_from_model(x, y, clean_inputs=xc, clean_labels=yc)
-    assert torch.equal(got, want)
-    with pytest.warns(DeprecationWarning, match=r"set_clean\(inputs=x, labels=y\)"):
-        old.set_clean_inputs(xc[:5], yc[:5])
-    with pytest.warns(DeprecationWarning, match=r"update_clean\(inputs=x, labels=y\)"):
-        old.update_clean_inputs(xc[5:], yc[5:])
-    with pytest.warns(DeprecationWarning, match=r"weights_and_losses\(inputs=x"):
-        w, _ = old.weights_and_losses(x, y)
-    torch.testing.assert_close(w, want, rtol=1e-10, atol=1e-14)
+def test_model_reweighter_is_a_reweighter():
+    from robustweights import Reweighter
+
+    net, *_ = net_data(0)
+    assert isinstance(ModelMetaReweighter(net, CE), Reweighter)
+    assert not hasattr(MetaReweighter, "from_model")
+
+
+@pytest.mark.parametrize("kind", ["last_layer", "model"])
+def test_per_call_clean_batch_leaves_the_cache_alone(kind):
+    # One rule for every reweighter: a clean batch passed to weights() is a temporary.
+    net, x, y, xc, yc = net_data(3)
+    net.eval()
+    if kind == "model":
+        rw = ModelMetaReweighter(net, CE, normalization="none")
+        cache, other = dict(inputs=xc[:8], labels=yc[:8]), dict(inputs=xc[8:], labels=yc[8:])
+        batch = dict(inputs=x, labels=y)
+    else:
+        head, h, y, hc, yc = head_data(3)
+        with torch.no_grad():
+            z, zc = head(h), head(hc)
+        rw = MetaReweighter(4, normalization="none")
+        cache = dict(logits=zc[:8], features=hc[:8], labels=yc[:8])
+        other = dict(logits=zc[8:], features=hc[8:], labels=yc[8:])
+        batch = dict(logits=z, features=h, labels=y)
+    rw.set_clean(**cache)
+    cached = rw.weights(**batch)
+    per_call = rw.weights(**batch, **{f"clean_{k}": v for k, v in other.items()})
+    assert not torch.equal(per_call, cached)
+    assert torch.equal(rw.weights(**batch), cached), "the per-call clean batch replaced the cache"
+
+
+def test_model_reweighter_checks_labels():
+    net, x, y, xc, yc = net_data(0)
+    rw = ModelMetaReweighter(net, CE, num_classes=3)
+    with pytest.raises(ValueError, match=r"`labels` to lie in \[0, 2\], but got values in \[3,"):
+        rw.weights(inputs=x, labels=y + 3, clean_inputs=xc, clean_labels=yc)
+    with pytest.raises(ValueError, match=r"`clean_labels` to lie in \[0, 2\]"):
+        rw.weights(inputs=x, labels=y, clean_inputs=xc, clean_labels=yc + 3)
+    rw = ModelMetaReweighter(net, CE)  # no class count: the lower end only
+    with pytest.raises(ValueError, match=r"`labels` to be non-negative class indices, but got"):
+        rw.weights(inputs=x, labels=y - 1, clean_inputs=xc, clean_labels=yc)
+    with pytest.raises(ValueError, match=r"`labels` to have 24 entries, but got 23"):
+        rw.weights(inputs=x, labels=y[:23], clean_inputs=xc, clean_labels=yc)
+    with pytest.raises(TypeError, match=r"`labels` to be integer class indices"):
+        rw.update_clean(inputs=xc, labels=yc.double())
+    with pytest.raises(ValueError, match=r"`labels` to be 1-D"):
+        rw.weights(inputs=x, labels=y.reshape(4, 6), clean_inputs=xc, clean_labels=yc)
+    w = rw.weights(inputs=x, labels=y.numpy(), clean_inputs=xc, clean_labels=yc.numpy())
+    assert isinstance(w, torch.Tensor) and w.shape == (24,)  # labels may be any array
 
 
 def test_reprs_show_the_configuration():
@@ -285,3 +319,4 @@ def test_reprs_show_the_configuration():
     assert repr(ModelMetaReweighter(net, CE, lr=0.5)) == (
         "ModelMetaReweighter(model=SmallNet, loss_fn=CrossEntropyLoss(), lr=0.5, "
         "normalization='sum')")
+    assert repr(ModelMetaReweighter(net, CE, num_classes=3)).endswith(", num_classes=3)")

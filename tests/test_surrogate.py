@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import fbr_reference
 
-from robustweights import SurrogateReweighter, alpha_schedule
-from robustweights.surrogate import fbr_class_sums, fbr_prototypes
+from robustweights import AlphaSchedule, SurrogateReweighter
+from robustweights.functional.surrogate import fbr_class_sums, fbr_prototypes
 
 
 def make_data(seed, B=64, M=90, D=12, C=5, missing=()):
@@ -60,7 +60,7 @@ def test_reference_defaults():
     assert rw.current_alpha() == pytest.approx(1 / 9)
     rw.set_epoch(40)
     assert rw.current_alpha() == 0.0
-    assert alpha_schedule(10, switch_epoch=5)(4) == pytest.approx(1 / 9)
+    assert AlphaSchedule(10, switch_epoch=5)(4) == pytest.approx(1 / 9)
 
 
 def test_prototype_form_equals_gram_similarity():
@@ -160,13 +160,13 @@ def test_incremental_mode_steps_per_sample_state():
     w = rw.weights(features=F, labels=np.array([0, 0]), clean_features=G,
                    clean_labels=np.array([0, 1]), sample_ids=ids)
     np.testing.assert_allclose(w, [1.0, 0.0])  # 0.9 + 0.4 clipped at w_max; 0.4 - 0.1 = 0.3
-    np.testing.assert_allclose(rw._state[[3, 7]].numpy(), [0.3, 1.0])
+    np.testing.assert_allclose(rw._store.values[[3, 7]].numpy(), [0.3, 1.0])
     with pytest.raises(ValueError, match="`sample_ids` to be given in incremental mode"):
         rw.weights(features=F, labels=np.array([0, 0]), clean_features=G,
                    clean_labels=np.array([0, 1]))
 
 
-def test_ratio_drops_only_the_k_most_negative_before_threshold():
+def test_ratio_sets_the_step_from_the_k_most_negative_sample():
     G = np.array([[1.0, 0.0], [-1.0, 0.0]])
     F = np.array([[3.0, 0.0], [-1.0, 0.0], [-2.0, 0.0], [-4.0, 0.0]])
     # Label 0 everywhere, alpha 1: rows S = [3,-3], [-1,1], [-2,2], [-4,4] shift to
@@ -176,6 +176,37 @@ def test_ratio_drops_only_the_k_most_negative_before_threshold():
                    clean_labels=np.array([0, 1]))
     np.testing.assert_allclose(rw.last_directions.numpy(), [6, -2, -4, -8])
     np.testing.assert_allclose(w, [0.5 + 6 / 16, 0, 0, 0])
+
+
+def test_ratio_keeps_the_dropped_set_under_the_default_threshold():
+    # The threshold applies after the step (as in the reference): with the default threshold
+    # w0 every sample with d <= 0 ends at or below w0 and is dropped, ratio or not; ratio only
+    # makes the step smaller, so the kept weights w0 + eta * d are smaller. With threshold=0 the
+    # dropped set is exactly the samples the step drives to 0, which ratio does change.
+    F, y, G, yc = make_data(11, B=100)
+    kw = dict(features=F, labels=y, clean_features=G, clean_labels=yc)
+    plain_rw = SurrogateReweighter(5, alpha=0.25)
+    plain = plain_rw.weights(**kw)
+    d = plain_rw.last_directions.numpy()
+    ratio = SurrogateReweighter(5, alpha=0.25, ratio=0.1).weights(**kw)
+    negative = (d < 0).sum()
+    assert 10 < negative < 100, f"the case needs more than k = 10 negative directions: {d}"
+    np.testing.assert_array_equal(plain == 0, d <= 0)
+    np.testing.assert_array_equal(ratio == 0, plain == 0)  # the same dropped set
+    # the kept weights: w0 + eta * d clipped at w_max, with the k-th smallest step for ratio
+    steps = np.sort(0.5 / np.abs(d[d < 0]))
+    for w, eta in ((plain, steps[-1]), (ratio, steps[9])):  # k = floor(0.1 * 100) = 10
+        kept = d > 0
+        np.testing.assert_allclose(w[kept], np.minimum(0.5 + eta * d[kept], 1.0), rtol=1e-12)
+    assert (ratio[d > 0] <= plain[d > 0]).all() and (ratio[d > 0] < plain[d > 0]).any()
+    # threshold = 0: only the samples the step drives to 0 are dropped
+    soft = SurrogateReweighter(5, alpha=0.25, threshold=0.0).weights(**kw)
+    soft_ratio = SurrogateReweighter(5, alpha=0.25, ratio=0.1, threshold=0.0).weights(**kw)
+    # (0 up to rounding: w0 + (w0/|d_j|) d_j of the sample that sets the step may be 5e-17)
+    np.testing.assert_array_equal(soft < 1e-12, d < 0)  # every negative reaches 0 w/o ratio
+    reaches_zero = (d < 0) & (0.5 / np.abs(np.where(d < 0, d, -1.0)) <= steps[9])
+    np.testing.assert_array_equal(soft_ratio < 1e-12, reaches_zero)
+    assert reaches_zero.sum() == 10 and (soft_ratio < 1e-12).sum() < (soft < 1e-12).sum()
 
 
 # ---------------------------------------------------------------- hypothesis properties

@@ -158,9 +158,9 @@ def test_full_network_errors():
     rw = ModelMetaReweighter(net, nn.CrossEntropyLoss(reduction="none"))
     with pytest.raises(ValueError, match="clean gradient cached"):
         rw.weights(inputs=x, labels=y)
-    with pytest.raises(ValueError, match=r"`clean_labels` with `clean_inputs`"):
+    with pytest.raises(ValueError, match=r"`clean_labels` to be given, but got None"):
         rw.weights(inputs=x, labels=y, clean_inputs=x)
-    with pytest.raises(ValueError, match=r"`clean_inputs` with `clean_labels`"):
+    with pytest.raises(ValueError, match=r"`clean_inputs` to be given, but got None"):
         rw.weights(inputs=x, labels=y, clean_labels=y)
     with pytest.raises(ValueError, match="`inputs` to hold at least one sample"):
         rw.weights(inputs=x[:0], labels=y[:0], clean_inputs=x, clean_labels=y)
@@ -212,6 +212,31 @@ def test_clean_updates_stay_pending_until_used():
     assert not rw.clean.pending
     np.testing.assert_allclose(w, fbr().weights(features=F, labels=Y, clean_features=G,
                                                 clean_labels=YC), rtol=1e-12)
+
+
+def test_integer_argument_checks():
+    from robustweights.validation import check_nonneg_int
+
+    assert check_nonneg_int(0, "epoch") == 0 and check_nonneg_int(np.int64(3), "epoch") == 3
+    for bad in (-1, 1.0, True, "2"):
+        with pytest.raises(ValueError, match=rf"Expected `epoch` to be a non-negative integer, "
+                                             rf"but got {bad!r}"):
+            check_nonneg_int(bad, "epoch")
+    with pytest.raises(ValueError, match="`switch_epoch` to be a non-negative integer"):
+        from robustweights import AlphaSchedule
+
+        AlphaSchedule(3, switch_epoch=-1)
+
+
+def test_surrogate_weights_check_the_weight_bounds_as_the_class_does():
+    from robustweights.functional import surrogate_weights
+
+    for kw, match in ((dict(w_init=1.0), "`w_init` to be below `w_max`"),
+                      (dict(missing_class_weight=2.0), "`missing_class_weight` to be at most")):
+        with pytest.raises(ValueError, match=match):
+            fbr(**kw)
+        with pytest.raises(ValueError, match=match):
+            surrogate_weights(F, Y, G, YC, alpha=0.1, **kw)
 
 
 def test_numpy_integer_num_classes_is_accepted():

@@ -18,7 +18,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without lightnin
         "`pip install \"robustweights[lightning]\"` (or `pip install lightning`)"
     ) from exc
 
-from robustweights import FeatureCapture
+from robustweights import FeatureCapture, Reweighter
 
 __all__ = ["ReweighterCallback"]
 
@@ -47,8 +47,13 @@ class ReweighterCallback(pl.Callback):
     run computes the same weights as an uninterrupted one.
 
     Args:
-        reweighter: a :class:`~robustweights.SurrogateReweighter` or
-            :class:`~robustweights.MetaReweighter` (last-layer form).
+        reweighter: a reweighter of features (and logits):
+            :class:`~robustweights.SurrogateReweighter` or
+            :class:`~robustweights.MetaReweighter` (last-layer form). A
+            :class:`~robustweights.ModelMetaReweighter` is refused with a ``TypeError``: its
+            clean set is the clean-loss gradient at the current parameters, stale after every
+            step, so it takes a fresh clean batch in the training step (``clean_inputs``,
+            ``clean_labels``) and needs no callback.
         capture: the :class:`~robustweights.FeatureCapture` on the module's head, the same
             object the training step reads its features from.
         clean_data: the trusted clean set, as one ``(inputs, labels)`` pair of tensors or an
@@ -64,12 +69,17 @@ class ReweighterCallback(pl.Callback):
         'ReweighterCallback'
     """
 
-    def __init__(self, reweighter: Any, capture: FeatureCapture,
+    def __init__(self, reweighter: Reweighter, capture: FeatureCapture,
                  clean_data: CleanData) -> None:
-        if not all(hasattr(reweighter, m) for m in ("reset_clean", "update_clean", "state_dict",
-                                                    "load_state_dict")):
+        if not isinstance(reweighter, Reweighter):
             raise TypeError(f"Expected `reweighter` to be a robustweights reweighter, but got "
                             f"{type(reweighter).__name__}")
+        if not set(reweighter.requires) <= {"features", "logits", "labels"}:
+            raise TypeError(
+                "Expected `reweighter` to be a reweighter of features (SurrogateReweighter or "
+                f"MetaReweighter), but got {type(reweighter).__name__}, which needs the model's "
+                "`inputs`: its clean gradient is stale after every step, so pass `clean_inputs` "
+                "and `clean_labels` to its `weights` in the training step instead")
         if not isinstance(capture, FeatureCapture):
             raise TypeError(f"Expected `capture` to be a FeatureCapture, but got "
                             f"{type(capture).__name__}")

@@ -16,7 +16,8 @@ from robustweights.phases.statistics import (
     effective_sample_size,
     kept_precision_recall,
 )
-from robustweights.state import STATE_VERSION, check_state_dict, cpu_copy
+from robustweights.sample_store import SampleStore
+from robustweights.state import STATE_VERSION, check_state_dict
 from robustweights.validation import (
     check_nonneg_float,
     check_sample_ids,
@@ -105,8 +106,7 @@ class PhaseMonitor:
         self.history: list[PhaseReport] = []
         self.frozen = False
         self._warned = False
-        self._store = torch.zeros(0, dtype=torch.float64)  # last weight per sample id
-        self._seen = torch.zeros(0, dtype=torch.bool)
+        self._store = SampleStore()  # the last weight per sample id (float64, CPU)
 
     @property
     def phase(self) -> str:
@@ -185,11 +185,8 @@ class PhaseMonitor:
         kind = kind_of(weights)
         t = to_torch(weights, "weights")
         w = check_weights(t).cpu()
-        ids = self._ids(sample_ids, w.shape[0])
-        n = self._store.shape[0]
-        if n:
-            idx = ids.clamp(max=n - 1)
-            w = torch.where((ids < n) & self._seen[idx], self._store[idx], w)
+        stored, known = self._store.lookup(self._ids(sample_ids, w.shape[0]))
+        w = torch.where(known, stored, w)
         dtype = t.dtype if t.dtype.is_floating_point else torch.float32
         return from_torch(w.to(device=t.device, dtype=dtype), kind)
 
@@ -202,11 +199,12 @@ class PhaseMonitor:
         rule's peaks and runs, the boundaries, the history, whether the weights are frozen (and
         the warning given), and the weights stored per sample id. The thresholds are stored
         too and must match on load."""
+        store = self._store.state_dict()
         return {"_version": STATE_VERSION, **self._config(),
                 "rule": self._rule.state_dict(),
                 "history": [asdict(r) for r in self.history],
                 "frozen": self.frozen, "warned": self._warned,
-                "stored_weights": cpu_copy(self._store), "stored_seen": cpu_copy(self._seen)}
+                "stored_weights": store["values"], "stored_seen": store["seen"]}
 
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
         """Restore a :meth:`state_dict`; a frozen run stays frozen.
@@ -228,9 +226,10 @@ class PhaseMonitor:
         if "warned" in state_dict:
             self._warned = bool(state_dict["warned"])
         if "stored_weights" in state_dict:
-            self._store = state_dict["stored_weights"].detach().to(torch.float64, copy=True)
-        if "stored_seen" in state_dict:
-            self._seen = state_dict["stored_seen"].detach().to(torch.bool, copy=True)
+            values = state_dict["stored_weights"]
+            self._store.load_state_dict({
+                "values": None if values is None else values.to(torch.float64),
+                "seen": state_dict.get("stored_seen")})
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._config().items())
@@ -252,10 +251,4 @@ class PhaseMonitor:
         return check_sample_ids(sample_ids, n).cpu()
 
     def _remember(self, ids: torch.Tensor, w: torch.Tensor) -> None:
-        need = int(ids.max()) + 1
-        if self._store.shape[0] < need:
-            grow = need - self._store.shape[0]
-            self._store = torch.cat([self._store, torch.zeros(grow, dtype=torch.float64)])
-            self._seen = torch.cat([self._seen, torch.zeros(grow, dtype=torch.bool)])
-        self._store[ids] = w.cpu()
-        self._seen[ids] = True
+        self._store.scatter(ids, w.cpu())

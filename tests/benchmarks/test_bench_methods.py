@@ -31,7 +31,7 @@ from benchmarks.cifar_n.methods.fine import (  # noqa: E402
     gmm_clean_mask,
     principal_directions,
 )
-from benchmarks.cifar_n.methods.l2rw import l2rw_weights  # noqa: E402
+from benchmarks.cifar_n.methods.l2rw import l2rw_weights_and_losses  # noqa: E402
 from benchmarks.cifar_n.methods.mwnet import VNet, mwnet_step  # noqa: E402
 from benchmarks.cifar_n.runner import selection_stats  # noqa: E402
 from robustweights import ModelMetaReweighter  # noqa: E402
@@ -151,8 +151,11 @@ def test_l2rw_weights_hand_case() -> None:
     nn.init.zeros_(model.bias)
     rw = ModelMetaReweighter(model, nn.CrossEntropyLoss(reduction="none"), normalization="sum")
     x = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    w = l2rw_weights(rw, x, torch.tensor([0, 1, 0]), torch.tensor([[1.0, 0.0]]), torch.tensor([0]))
+    y = torch.tensor([0, 1, 0])
+    w, losses = l2rw_weights_and_losses(rw, x, y, torch.tensor([[1.0, 0.0]]), torch.tensor([0]))
     torch.testing.assert_close(w, torch.tensor([2 / 3, 0.0, 1 / 3]))
+    torch.testing.assert_close(losses, torch.full((3,), float(np.log(2))))  # the step's losses
+    assert losses.requires_grad
 
 
 # ------------------------------------------------------------------------- MW-Net

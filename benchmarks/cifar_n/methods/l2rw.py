@@ -12,6 +12,9 @@ then an SGD step on :math:`\\sum_i w_i \\ell_i`. Published defaults: clean batch
 training batch, weights normalised to sum to one, no warm-up. The library computes ``u`` with
 one clean backward and one forward-mode JVP instead of the original's virtual step, which gives
 the same weights (the sign and normalisation make the virtual step's learning rate irrelevant).
+The step uses the fused path (``ModelMetaReweighter.weights_and_losses``): the JVP forward is
+also the training forward, so a step costs one clean backward, one JVP forward and the step's
+backward, with no separate plain forward.
 """
 
 from __future__ import annotations
@@ -20,16 +23,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmarks.cifar_n.methods.base import Context, EpochLog, Method, per_sample_ce
+from benchmarks.cifar_n.methods.base import Context, EpochLog, Method
 from robustweights import ModelMetaReweighter
 
-__all__ = ["L2RW", "l2rw_weights"]
+__all__ = ["L2RW", "l2rw_weights_and_losses"]
 
 
-def l2rw_weights(reweighter: ModelMetaReweighter, x: torch.Tensor, y: torch.Tensor,
-                 clean_x: torch.Tensor, clean_y: torch.Tensor) -> torch.Tensor:
-    """The L2RW weights (B,) of one training batch against one clean batch."""
-    return reweighter.weights(inputs=x, labels=y, clean_inputs=clean_x, clean_labels=clean_y)
+def l2rw_weights_and_losses(reweighter: ModelMetaReweighter, x: torch.Tensor, y: torch.Tensor,
+                            clean_x: torch.Tensor, clean_y: torch.Tensor
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The L2RW weights (B,) of one training batch against one clean batch, and its per-sample
+    losses (B,), with their graph, from the same forward: the training forward of the step."""
+    return reweighter.weights_and_losses(inputs=x, labels=y, clean_inputs=clean_x,
+                                         clean_labels=clean_y)
 
 
 class L2RW(Method):
@@ -59,8 +65,8 @@ class L2RW(Method):
         for idx in c.batches(c.n_pool):
             x, y = c.train_view(c.pool_x[idx]), c.pool_y[idx]
             cidx = c.clean_batch(self.params["clean_batch_size"])
-            w = l2rw_weights(self.rw, x, y, c.train_view(c.clean_x[cidx]), c.clean_y[cidx])
-            losses = per_sample_ce(self.model(x), y)
+            w, losses = l2rw_weights_and_losses(self.rw, x, y, c.train_view(c.clean_x[cidx]),
+                                                c.clean_y[cidx])
             loss = (w.detach() * losses).sum()
             self.sgd_step(self.opt, loss)
             total, n = total + losses.detach().mean().item() * len(idx), n + len(idx)

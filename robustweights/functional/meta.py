@@ -1,12 +1,20 @@
 r"""Last-layer L2RW (meta-reweighting) as stateless functions.
 
 Ren, Zeng, Yang, Urtasun, "Learning to Reweight Examples for Robust Deep Learning", ICML 2018.
-For a linear softmax head the L2RW score
+For a linear softmax head :math:`z = W h + b` the L2RW score
 :math:`u_i = \text{lr}\,\langle \nabla_\theta \ell_i, \nabla_\theta L_{clean}\rangle` has a
-closed form in the logits and penultimate features (see :func:`l2rw_last_layer_scores`).
-:func:`l2rw_weights` is the whole method on one batch and one clean batch; the kernels it is made
-of are what :class:`~robustweights.MetaReweighter` calls, adding only the cached clean
-statistics and the distributed reductions. Nothing here communicates across ranks.
+closed form in the logits and penultimate features: with :math:`\nabla_W \ell_i = r_i
+h_i^\top`, :math:`\nabla_b \ell_i = r_i`, :math:`A = \frac1M\sum_j s_j g_j^\top` and
+:math:`a = \frac1M\sum_j s_j` (:math:`s_j` the clean residuals),
+
+.. math::
+    u_i = \text{lr}\,\big(r_i^\top A h_i + r_i^\top a\big)
+
+(the :math:`a` term only with a bias), at cost :math:`O(BCD)`. :func:`meta_weights` is the whole
+method on one batch and one clean batch, the public function of this module. The kernels it is
+made of (``l2rw_*``, internal: names and signatures may change) are what
+:class:`~robustweights.MetaReweighter` calls, adding only the cached clean statistics and the
+distributed reductions. Nothing here communicates across ranks.
 """
 
 from __future__ import annotations
@@ -16,25 +24,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from robustweights._backend import to_torch
-from robustweights._numerics import max_abs, pow2_scale, saturate
-from robustweights.functional.fbr import compute_dtype
+from robustweights._numerics import as_output, compute_dtype, max_abs, pow2_scale
 from robustweights.normalization import Normalization, check_normalization, normalize_weights
 from robustweights.validation import (
-    check_label_shape,
+    check_batch,
     check_matrix,
     check_positive_float,
     check_values,
+    convert_batch,
 )
 
-__all__ = [
-    "l2rw_clean_sums",
-    "l2rw_last_layer_scores",
-    "l2rw_scaled_last_layer_scores",
-    "l2rw_weights",
-    "l2rw_weights_from_scores",
-    "softmax_residuals",
-]
+__all__ = ["meta_weights"]
 
 
 def softmax_residuals(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -62,16 +62,20 @@ def l2rw_scaled_last_layer_scores(logits: torch.Tensor, features: torch.Tensor,
                                   labels: torch.Tensor, resid_feat_sum: torch.Tensor,
                                   resid_sum: torch.Tensor, count: torch.Tensor, *,
                                   bias: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""The scores of :func:`l2rw_last_layer_scores` without ``lr``, as ``(u / c, c)``: float64
+    r"""Exact last-layer L2RW scores without ``lr``, scale-safely, as ``(u / c, c)``: float64
     scores divided by a positive power of two :math:`c`, and :math:`c`.
 
-    :math:`u_i = r_i^\top A h_i + r_i^\top a`; with :math:`s_A` a power of two of the size of
-    :math:`(A, a)` and :math:`s_h` of :math:`h`, both terms are formed in the compute dtype on
+    :math:`u_i = r_i^\top A h_i + r_i^\top a` (the :math:`a` term only when ``bias``), from
+    the clean statistics of :func:`l2rw_clean_sums`. With :math:`s_A` a power of two of the size
+    of :math:`(A, a)` and :math:`s_h` of :math:`h`, both terms are formed in the compute dtype on
     :math:`A/s_A`, :math:`a/s_A`, :math:`h/s_h` (entries of order 1: no overflow or underflow
     for features from 1e-30 to 1e30 in float32) and combined in float64 as
     :math:`u/s_A = s_h\,r^\top (A/s_A)(h/s_h) + r^\top (a/s_A)`. Normalised weights are
     invariant to the positive factor :math:`c = s_A`.
     """
+    if features.shape[1] != resid_feat_sum.shape[1]:
+        raise ValueError(f"Expected `features` to have the clean set's dimension D = "
+                         f"{resid_feat_sum.shape[1]}, but got {features.shape[1]}")
     r = softmax_residuals(logits, labels)
     dt = r.dtype
     count = count.to(torch.float64).clamp_min(1)  # an empty clean set: zero scores, not NaN
@@ -84,33 +88,6 @@ def l2rw_scaled_last_layer_scores(logits: torch.Tensor, features: torch.Tensor,
     if bias:
         u = u + (r @ (a / s_a).to(dt)).to(torch.float64)
     return u, s_a
-
-
-def l2rw_last_layer_scores(logits: torch.Tensor, features: torch.Tensor, labels: torch.Tensor,
-                           resid_feat_sum: torch.Tensor, resid_sum: torch.Tensor,
-                           count: torch.Tensor, *, lr: float = 1.0, bias: bool = True
-                           ) -> torch.Tensor:
-    r"""Exact L2RW scores for a linear head :math:`z = W h + b` under softmax cross-entropy.
-
-    With :math:`\nabla_W \ell_i = r_i h_i^\top`, :math:`\nabla_b \ell_i = r_i`,
-    :math:`A = \frac1M\sum_j s_j g_j^\top` and :math:`a = \frac1M\sum_j s_j`:
-
-    .. math::
-        u_i = \text{lr}\,\big(r_i^\top A h_i + r_i^\top a\big)
-
-    (the :math:`a` term only when ``bias``). Cost :math:`O(BCD)`. Computed scale-safely by
-    :func:`l2rw_scaled_last_layer_scores`; scores beyond the compute dtype's range saturate.
-
-    Args:
-        logits, features, labels: the training batch, (B, C), (B, D), (B,).
-        resid_feat_sum, resid_sum, count: clean statistics from :func:`l2rw_clean_sums`.
-
-    Returns:
-        (B,) scores :math:`u` in the compute dtype (float32 for half inputs).
-    """
-    u, c = l2rw_scaled_last_layer_scores(logits, features, labels, resid_feat_sum, resid_sum,
-                                         count, bias=bias)
-    return saturate((u * c) * lr, compute_dtype(logits.dtype))
 
 
 def l2rw_weights_from_scores(scores: torch.Tensor, factor: torch.Tensor | float, *,
@@ -131,7 +108,7 @@ def l2rw_weights_from_scores(scores: torch.Tensor, factor: torch.Tensor | float,
     return normalize_weights(scores, normalization, total=total, count=count)
 
 
-def l2rw_weights(logits: Any, features: Any, labels: Any, clean_logits: Any,
+def meta_weights(logits: Any, features: Any, labels: Any, clean_logits: Any,
                  clean_features: Any, clean_labels: Any, *, normalization: Normalization = "sum",
                  lr: float = 1.0, bias: bool = True) -> torch.Tensor:
     r"""Last-layer L2RW weights of one training batch against one clean batch, statelessly.
@@ -142,8 +119,9 @@ def l2rw_weights(logits: Any, features: Any, labels: Any, clean_logits: Any,
 
     with :math:`r_i = \mathrm{softmax}(z_i) - e_{y_i}`, :math:`A = \frac1M\sum_j s_j g_j^\top`,
     :math:`a = \frac1M\sum_j s_j` over the clean batch (:math:`s_j` its residuals, :math:`g_j`
-    its features); all weights 0 when no :math:`u_i > 0`. The same numbers as
-    ``MetaReweighter(C, ...).weights(...)`` on one process; no state, no collective.
+    its features); all weights 0 when no :math:`u_i > 0`. The functional twin of
+    :class:`~robustweights.MetaReweighter`: the same numbers as ``MetaReweighter(C,
+    ...).weights(...)`` on one process; no state, no collective.
 
     Args:
         logits, features, labels: the training batch, (B, C), (B, D), (B,).
@@ -159,34 +137,23 @@ def l2rw_weights(logits: Any, features: Any, labels: Any, clean_logits: Any,
     Example:
         >>> import torch
         >>> h, z = torch.eye(2), torch.zeros(2, 2)                # an untrained head
-        >>> l2rw_weights(z, h, torch.tensor([0, 0]), z[:1], h[:1], torch.tensor([0]), bias=False)
+        >>> meta_weights(z, h, torch.tensor([0, 0]), z[:1], h[:1], torch.tensor([0]), bias=False)
         tensor([1., 0.])
     """
     normalization = check_normalization(normalization)
     lr = check_positive_float(lr, "lr")
-    raw = {"logits": logits, "features": features, "labels": labels,
-           "clean_logits": clean_logits, "clean_features": clean_features,
-           "clean_labels": clean_labels}
-    x = {k: to_torch(v, k) for k, v in raw.items()}
-    device = x["features"].device
-    x = {k: v.to(device) for k, v in x.items()}
+    names = ("features", "logits", "labels")
+    x = convert_batch({"logits": logits, "features": features, "labels": labels}, names)
+    xc = convert_batch({"logits": clean_logits, "features": clean_features,
+                        "labels": clean_labels}, names, prefix="clean_",
+                       device=x["features"].device)
     num_classes = check_matrix(x["logits"], "logits").shape[1]
-    for prefix in ("", "clean_"):
-        n = check_matrix(x[prefix + "features"], prefix + "features").shape[0]
-        check_matrix(x[prefix + "logits"], prefix + "logits", cols=num_classes)
-        if x[prefix + "logits"].shape[0] != n:
-            raise ValueError(f"Expected `{prefix}logits` to have as many rows as "
-                             f"`{prefix}features` ({n}), but got {x[prefix + 'logits'].shape[0]}")
-        x[prefix + "labels"] = check_label_shape(x[prefix + "labels"], prefix + "labels", n)
-    if x["features"].shape[1] != x["clean_features"].shape[1]:
-        raise ValueError(f"Expected `features` to have the clean set's dimension D = "
-                         f"{x['clean_features'].shape[1]}, but got {x['features'].shape[1]}")
-    check_values({k: x[k] for k in ("logits", "features", "clean_logits", "clean_features")},
-                 {k: x[k] for k in ("labels", "clean_labels")}, max(num_classes, 2))
-    sums = l2rw_clean_sums(x["clean_logits"], x["clean_features"], x["clean_labels"])
+    floats, ints = check_batch(x, num_classes=num_classes)
+    clean_floats, clean_ints = check_batch(xc, prefix="clean_", num_classes=num_classes)
+    check_values({**floats, **clean_floats}, {**ints, **clean_ints}, max(num_classes, 2))
+    sums = l2rw_clean_sums(xc["logits"], xc["features"], xc["labels"])
     u, c = l2rw_scaled_last_layer_scores(x["logits"], x["features"], x["labels"],
                                          sums["resid_feat_sum"], sums["resid_sum"],
                                          sums["count"], bias=bias)
     w = l2rw_weights_from_scores(u, c, normalization=normalization, lr=lr)
-    dtype = x["features"].dtype
-    return saturate(w, dtype if dtype.is_floating_point else torch.float32)
+    return as_output(w, x["features"])

@@ -1,11 +1,12 @@
-r"""FBR (feature-based reweighting) as stateless functions: the maths of steps 1-5.
+r"""FBR (feature-based reweighting, the surrogate of meta-reweighting) as stateless functions.
 
 Zhang, Holtz, Mishne, Cloninger, "Revisiting Meta-Learning with Noisy Labels: Reweighting
 Dynamics and Theoretical Guarantees", arXiv 2510.12209 (steps 1-5 of ``docs/method.md``).
-:func:`fbr_weights` is the whole method on one batch and one clean set; the kernels it is made
-of are what :class:`~robustweights.SurrogateReweighter` calls, adding only the cached clean
-statistics, the incremental store and the distributed reductions. Nothing here communicates
-across ranks.
+:func:`surrogate_weights` is the whole method on one batch and one clean set, the public
+function of this module. The kernels it is made of (``fbr_*``, internal: names and signatures
+may change) are what :class:`~robustweights.SurrogateReweighter` calls, adding only the cached
+clean statistics, the incremental store and the distributed reductions. Nothing here
+communicates across ranks.
 
 All kernels are vectorised torch ops on the inputs' device, with no Python loop over samples or
 classes and no host synchronisation; half-precision inputs are accumulated in float32, and
@@ -19,37 +20,19 @@ from typing import Any
 
 import torch
 
-from robustweights._backend import to_torch
-from robustweights._numerics import max_abs, pow2_scale, saturate
+from robustweights._numerics import as_output, compute_dtype, max_abs, pow2_scale
 from robustweights.validation import (
+    check_batch,
+    check_clean_classes,
     check_fraction,
-    check_label_shape,
-    check_matrix,
     check_nonneg_float,
     check_num_classes,
-    check_positive_float,
     check_values,
+    check_weight_bounds,
+    convert_batch,
 )
 
-__all__ = [
-    "compute_dtype",
-    "fbr_candidate_steps",
-    "fbr_class_sums",
-    "fbr_directions",
-    "fbr_incremental_weights",
-    "fbr_prototypes",
-    "fbr_recompute_weights",
-    "fbr_scaled_directions",
-    "fbr_scaled_similarity",
-    "fbr_similarity",
-    "fbr_step",
-    "fbr_weights",
-]
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 stays float64; everything else (fp16, bf16, fp32) accumulates in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
+__all__ = ["surrogate_weights"]
 
 
 def fbr_class_sums(features: torch.Tensor, labels: torch.Tensor, num_classes: int
@@ -92,15 +75,6 @@ def fbr_prototypes(class_sums: torch.Tensor, class_counts: torch.Tensor
     return mu, protos, present
 
 
-def fbr_similarity(features: torch.Tensor, mu: torch.Tensor, prototypes: torch.Tensor
-                   ) -> torch.Tensor:
-    r"""Class similarity :math:`S = (F - \mu) P^\top` (B, C), i.e. step 2 in prototype form:
-    :math:`S_{ic}` is the mean over clean samples of class :math:`c` of
-    :math:`\langle f_i - \mu, g_j - \mu\rangle`. Overflows for huge features; the
-    reweighter uses :func:`fbr_scaled_similarity`."""
-    return (features.to(mu.dtype) - mu) @ prototypes.T
-
-
 def fbr_scaled_similarity(features: torch.Tensor, mu: torch.Tensor, prototypes: torch.Tensor
                           ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""The class similarity divided by :math:`s^2`, and :math:`s`: ``(S / s**2, s)``.
@@ -108,8 +82,8 @@ def fbr_scaled_similarity(features: torch.Tensor, mu: torch.Tensor, prototypes: 
     :math:`s` is a power of two of the size of the largest of :math:`|F|`, :math:`|\mu|`,
     :math:`|P|`, so :math:`(F/s - \mu/s)(P/s)^\top` has entries of order :math:`D` whatever
     the scale of the features (1e-30 or 1e30): no overflow and no underflow in the compute dtype
-    (float32 for half inputs), and the same bits as :func:`fbr_similarity` where that one does
-    not overflow. FBR's recompute weights are invariant to this scale.
+    (float32 for half inputs), and the same bits as the unscaled :math:`(F - \mu) P^\top`
+    where that one does not overflow. FBR's recompute weights are invariant to this scale.
     """
     dt = compute_dtype(features.dtype)
     size = torch.maximum(max_abs(features), torch.maximum(max_abs(mu), max_abs(prototypes)))
@@ -211,9 +185,14 @@ def fbr_recompute_weights(d: torch.Tensor, valid: torch.Tensor, *, w_init: float
     the smallest step that drives every negative-direction sample to 0; then every
     :math:`w_i \le \tau` (threshold, default :math:`w_0`) is set to 0. If :math:`N` is empty all
     weights are :math:`w_{\max}`. With ``ratio`` the step is instead the k-th smallest
-    :math:`w_0/|d_i|`, :math:`k = \min(\max(1, \lfloor \text{ratio}\cdot B\rfloor), |N|)`, so that
-    only the k most negative samples reach 0 before the threshold. Samples whose label has no
-    clean sample (``valid`` False) get ``missing_class_weight`` and do not set the step.
+    :math:`w_0/|d_i|`, :math:`k = \min(\max(1, \lfloor \text{ratio}\cdot B\rfloor), |N|)`: a
+    smaller step, so only the k most negative samples reach 0 *before* the threshold. The
+    threshold comes after the step (as in the reference), so with the default
+    :math:`\tau = w_0` every sample with :math:`d_i \le 0` still ends at or below :math:`w_0`
+    and is dropped: ``ratio`` then leaves the dropped set unchanged and only shrinks the kept
+    weights :math:`w_0 + \eta d_i`. It changes which samples are dropped only with a threshold
+    below :math:`w_0` (e.g. ``threshold=0``: exactly those that reach 0). Samples whose label
+    has no clean sample (``valid`` False) get ``missing_class_weight`` and do not set the step.
     ``step``: ``(eta, any_negative)`` from :func:`fbr_step` (e.g. over every distributed rank's
     batch); computed from this batch when omitted.
     """
@@ -253,10 +232,10 @@ def fbr_incremental_weights(previous: torch.Tensor, d: torch.Tensor, valid: torc
     return state, torch.where(valid, w, torch.full_like(w, missing_class_weight))
 
 
-def fbr_weights(features: Any, labels: Any, clean_features: Any, clean_labels: Any, *,
-                alpha: float, num_classes: int | None = None, ratio: float | None = None,
-                w_init: float = 0.5, w_max: float = 1.0, threshold: float | None = None,
-                missing_class_weight: float = 0.0) -> torch.Tensor:
+def surrogate_weights(features: Any, labels: Any, clean_features: Any, clean_labels: Any, *,
+                      alpha: float, num_classes: int | None = None, ratio: float | None = None,
+                      w_init: float = 0.5, w_max: float = 1.0, threshold: float | None = None,
+                      missing_class_weight: float = 0.0) -> torch.Tensor:
     r"""FBR weights of one training batch against one clean set, statelessly (recompute mode).
 
     .. math::
@@ -266,9 +245,10 @@ def fbr_weights(features: Any, labels: Any, clean_features: Any, clean_labels: A
         \tilde w_i = \operatorname{clip}(w_0 + \eta d_i, 0, w_{\max})
 
     with :math:`\mu` the class-balanced clean mean, :math:`P_c` the centred clean class means
-    and :math:`\eta = \max_{d_i<0} w_0/|d_i|` (see :func:`fbr_recompute_weights`). The same
-    numbers as ``SurrogateReweighter(num_classes, alpha=alpha, ...).weights(...)`` on one
-    process; no state, no cache, no collective.
+    and :math:`\eta = \max_{d_i<0} w_0/|d_i|` (see :func:`fbr_recompute_weights`). The
+    functional twin of :class:`~robustweights.SurrogateReweighter`: the same numbers as
+    ``SurrogateReweighter(num_classes, alpha=alpha, ...).weights(...)`` on one process; no
+    state, no cache, no collective.
 
     Args:
         features, labels: the training batch, (B, D) floating and (B,) integer (torch tensors,
@@ -290,36 +270,28 @@ def fbr_weights(features: Any, labels: Any, clean_features: Any, clean_labels: A
         >>> import torch
         >>> G, yc = torch.eye(3) * 2.0, torch.arange(3)       # class c along axis c
         >>> F = torch.tensor([[3.0, 0, 0], [0, 2.5, 0], [0, 0, 3.0]])
-        >>> fbr_weights(F, torch.tensor([0, 1, 0]), G, yc, alpha=0.5)   # the third is mislabelled
+        >>> surrogate_weights(F, torch.tensor([0, 1, 0]), G, yc, alpha=0.5)  # the third is wrong
         tensor([1., 1., 0.])
     """
     alpha = check_nonneg_float(alpha, "alpha")
     ratio = None if ratio is None else check_fraction(ratio, "ratio")
-    w_max = check_positive_float(w_max, "w_max")
-    w_init = check_nonneg_float(w_init, "w_init")
-    threshold = None if threshold is None else check_nonneg_float(threshold, "threshold")
-    missing_class_weight = check_nonneg_float(missing_class_weight, "missing_class_weight")
-    x = {"features": to_torch(features, "features"), "labels": to_torch(labels, "labels"),
-         "clean_features": to_torch(clean_features, "clean_features"),
-         "clean_labels": to_torch(clean_labels, "clean_labels")}
-    device = x["features"].device
-    x = {k: v.to(device) for k, v in x.items()}
-    for prefix in ("", "clean_"):
-        check_matrix(x[prefix + "features"], prefix + "features")
-        x[prefix + "labels"] = check_label_shape(x[prefix + "labels"], prefix + "labels",
-                                                 x[prefix + "features"].shape[0])
+    w_init, w_max, threshold, missing_class_weight = check_weight_bounds(
+        w_init=w_init, w_max=w_max, threshold=threshold,
+        missing_class_weight=missing_class_weight)
+    names = ("features", "labels")
+    x = convert_batch({"features": features, "labels": labels}, names)
+    xc = convert_batch({"features": clean_features, "labels": clean_labels}, names,
+                       prefix="clean_", device=x["features"].device)
+    floats, ints = check_batch(x)
+    clean_floats, clean_ints = check_batch(xc, prefix="clean_")
     if num_classes is None:
-        num_classes = max(2, int(max(x["labels"].max(), x["clean_labels"].max())) + 1)
+        num_classes = max(2, int(max(x["labels"].max(), xc["labels"].max())) + 1)
     num_classes = check_num_classes(num_classes)
-    check_values({k: x[k] for k in ("features", "clean_features")},
-                 {k: x[k] for k in ("labels", "clean_labels")}, num_classes)
-    sums = fbr_class_sums(x["clean_features"], x["clean_labels"], num_classes)
+    check_values({**floats, **clean_floats}, {**ints, **clean_ints}, num_classes)
+    sums = fbr_class_sums(xc["features"], xc["labels"], num_classes)
+    check_clean_classes(sums["class_counts"])
     mu, protos, present = fbr_prototypes(sums["class_sums"], sums["class_counts"])
-    if int(present.sum()) < 2:
-        raise ValueError("Expected `clean_labels` to cover at least 2 classes, but got "
-                         f"{int(present.sum())}: FBR's row shift needs a runner-up class")
     d, valid, _ = fbr_scaled_directions(x["features"], x["labels"], mu, protos, present, alpha)
     w = fbr_recompute_weights(d, valid, w_init=w_init, w_max=w_max, threshold=threshold,
                               ratio=ratio, missing_class_weight=missing_class_weight)
-    dtype = x["features"].dtype
-    return saturate(w, dtype if dtype.is_floating_point else torch.float32)
+    return as_output(w, x["features"])
