@@ -63,12 +63,14 @@ class MetaReweighter(Reweighter):
             ``"none"`` (:math:`\max(u_i, 0)`).
         lr: the virtual step's learning rate; scales :math:`u` (irrelevant after normalisation).
         bias: whether the head has a bias (adds the :math:`r_i^\top a` term).
-        validate, sync, batch_scope, process_group: see
-            :class:`~robustweights.base.Reweighter`. Under ``torch.distributed`` the clean
-            statistics (residual-feature sums, residual sums and count) are summed over ranks
-            (``sync``); the ``"sum"``/``"mean"`` denominators :math:`\sum_j \max(u_j, 0)` and
-            :math:`B` are taken over every rank's batch with ``batch_scope="global"``, or per rank
-            with ``"local"``.
+        validate: see :class:`~robustweights.base.Reweighter`.
+        sync: see :class:`~robustweights.base.Reweighter`. Under ``torch.distributed`` the
+            clean statistics (residual-feature sums, residual sums and count) are summed over
+            ranks.
+        batch_scope: see :class:`~robustweights.base.Reweighter`. The ``"sum"``/``"mean"``
+            denominators :math:`\sum_j \max(u_j, 0)` and :math:`B` are taken over every rank's
+            batch with ``"global"``, or per rank with ``"local"``.
+        process_group: see :class:`~robustweights.base.Reweighter`.
 
     Attributes:
         last_scores: the raw scores :math:`u` (B,) of the last call, e.g. for a phase monitor.

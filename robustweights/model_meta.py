@@ -70,11 +70,13 @@ class ModelMetaReweighter(Reweighter):
         normalization: ``"sum"`` (L2RW: weights sum to one, all zero when no sample helps),
             ``"mean"`` (mean one) or ``"none"`` (:math:`\max(u_i, 0)`).
         validate: check the batches (shapes, label range) and that the scores are finite.
-        sync, batch_scope, process_group: as for :class:`~robustweights.base.Reweighter`. Under
-            ``torch.distributed`` the clean gradient and count are summed over ranks; the
-            ``"sum"``/``"mean"`` denominators are taken over every rank's batch with
-            ``batch_scope="global"``, or per rank with ``"local"``. BatchNorm in train mode uses
+        sync: as for :class:`~robustweights.base.Reweighter`. Under ``torch.distributed`` the
+            clean gradient and count are summed over ranks. BatchNorm in train mode uses
             per-rank batch statistics, as DDP's own forward does (unless ``SyncBatchNorm``).
+        batch_scope: as for :class:`~robustweights.base.Reweighter`. The ``"sum"``/``"mean"``
+            denominators are taken over every rank's batch with ``"global"``, or per rank with
+            ``"local"``.
+        process_group: as for :class:`~robustweights.base.Reweighter`.
 
     Attributes:
         last_scores: the raw scores :math:`u` (B,) of the last call, e.g. for a phase monitor.

@@ -123,11 +123,14 @@ class SurrogateReweighter(Reweighter):
         missing_class_weight: the weight of a sample whose label has no clean sample (its class
             prototype is undefined, so it has no direction). Default 0: such samples are dropped,
             as samples not pushed up are. Set it to ``w_init`` or ``w_max`` to keep them.
-        validate, sync, batch_scope, process_group: see :class:`~robustweights.base.Reweighter`.
-            Under ``torch.distributed`` the clean class sums and counts are summed over ranks
-            (``sync``); the step :math:`\eta` and whether any direction is negative (and, with
-            ``ratio``, :math:`B` and the k-th smallest step) are taken over every rank's batch
-            with ``batch_scope="global"`` (see :meth:`_global_step`), or per rank with ``"local"``.
+        validate: see :class:`~robustweights.base.Reweighter`.
+        sync: see :class:`~robustweights.base.Reweighter`. Under ``torch.distributed`` the clean
+            class sums and counts are summed over ranks.
+        batch_scope: see :class:`~robustweights.base.Reweighter`. The step :math:`\eta` and
+            whether any direction is negative (and, with ``ratio``, :math:`B` and the k-th
+            smallest step) are taken over every rank's batch with ``"global"`` (see
+            :meth:`_global_step`), or per rank with ``"local"``.
+        process_group: see :class:`~robustweights.base.Reweighter`.
 
     Example:
         >>> import numpy as np

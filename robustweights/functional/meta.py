@@ -124,8 +124,12 @@ def meta_weights(logits: Any, features: Any, labels: Any, clean_logits: Any,
     ...).weights(...)`` on one process; no state, no collective.
 
     Args:
-        logits, features, labels: the training batch, (B, C), (B, D), (B,).
-        clean_logits, clean_features, clean_labels: the clean batch, (M, C), (M, D), (M,).
+        logits: the training batch's logits, (B, C).
+        features: the training batch's penultimate features, (B, D).
+        labels: the training batch's labels, (B,).
+        clean_logits: the clean batch's logits, (M, C).
+        clean_features: the clean batch's features, (M, D).
+        clean_labels: the clean batch's labels, (M,).
         normalization: ``"sum"``, ``"mean"`` or ``"none"``, as for
             :class:`~robustweights.MetaReweighter`.
         lr: the virtual step's learning rate (scales ``"none"`` weights only).

@@ -251,9 +251,11 @@ def surrogate_weights(features: Any, labels: Any, clean_features: Any, clean_lab
     state, no cache, no collective.
 
     Args:
-        features, labels: the training batch, (B, D) floating and (B,) integer (torch tensors,
-            NumPy arrays or DLPack producers).
-        clean_features, clean_labels: the clean set, (M, D) and (M,); at least 2 classes.
+        features: the training batch's features, (B, D) floating (torch tensors, NumPy arrays
+            or DLPack producers, as for every array argument).
+        labels: the training batch's labels, (B,) integer.
+        clean_features: the clean set's features, (M, D).
+        clean_labels: the clean set's labels, (M,); at least 2 classes.
         alpha: the modulation :math:`\alpha \ge 0` (the reference: :math:`1/(C-1)` early in
             training, then 0).
         num_classes: :math:`C`; default: one more than the largest label given.
