@@ -16,8 +16,8 @@ Public API::
     PhaseReport           what PhaseMonitor.update returns for one step
     PhaseBoundaries       where filtering and post-filtering start (detect_phases' result)
     PostFilteringWarning  issued once when training enters post-filtering
-    FilterHealth          is a sample filter still discriminating? (held-out trusted samples)
-    HealthReport          one epoch of FilterHealth
+    FilterHealth          is a sample filter still discriminating? (held-out trusted samples;
+                          its per-epoch HealthReport lives in robustweights.phases)
     FilterCollapseWarning issued when the filter keeps the pool as readily as clean data
 
 Stateless twins of the reweighters live in :mod:`robustweights.functional`
@@ -33,7 +33,6 @@ from robustweights.model_meta import ModelMetaReweighter
 from robustweights.phases import (
     FilterCollapseWarning,
     FilterHealth,
-    HealthReport,
     PhaseBoundaries,
     PhaseMonitor,
     PhaseReport,
@@ -48,7 +47,6 @@ __all__ = [
     "FeatureCapture",
     "FilterCollapseWarning",
     "FilterHealth",
-    "HealthReport",
     "MetaReweighter",
     "ModelMetaReweighter",
     "PhaseBoundaries",

@@ -16,13 +16,13 @@ DOCS = ROOT / "docs"
 #: The modules whose ``__all__`` the site may document with ``::: module.name``. Everything else
 #: (``robustweights.surrogate``, ``robustweights.meta``, ...) is an implementation detail: the
 #: pages reference a class where users import it from.
-PUBLIC_MODULES = ("robustweights", "robustweights.functional",
+PUBLIC_MODULES = ("robustweights", "robustweights.functional", "robustweights.phases",
                   "robustweights.integrations.lightning")
 #: Public modules that import an optional framework (skipped when it is not installed).
 OPTIONAL_MODULES = ("robustweights.integrations.lightning",)
 #: Names the API no longer offers; only a page that says they are deprecated may mention them.
 DEPRECATED = ("from_model", "weights_from_model", "set_clean_inputs", "update_clean_inputs",
-              "alpha_schedule", "fbr_weights", "l2rw_weights")
+              "alpha_schedule", "fbr_weights", "l2rw_weights", "FBRRecipe")
 
 _DIRECTIVE = re.compile(r"^:::\s+(\S+)\s*$", re.M)
 
