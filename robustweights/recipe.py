@@ -273,12 +273,14 @@ class SurrogateRecipe:
         return next(iter(self.model.parameters()), torch.empty(0)).device
 
     def start_epoch(self, epoch: int) -> None:
-        """Start epoch ``epoch`` (from 0): the warm-up and alpha schedule follow it."""
+        """Start epoch ``epoch`` (from 0): the warm-up and alpha schedule follow it, and the
+        prototypes are recomputed at the epoch's first :meth:`weights` call."""
         self.epoch = check_nonneg_int(epoch, "epoch")
         self.reweighter.set_epoch(self.epoch)
         self._clean_sum, self._clean_n = 0.0, 0
         self.last_clean_loss = float("nan")
         self._epoch_directions = []
+        self._stale = True  # at least once an epoch (the network moved), also without passes
 
     def clean_batches(self) -> Iterator[Batch]:
         """This epoch's clean passes: ``clean_passes`` passes over ``clean_data``, as
@@ -470,19 +472,38 @@ class SurrogateRecipe:
         return self.health.end_epoch(self.epoch)
 
     def _heldout_kept(self, feats: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        # The directions against the cached prototypes, through a one-off reweighter with a
-        # per-call clean set (no state of the recipe's reweighter changes).
-        probe = SurrogateReweighter(self.num_classes, alpha=self.reweighter.current_alpha(),
-                                    sync=False)
-        proto_x, proto_y = cast(Batch, self._proto)
-        probe.weights(features=feats, labels=labels, clean_features=proto_x,
-                      clean_labels=proto_y)
-        d = cast(torch.Tensor, probe.last_directions).float()
+        d = self.directions(None, labels, features=feats).float()
         if self.drop_rate is None:
             return d > 0
         rate = drop_rate_at(self.epoch, self.drop_rate, self.drop_ramp_epochs)
         pool = torch.cat(self._epoch_directions) if self._epoch_directions else d
         return d >= torch.quantile(pool.to(d.device), rate)
+
+    @torch.no_grad()
+    def directions(self, inputs: torch.Tensor | None, labels: torch.Tensor, *,
+                   features: torch.Tensor | None = None,
+                   alpha: float | None = None) -> torch.Tensor:
+        r"""FBR's directions :math:`d_i` (B,) of samples against the current prototypes, without
+        changing any state: a diagnostic (with ``alpha=0``, :math:`d_i > 0` exactly when
+        :math:`y_i` is the class of the nearest centred prototype). The features are those of
+        an eval-mode forward of ``model`` on ``inputs``, or ``features`` if given; ``alpha``
+        defaults to the schedule's current value. The prototypes are computed first if none
+        exist yet."""
+        if self._proto is None:
+            self.refresh_clean()
+        if features is None:
+            if inputs is None:
+                raise ValueError("Expected `inputs` or `features` to be given, but got neither")
+            with eval_mode(self.model):
+                self.model(inputs)
+            features = self._capture.features
+        probe = SurrogateReweighter(  # a one-off reweighter with a per-call clean set
+            self.num_classes, sync=False,
+            alpha=self.reweighter.current_alpha() if alpha is None else alpha)
+        proto_x, proto_y = cast(Batch, self._proto)
+        probe.weights(features=features, labels=labels.to(features.device),
+                      clean_features=proto_x, clean_labels=proto_y)
+        return cast(torch.Tensor, probe.last_directions)
 
     # ------------------------------------------------------------------ state
     _CONFIG = ("num_classes", "warmup_epochs", "alpha_switch", "clean_passes", "clean_batch_size",

@@ -129,6 +129,13 @@ def test_prototypes_refreshed_once_after_clean_passes() -> None:
     model.calls.clear()
     recipe.refresh_clean()
     assert [c[1] for c in model.calls] == [30]
+    no_passes, model2, _, _ = make(clean_passes=0)  # refreshed every epoch without passes too
+    for epoch in (1, 2):
+        no_passes.start_epoch(epoch)
+        model2.calls.clear()
+        no_passes.weights(x, y)
+        no_passes.weights(x, y)
+        assert [c[1] for c in model2.calls] == [30, 5, 5]
 
 
 @pytest.mark.parametrize("training", [True, False])

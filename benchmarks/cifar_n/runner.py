@@ -119,6 +119,31 @@ def _memorisation(ctx: Context, model: torch.nn.Module, true: torch.Tensor
     }
 
 
+@torch.no_grad()
+def _feature_shares(ctx: Context, method: Any, true: torch.Tensor) -> dict[str, float]:
+    """Where the pool samples' features sit relative to the clean prototypes, for methods that
+    score them (FBR's ``feature_directions``): the share of wrongly labelled samples whose
+    nearest centred prototype is their *given* class (the filter keeps them), the share whose
+    nearest is their *true* class (recognisable), and the share of correctly labelled samples
+    nearest their class."""
+    probe = getattr(method, "feature_directions", None)
+    if probe is None:
+        return {}
+    d_given = probe(ctx.pool_x, ctx.pool_y)
+    if d_given is None:
+        return {}
+    d_true = probe(ctx.pool_x, true)
+    noisy = ctx.pool_y != true
+    nan = float("nan")
+
+    def share(mask: torch.Tensor, of: torch.Tensor) -> float:
+        return float(mask[of].float().mean()) if bool(of.any()) else nan
+
+    return {"noisy_nearest_given": share(d_given > 0, noisy),
+            "noisy_nearest_true": share(d_true > 0, noisy),
+            "clean_nearest_given": share(d_given > 0, ~noisy)}
+
+
 def run_one(spec: RunSpec, ds: LabeledImages, progress: Progress | None = None) -> RunResult:
     """Train ``spec.method`` on ``ds`` under ``spec.noise`` with ``spec.seed`` and score it."""
     if spec.method not in METHODS:
@@ -173,7 +198,8 @@ def run_one(spec: RunSpec, ds: LabeledImages, progress: Progress | None = None) 
         last = epoch == epochs - 1
         if last or (spec.diag_every > 0 and (epoch + 1) % spec.diag_every == 0):
             diagnostics.append({"epoch": epoch,
-                                **_memorisation(ctx, method.eval_model(), split.pool_true)})
+                                **_memorisation(ctx, method.eval_model(), split.pool_true),
+                                **_feature_shares(ctx, method, split.pool_true)})
             if log.weights is not None:
                 snap_epochs.append(epoch)
                 snaps.append(log.weights.astype(np.float32))

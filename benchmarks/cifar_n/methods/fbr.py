@@ -28,6 +28,7 @@ selection on held-out seeds kept (see ``benchmarks/cifar_n/presets.py`` and the 
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -49,7 +50,9 @@ class FBR(Method):
     Params beyond the authors' recipe: ``dropped_weight``, ``smoothing``,
     ``pseudo_label_weight``, ``drop_rate`` (None: the threshold rule; a fraction, or
     ``"nominal"`` for the noise type's nominal rate, as Co-teaching is given), ``drop_ramp``
-    (epochs of the drop-rate ramp), ``class_balanced``, ``mode`` (the reweighter's
+    (epochs of the drop-rate ramp), ``class_balanced``, ``health_holdout`` (that many trusted
+    images, drawn at random, are held out of the recipe's clean set and only score the filter's
+    health each epoch; 0: none), ``mode`` (the reweighter's
     ``"recompute"`` or ``"incremental"``), and ``features``: ``"self"`` (the trained network's,
     the authors'), ``"ema"`` (an exponential moving average of it, decay ``ema_decay``, buffers
     averaged too) or ``"peer"`` (two networks; each one's pool weights come from the *other*
@@ -66,7 +69,7 @@ class FBR(Method):
                 "dropped_weight": 0.0, "smoothing": 0.0, "pseudo_label_weight": 0.0,
                 "drop_rate": None, "drop_ramp": 10, "class_balanced": False,
                 "mode": "recompute", "features": "self", "ema_decay": 0.999,
-                "noise_rate": 0.2}
+                "health_holdout": 0, "noise_rate": 0.2}
 
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
@@ -90,6 +93,12 @@ class FBR(Method):
             scorers = [self.teacher]
         else:
             scorers = [self.model]
+        k_out = int(p["health_holdout"])
+        order = torch.randperm(ctx.n_clean, generator=torch.Generator().manual_seed(ctx.seed + 31))
+        order = order.to(ctx.clean_y.device)
+        x, y = ctx.memory_format(ctx.clean_x), ctx.clean_y
+        self.clean = (x[order[k_out:]], y[order[k_out:]]) if k_out else (x, y)
+        self.held = (x[order[:k_out]], y[order[:k_out]]) if k_out else None
         self.recipes = [self._recipe(ctx, scorer, k) for k, scorer in enumerate(scorers)]
         self.recipe = self.recipes[0]
 
@@ -104,7 +113,7 @@ class FBR(Method):
                                                              int(p["alpha_switch"])))
         return SurrogateRecipe(
             ctx.num_classes, model=scorer, head=head(inner),
-            clean_data=(ctx.memory_format(ctx.clean_x), ctx.clean_y),
+            clean_data=self.clean, health_data=self.held,
             warmup_epochs=int(p["warmup"]), alpha_switch=int(p["alpha_switch"]),
             clean_passes=int(p["clean_passes"]), clean_batch_size=ctx.config.batch_size,
             eval_features=bool(p["eval_features"]), dropped_weight=float(p["dropped_weight"]),
@@ -145,11 +154,29 @@ class FBR(Method):
         for sched in self.scheds:
             sched.step()
         recipe = self.recipe
+        health = {f"health_{k}": float("nan") if v is None else float(v)
+                  for k, v in asdict(recipe.end_epoch()).items() if k != "epoch"}
+        for r in self.recipes[1:]:
+            r.end_epoch()
         return EpochLog(total / n, weights,
                         {"alpha": recipe.reweighter.current_alpha(),
                          "clean_pass_loss": recipe.last_clean_loss,
                          "warmup": float(recipe.in_warmup),
-                         "coupling": float(np.mean(couplings)) if couplings else float("nan")})
+                         "coupling": float(np.mean(couplings)) if couplings else float("nan"),
+                         **health})
+
+    def feature_directions(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+        """FBR's directions with alpha = 0 of images ``x`` under ``labels`` against the current
+        prototypes (eval-mode features of the scoring network), for the runner's diagnosis:
+        positive exactly when the label is the nearest prototype's class. None in the warm-up
+        (no prototypes are in use)."""
+        if self.recipe.in_warmup:
+            return None
+        c = self.c
+        return torch.cat([self.recipe.directions(c.memory_format(xb), yb, alpha=0.0)
+                          for xb, yb in zip(x.split(c.config.eval_batch_size),
+                                            labels.split(c.config.eval_batch_size),
+                                            strict=True)])
 
     def eval_model(self) -> nn.Module:
         return self.model
