@@ -141,11 +141,40 @@ def test_lightning_callback_rejects_wrong_arguments(lightning_example):
 
 
 # ---------------------------------------------------------------------- Hugging Face Trainer
-def test_hf_trainer_example_learns_through_noisy_labels(capsys):
+@pytest.fixture(scope="module")
+def hf_example():
     pytest.importorskip("transformers", reason="transformers is not installed: "
                                                "pip install -e '.[hf]'")
     pytest.importorskip("accelerate", reason="the Trainer needs accelerate: pip install -e '.[hf]'")
-    runpy.run_path(str(ROOT / "examples" / "hf_trainer_example.py"), run_name="__main__")
+    return runpy.run_path(str(ROOT / "examples" / "hf_trainer_example.py"), run_name="example")
+
+
+def test_hf_trainer_example_learns_through_noisy_labels(hf_example, capsys):
+    hf_example["main"]()
     acc, _kept, precision, pool = parse_report(capsys.readouterr().out)
-    assert acc > 0.8, f"accuracy on true labels {acc} (chance 0.33)"
-    assert precision > pool + 0.1, f"kept samples {precision} should be cleaner than {pool}"
+    # plain cross entropy on the same data and model reaches 0.906 (docs/integrations.md)
+    assert acc > 0.95, f"accuracy on true labels {acc} (chance 0.33, plain CE 0.906)"
+    assert precision > pool + 0.2, f"kept samples {precision} should be cleaner than {pool}"
+
+
+def test_hf_trainer_steps_are_the_recipe_epochs(hf_example):
+    """Each Trainer step is one batch of the stream, in the recipe's epoch: 2 clean passes of
+    ceil(60 / 32) = 2 batches, then ceil(480 / 32) = 15 pool batches, every epoch."""
+    seen: list[tuple[int, str, bool]] = []  # (recipe epoch, kind, every weight 0.5)
+
+    class Recording(hf_example["RecipeTrainer"]):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            warm = inputs[0] == "pool" and bool((self.recipe.last_weights == 0.5).all())
+            seen.append((self.recipe.epoch, inputs[0], warm))
+            return loss
+
+    _, _, trainer = hf_example["train"](hf_example["make_data"](), epochs=3,
+                                        trainer_cls=Recording)
+    per_epoch = 4 + 15
+    assert trainer.state.global_step == len(seen) == 3 * per_epoch
+    for k, (epoch, kind, warm) in enumerate(seen):
+        assert epoch == k // per_epoch, f"step {k} ran at recipe epoch {epoch}"
+        assert kind == ("clean" if k % per_epoch < 4 else "pool"), (k, kind)
+        if kind == "pool":
+            assert warm == (epoch < 2), f"step {k}: warm-up weights {warm} in epoch {epoch}"
