@@ -16,7 +16,7 @@ DOCS = ROOT / "docs"
 #: The modules whose ``__all__`` the site may document with ``::: module.name``. Everything else
 #: (``robustweights.surrogate``, ``robustweights.meta``, ...) is an implementation detail: the
 #: pages reference a class where users import it from.
-PUBLIC_MODULES = ("robustweights", "robustweights.functional",
+PUBLIC_MODULES = ("robustweights", "robustweights.functional", "robustweights.integrations",
                   "robustweights.integrations.lightning")
 #: Public modules that import an optional framework (skipped when it is not installed).
 OPTIONAL_MODULES = ("robustweights.integrations.lightning",)
