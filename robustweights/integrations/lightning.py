@@ -152,7 +152,10 @@ class RecipeCallback(pl.Callback):
     The callback
 
     1. calls ``recipe.start_epoch(trainer.current_epoch)`` at every training epoch start (the
-       warm-up and alpha schedule); the stream's batches are only fetched after it;
+       warm-up and alpha schedule). In the first epoch of a ``fit`` Lightning calls ``iter()``
+       on the train dataloader before this hook (and, for a loader without ``len()``, fetches
+       one batch ahead); the stream is lazy and its first batch is a clean one, which does not
+       depend on the epoch, so every step still trains in the right epoch;
     2. saves ``recipe.state_dict()`` (epoch, the clean passes' generator, prototypes, per-sample
        stores) in Lightning's checkpoint under :attr:`state_key` and restores it when
        ``Trainer.fit(ckpt_path=...)`` resumes: a run resumed from a checkpoint saved at an epoch
