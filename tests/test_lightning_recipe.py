@@ -14,6 +14,8 @@ every clean step is a Lightning training step, so Lightning's DDP, precision and
 from __future__ import annotations
 
 import multiprocessing
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from robustweights import SurrogateRecipe  # noqa: E402
 from robustweights.integrations.lightning import RecipeCallback, RecipeDataLoader  # noqa: E402
 
 C, D = 3, 6
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_data(n: int = 240, m: int = 48, noise: float = 0.4, dtype: torch.dtype = torch.float32,
@@ -194,9 +197,16 @@ def ddp_run(out: Path, world: int, epochs: int = 3) -> list[dict[str, Any]]:
 @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),
                     reason="Lightning's ddp_fork needs the fork start method")
 def test_lightning_ddp_equals_one_process_on_the_union_of_the_shards(tmp_path: Path) -> None:
-    # Lightning's own DDP strategy, launched by fork ("ddp_spawn" re-imports torch and
-    # Lightning in every rank: ~40 s more here for the same DDP)
-    ranks = ddp_run(tmp_path / "ddp", world=2)
+    # Lightning's own DDP strategy, launched by fork ("ddp_spawn" re-imports torch and Lightning
+    # in every rank: ~40 s more here for the same DDP), from a fresh interpreter: forking this
+    # process after other tests started threads (JAX's) could deadlock; the timeout bounds it.
+    code = ("import sys, torch; from pathlib import Path; torch.set_num_threads(1); "
+            f"sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'tests')!r}]; "
+            f"import test_lightning_recipe as t; t.ddp_run(Path({str(tmp_path / 'ddp')!r}), 2)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, f"the DDP run failed:\n{proc.stderr[-3000:]}"
+    ranks = [torch.load(tmp_path / "ddp" / f"rank{r}.pt", weights_only=False) for r in range(2)]
     (single,) = ddp_run(tmp_path / "single", world=1)
     # per epoch 2 clean passes of 32 / 2 / 8 = 2 batches and 96 / 2 / 12 = 4 pool batches per
     # rank; each an optimizer step of Lightning's
