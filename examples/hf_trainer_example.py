@@ -1,23 +1,25 @@
-"""FBR with the Hugging Face ``Trainer``: per-sample weights from the model's pooled features.
+"""The whole FBR recipe (``SurrogateRecipe``) with the Hugging Face ``Trainer``.
 
 Needs ``pip install "robustweights[hf]"``. A tiny BERT is built from a config (random init, no
 download) and trained on synthetic token ids: each class has a keyword token hidden among
-random filler tokens, and 35% of the training labels are wrong. ``FBRTrainer`` overrides
-``compute_loss``: the pooled features (the classifier's input, recorded by ``FeatureCapture``)
-and the labels give FBR weights, and the loss is the weighted mean of the per-sample cross
-entropies, after a 2-epoch warm-up on every sample. A ``TrainerCallback`` refreshes the clean
-set at every epoch start in eval mode.
+random filler tokens, and 35% of the training labels are wrong. Every step of the recipe is a
+``Trainer`` step: ``RecipeTrainer.get_train_dataloader`` returns ``RecipeStream(recipe,
+pool_loader)``, which streams each epoch's clean-pass batches tagged ``"clean"`` and then the
+pool's tagged ``"pool"``; ``compute_loss`` dispatches on the tag (the clean mean loss, or the
+FBR-weighted mean of the per-sample cross entropies with weights from the pooled features in
+eval mode). A ``TrainerCallback`` starts the recipe's epoch: 2 warm-up epochs at weight 0.5, as
+the authors' recipe does.
 
     python examples/hf_trainer_example.py
 """
 
 from __future__ import annotations
 
+import math
 import tempfile
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
@@ -26,7 +28,8 @@ from transformers import (
     TrainingArguments,
 )
 
-from robustweights import FeatureCapture, SurrogateReweighter, weighted_mean
+from robustweights import SurrogateRecipe
+from robustweights.integrations import RecipeStream
 
 NUM_CLASSES, VOCAB, LENGTH, KEYWORDS = 3, 64, 16, 4
 
@@ -55,88 +58,110 @@ class TokenDataset(torch.utils.data.Dataset):
         return {"input_ids": self.ids[i], "labels": self.labels[i]}
 
 
-class CleanRefresh(TrainerCallback):
-    """At every epoch start: the clean set's pooled features, in eval mode, into the reweighter."""
+class Logits(torch.nn.Module):
+    """The recipe's feature model: token ids in, logits out (the pooled features, the input of
+    ``classifier``, are what the recipe scores)."""
 
-    def __init__(self, reweighter: SurrogateReweighter, capture: FeatureCapture,
-                 clean_ids: torch.Tensor, clean_labels: torch.Tensor) -> None:
-        self.reweighter, self.capture = reweighter, capture
-        self.clean_ids, self.clean_labels = clean_ids, clean_labels
+    def __init__(self, model: BertForSequenceClassification) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids).logits
+
+
+class RecipeEpoch(TrainerCallback):
+    """Start the recipe's epoch (warm-up, alpha schedule) at every Trainer epoch."""
+
+    def __init__(self, recipe: SurrogateRecipe) -> None:
+        self.recipe = recipe
 
     def on_epoch_begin(self, args: TrainingArguments, state: Any, control: Any,
-                       model: torch.nn.Module | None = None, **kwargs: Any) -> None:
-        if model is None:
-            raise ValueError("Expected the Trainer to pass `model` to its callbacks, but got None")
-        device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            model(input_ids=self.clean_ids.to(device))
-        self.reweighter.set_epoch(int(state.epoch or 0))
-        self.reweighter.set_clean(features=self.capture.features,
-                                  labels=self.clean_labels.to(device))
-        model.train(was_training)
+                       **kwargs: Any) -> None:
+        # state.epoch is epoch + (steps done) / (steps per epoch): an integer at an epoch start
+        self.recipe.start_epoch(math.floor(state.epoch + 1e-6))
 
 
-class FBRTrainer(Trainer):
-    """A ``Trainer`` whose loss is the FBR-weighted mean of the per-sample cross entropies."""
+class RecipeTrainer(Trainer):
+    """A ``Trainer`` whose epochs are the recipe's: each Trainer step is one clean-pass batch or
+    one pool batch, so the Trainer's own optimizer step, AMP, clipping, accumulation and DDP
+    apply to the clean passes too."""
 
-    def __init__(self, *args: Any, reweighter: SurrogateReweighter, capture: FeatureCapture,
-                 warmup_epochs: float = 2, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, recipe: SurrogateRecipe, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.reweighter, self.capture = reweighter, capture
-        self.warmup_epochs = warmup_epochs
+        self.recipe = recipe
 
-    def compute_loss(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor],
-                     return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
-        labels = inputs.pop("labels")
-        outputs = model(**inputs)
-        losses = F.cross_entropy(outputs.logits, labels, reduction="none")
-        if (self.state.epoch or 0) < self.warmup_epochs:
-            # Warm-up, as in the authors' recipe: from random features FBR's prototypes would
-            # only confirm the initial network, so the first epochs train on every sample.
-            return (losses.mean(), outputs) if return_outputs else losses.mean()
-        w = self.reweighter.weights(features=self.capture.features, labels=labels)
-        loss = weighted_mean(losses, w)
+    def get_train_dataloader(self) -> Any:
+        # The pool loader as the Trainer builds it (accelerate shards it under DDP), after each
+        # epoch's clean batches; len() tells the Trainer the epoch's length.
+        return RecipeStream(self.recipe, super().get_train_dataloader())
+
+    def compute_loss(self, model: torch.nn.Module, inputs: Any, return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        kind, batch = inputs
+        if kind == "clean":                                       # a clean pass's batch
+            ids, labels = batch
+            outputs = model(input_ids=ids)
+            loss = self.recipe.clean_loss(outputs.logits, labels)
+        else:                                                     # a noisy pool batch
+            labels = batch.pop("labels")
+            w = self.recipe.weights(batch["input_ids"], labels)   # eval-mode pooled features
+            outputs = model(**batch)
+            loss = self.recipe.loss(outputs.logits, labels, w)    # mean of w_i * loss_i
         return (loss, outputs) if return_outputs else loss
 
 
-def main() -> None:
-    g = torch.Generator().manual_seed(0)
+def make_data(seed: int = 0) -> dict[str, torch.Tensor]:
+    """480 training sequences with 35% wrong labels, a clean set of 60, a test set of 500."""
+    g = torch.Generator().manual_seed(seed)
     ids, y_true = make_tokens(480, g)
     flip = torch.rand(480, generator=g) < 0.35                    # 35% of the labels are wrong
     y = torch.where(flip, (y_true + torch.randint(1, NUM_CLASSES, (480,), generator=g))
                     % NUM_CLASSES, y_true)
     clean_ids, clean_y = make_tokens(60, g)                       # small trusted clean set
     test_ids, test_y = make_tokens(500, g)
+    return {"ids": ids, "y": y, "flip": flip, "clean_ids": clean_ids, "clean_y": clean_y,
+            "test_ids": test_ids, "test_y": test_y}
 
+
+def train(data: dict[str, torch.Tensor], epochs: int = 12,
+          trainer_cls: type[RecipeTrainer] = RecipeTrainer
+          ) -> tuple[BertForSequenceClassification, SurrogateRecipe, RecipeTrainer]:
+    """A tiny BERT trained with the recipe for ``epochs`` on CPU."""
     torch.manual_seed(0)
     config = BertConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2,
                         num_attention_heads=4, intermediate_size=128,
                         max_position_embeddings=LENGTH)
     config.num_labels = NUM_CLASSES
     model = BertForSequenceClassification(config)                 # random init, no download
-    capture = FeatureCapture(model.classifier)                    # the pooled features
-    reweighter = SurrogateReweighter(num_classes=NUM_CLASSES)
+    # 2 clean passes of 2 batches per epoch; a constant learning rate has no drop for alpha to
+    # switch at (alpha_switch past the run)
+    recipe = SurrogateRecipe(NUM_CLASSES, model=Logits(model), head=model.classifier,
+                             clean_data=(data["clean_ids"], data["clean_y"]), warmup_epochs=2,
+                             alpha_switch=1000, clean_passes=2, clean_batch_size=32,
+                             generator=torch.Generator().manual_seed(0))
     with tempfile.TemporaryDirectory() as out:
-        args = TrainingArguments(output_dir=out, num_train_epochs=12,
+        args = TrainingArguments(output_dir=out, num_train_epochs=epochs,
                                  per_device_train_batch_size=32, learning_rate=1e-3, seed=0,
                                  lr_scheduler_type="constant",
                                  use_cpu=True, report_to=[], save_strategy="no",
                                  logging_strategy="no", disable_tqdm=True)
-        trainer = FBRTrainer(model=model, args=args, train_dataset=TokenDataset(ids, y),
-                             callbacks=[CleanRefresh(reweighter, capture, clean_ids, clean_y)],
-                             reweighter=reweighter, capture=capture)
+        trainer = trainer_cls(model=model, args=args,
+                              train_dataset=TokenDataset(data["ids"], data["y"]),
+                              callbacks=[RecipeEpoch(recipe)], recipe=recipe)
         trainer.train()
+    return model, recipe, trainer
 
+
+def main() -> None:
+    data = make_data()
+    model, recipe, _ = train(data)
     model.eval()
     with torch.no_grad():
-        accuracy = (model(input_ids=test_ids).logits.argmax(1) == test_y).float().mean().item()
-        model(input_ids=clean_ids)
-        reweighter.set_clean(features=capture.features, labels=clean_y)
-        model(input_ids=ids)
-        kept = reweighter.weights(features=capture.features, labels=y) > 0
-    clean = ~flip
+        logits = model(input_ids=data["test_ids"]).logits
+        accuracy = (logits.argmax(1) == data["test_y"]).float().mean().item()
+        kept = recipe.weights(data["ids"], data["y"]) > 0         # the recipe's final weights
+    clean = ~data["flip"]
     print(f"accuracy on true labels {accuracy:.3f}; kept {kept.float().mean():.2f} of samples, "
           f"{clean[kept].float().mean():.3f} correctly labelled (pool {clean.float().mean():.3f})")
 

@@ -1,10 +1,13 @@
-"""FBR in a PyTorch Lightning LightningModule, with checkpoint and resume.
+"""The whole FBR recipe (``SurrogateRecipe``) in PyTorch Lightning, with checkpoint and resume.
 
-Needs ``pip install "robustweights[lightning]"``. The module computes FBR weights in its
-``training_step`` from the features a ``FeatureCapture`` records on the head; the package's
-``ReweighterCallback`` refreshes the clean set at every epoch start (eval mode, no gradients)
-and stores the reweighter's state in Lightning's checkpoint. The run stops after 6 epochs,
-saves a checkpoint, and a new Trainer resumes from it to epoch 12.
+Needs ``pip install "robustweights[lightning]"``. Every step of the recipe is a Lightning
+training step: the train dataloader is ``RecipeDataLoader(recipe, pool)``, which streams each
+epoch's clean-pass batches tagged ``"clean"`` and then the noisy pool's tagged ``"pool"``, and
+``training_step`` dispatches on the tag. So Lightning's DDP gradient sync, precision (AMP),
+gradient clipping and accumulation apply to the clean passes as to the pool. ``RecipeCallback``
+starts the recipe's epoch (warm-up, alpha schedule) and keeps its state in Lightning's
+checkpoint. The run stops after 6 epochs, saves a checkpoint, and a new Trainer resumes from it
+to epoch 12.
 
     python examples/lightning_example.py
 """
@@ -19,8 +22,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from robustweights import FeatureCapture, SurrogateReweighter, WeightedLoss
-from robustweights.integrations.lightning import ReweighterCallback
+from robustweights import SurrogateRecipe
+from robustweights.integrations.lightning import RecipeCallback, RecipeDataLoader
 
 
 def make_data(n: int = 600, n_clean: int = 60, noise: float = 0.35, seed: int = 0
@@ -37,45 +40,51 @@ def make_data(n: int = 600, n_clean: int = 60, noise: float = 0.35, seed: int = 
 
 
 class NoisyLabelClassifier(pl.LightningModule):
-    """An MLP trained with FBR weights: noisy samples stop driving the loss."""
+    """An MLP trained with the FBR recipe: noisy samples stop driving the loss."""
 
-    def __init__(self, num_classes: int = 2, lr: float = 0.1) -> None:
+    def __init__(self, clean_data: tuple[torch.Tensor, torch.Tensor], num_classes: int = 2,
+                 lr: float = 0.1) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.lr = lr
         self.net = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, num_classes))
-        self.capture = FeatureCapture(self.net[2])  # the head's input: penultimate features
-        self.reweighter = SurrogateReweighter(num_classes=num_classes)  # reference defaults
-        self.criterion = WeightedLoss(nn.CrossEntropyLoss())
+        # With 2 classes alpha must stay > 0 (README, "The methods, precisely"): alpha_switch
+        # past the run. The generator makes the clean passes' order part of the checkpoint.
+        self.recipe = SurrogateRecipe(num_classes, model=self.net, head=self.net[2],
+                                      clean_data=clean_data, warmup_epochs=2, alpha_switch=1000,
+                                      clean_passes=5, clean_batch_size=20,
+                                      generator=torch.Generator().manual_seed(0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    def training_step(self, batch: tuple[str, tuple[torch.Tensor, ...]], batch_idx: int
                       ) -> torch.Tensor:
-        x, y = batch
-        logits = self(x)
-        w = self.reweighter.weights(features=self.capture.features, labels=y)  # cached clean set
+        kind, data = batch
+        if kind == "clean":                                   # a clean pass's batch
+            x, y = data
+            return self.recipe.clean_loss(self(x), y)
+        x, y, idx = data                                      # a noisy pool batch
+        w = self.recipe.weights(x, y, sample_ids=idx)         # eval-mode features -> weights
         self.log("kept", (w > 0).float().mean(), on_epoch=True, on_step=False)
-        return self.criterion(logits, y, weights=w)
+        return self.recipe.loss(self(x), y, w)                # mean of w_i * loss_i
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=self.hparams["lr"], momentum=0.9)
+        return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
 
 
 def fit(data: dict[str, torch.Tensor], max_epochs: int, root: str,
         ckpt_path: str | None = None) -> tuple[NoisyLabelClassifier, pl.Trainer]:
     """Train (or resume from ``ckpt_path``) up to ``max_epochs`` on CPU."""
     pl.seed_everything(0, verbose=False)
-    model = NoisyLabelClassifier()
-    callback = ReweighterCallback(model.reweighter, model.capture,
-                                  (data["x_clean"], data["y_clean"]))
-    pool = TensorDataset(data["x"], data["y"])
-    # A seeded permutation per epoch (Lightning calls the sampler's set_epoch), so a resumed
-    # run sees the same batches as an uninterrupted one.
+    model = NoisyLabelClassifier((data["x_clean"], data["y_clean"]))
+    pool = TensorDataset(data["x"], data["y"], torch.arange(len(data["y"])))  # with sample ids
+    # A seeded permutation per epoch (RecipeDataLoader sets the sampler's epoch), so a resumed
+    # run sees the same batches as an uninterrupted one. Under DDP, leave the sampler out:
+    # RecipeDataLoader gives the pool Lightning's DistributedSampler.
     sampler: DistributedSampler[int] = DistributedSampler(pool, num_replicas=1, rank=0, seed=0)
-    loader = DataLoader(pool, batch_size=50, sampler=sampler)
+    loader = RecipeDataLoader(model.recipe, DataLoader(pool, batch_size=50, sampler=sampler))
     trainer = pl.Trainer(max_epochs=max_epochs, accelerator="cpu", devices=1, logger=False,
-                         callbacks=[callback], enable_progress_bar=False,
+                         callbacks=[RecipeCallback(model.recipe)], enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False,
                          default_root_dir=root)
     trainer.fit(model, loader, ckpt_path=ckpt_path, weights_only=True)  # tensors and numbers only
@@ -85,14 +94,10 @@ def fit(data: dict[str, torch.Tensor], max_epochs: int, root: str,
 @torch.no_grad()
 def evaluate(model: NoisyLabelClassifier, data: dict[str, torch.Tensor]
              ) -> tuple[float, torch.Tensor]:
-    """Test accuracy on true labels, and the pool's final weights (clean set in eval mode)."""
+    """Test accuracy on true labels, and the recipe's weights of the whole pool."""
     model.eval()
-    model(data["x_clean"])
-    model.reweighter.set_clean(features=model.capture.features, labels=data["y_clean"])
-    model(data["x"])
-    w = model.reweighter.weights(features=model.capture.features, labels=data["y"])
     accuracy = (model(data["x_test"]).argmax(1) == data["y_test"]).float().mean().item()
-    return accuracy, w
+    return accuracy, model.recipe.weights(data["x"], data["y"])
 
 
 def main() -> None:

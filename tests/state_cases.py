@@ -8,8 +8,10 @@ Kept importable on its own: the contract test restores in a fresh Python process
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -140,6 +142,47 @@ def _recipe_step(run: RecipeRun, t: int) -> torch.Tensor:
     return torch.cat([run.recipe.last_weights, loss.detach().reshape(1)])  # type: ignore[list-item]
 
 
+class LightningRecipeRun(RecipeRun):
+    """The recipe as Lightning drives it (``robustweights.integrations.lightning``): the
+    ``RecipeCallback`` starts each epoch and is what Lightning's checkpoint saves; each step
+    iterates a ``RecipeDataLoader`` and dispatches on its tags, as a ``training_step`` does."""
+
+    def __init__(self) -> None:
+        from robustweights.integrations.lightning import RecipeCallback
+
+        super().__init__()
+        self.callback = RecipeCallback(self.recipe)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                "callback": self.callback.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.callback.load_state_dict(state["callback"])
+
+
+def _lightning_recipe_step(run: LightningRecipeRun, t: int) -> torch.Tensor:
+    from robustweights.integrations.lightning import RecipeDataLoader
+
+    d = _data(t)
+    run.callback.on_train_epoch_start(SimpleNamespace(current_epoch=t), None)  # type: ignore[arg-type]
+    pool = [(d["features"], d["labels"], d["ids"])]
+    for kind, batch in RecipeDataLoader(run.recipe, pool):
+        if kind == "clean":
+            x, y = batch
+            loss = run.recipe.clean_loss(run.model(x), y)
+        else:
+            x, y, ids = batch
+            w = run.recipe.weights(x, y, sample_ids=ids)
+            loss = run.recipe.loss(run.model(x), y, w)
+        run.opt.zero_grad()
+        loss.backward()
+        run.opt.step()
+    return torch.cat([run.recipe.last_weights, loss.detach().reshape(1)])  # type: ignore[list-item]
+
+
 CASES: dict[str, Case] = {
     "fbr_recompute": Case(lambda: SurrogateReweighter(C, alpha=AlphaSchedule(C, 4)), _fbr_step),
     "fbr_incremental": Case(lambda: SurrogateReweighter(C, alpha=0.3, mode="incremental",
@@ -150,3 +193,6 @@ CASES: dict[str, Case] = {
     "phase_monitor": Case(lambda: PhaseMonitor(freeze=True, warn=False), _monitor_step),
     "fbr_recipe": Case(RecipeRun, _recipe_step, own=lambda run: run.recipe),
 }
+if importlib.util.find_spec("lightning") is not None:  # CI installs the extra
+    CASES["lightning_recipe_callback"] = Case(LightningRecipeRun, _lightning_recipe_step,
+                                              own=lambda run: run.callback)

@@ -1,5 +1,6 @@
-"""Lightning and Hugging Face Trainer: the examples learn through noisy labels, and a Lightning
-run resumed from its checkpoint gives the same weights as an uninterrupted one.
+"""Lightning and Hugging Face Trainer: the examples (the whole SurrogateRecipe) learn through noisy
+labels, and a Lightning run resumed from its checkpoint gives the same weights as an
+uninterrupted one; ReweighterCallback (a bare reweighter) checkpoints its state.
 
 Each test skips (with the extra to install) when its framework is missing; CI installs the
 extras (``.[test,lightning,hf,jax]``), so there they run.
@@ -50,10 +51,10 @@ def test_lightning_resumed_run_equals_uninterrupted_run(lightning_example, tmp_p
     _, trainer = ex["fit"](data, max_epochs=2, root=str(tmp_path / "a"))
     ckpt = tmp_path / "a" / "epoch2.ckpt"
     trainer.save_checkpoint(ckpt)
-    saved = torch.load(ckpt, weights_only=False)["callbacks"]["ReweighterCallback"]
-    assert saved["refreshes"] == 2 and saved["reweighter"]["epoch"] == 1, saved
+    saved = torch.load(ckpt, weights_only=True)["callbacks"]["RecipeCallback"]
+    assert saved["epoch"] == 1, saved  # the recipe's state, its clean passes' generator included
     resumed, _ = ex["fit"](data, max_epochs=4, root=str(tmp_path / "b"), ckpt_path=str(ckpt))
-    assert resumed.reweighter.epoch == straight.reweighter.epoch == 3
+    assert resumed.recipe.epoch == straight.recipe.epoch == 3
     for (name, p), q in zip(straight.state_dict().items(), resumed.state_dict().values(),
                             strict=True):
         assert torch.equal(p, q), f"parameter {name} differs after resuming"
@@ -196,11 +197,40 @@ def test_lightning_callback_refresh_equals_set_clean(lightning_example, which):
 
 
 # ---------------------------------------------------------------------- Hugging Face Trainer
-def test_hf_trainer_example_learns_through_noisy_labels(capsys):
+@pytest.fixture(scope="module")
+def hf_example():
     pytest.importorskip("transformers", reason="transformers is not installed: "
                                                "pip install -e '.[hf]'")
     pytest.importorskip("accelerate", reason="the Trainer needs accelerate: pip install -e '.[hf]'")
-    runpy.run_path(str(ROOT / "examples" / "hf_trainer_example.py"), run_name="__main__")
+    return runpy.run_path(str(ROOT / "examples" / "hf_trainer_example.py"), run_name="example")
+
+
+def test_hf_trainer_example_learns_through_noisy_labels(hf_example, capsys):
+    hf_example["main"]()
     acc, _kept, precision, pool = parse_report(capsys.readouterr().out)
-    assert acc > 0.8, f"accuracy on true labels {acc} (chance 0.33)"
-    assert precision > pool + 0.1, f"kept samples {precision} should be cleaner than {pool}"
+    # plain cross entropy on the same data and model reaches 0.906 (docs/integrations.md)
+    assert acc > 0.95, f"accuracy on true labels {acc} (chance 0.33, plain CE 0.906)"
+    assert precision > pool + 0.2, f"kept samples {precision} should be cleaner than {pool}"
+
+
+def test_hf_trainer_steps_are_the_recipe_epochs(hf_example):
+    """Each Trainer step is one batch of the stream, in the recipe's epoch: 2 clean passes of
+    ceil(60 / 32) = 2 batches, then ceil(480 / 32) = 15 pool batches, every epoch."""
+    seen: list[tuple[int, str, bool]] = []  # (recipe epoch, kind, every weight 0.5)
+
+    class Recording(hf_example["RecipeTrainer"]):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            warm = inputs[0] == "pool" and bool((self.recipe.last_weights == 0.5).all())
+            seen.append((self.recipe.epoch, inputs[0], warm))
+            return loss
+
+    _, _, trainer = hf_example["train"](hf_example["make_data"](), epochs=3,
+                                        trainer_cls=Recording)
+    per_epoch = 4 + 15
+    assert trainer.state.global_step == len(seen) == 3 * per_epoch
+    for k, (epoch, kind, warm) in enumerate(seen):
+        assert epoch == k // per_epoch, f"step {k} ran at recipe epoch {epoch}"
+        assert kind == ("clean" if k % per_epoch < 4 else "pool"), (k, kind)
+        if kind == "pool":
+            assert warm == (epoch < 2), f"step {k}: warm-up weights {warm} in epoch {epoch}"
