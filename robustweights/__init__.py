@@ -3,6 +3,7 @@
 Public API::
 
     SurrogateRecipe       the FBR training recipe as steps your loop composes
+    RecipeConfig          its schedule and options; RecipeConfig.authors() is the paper's
     SurrogateReweighter   feature-based reweighting (FBR), arXiv 2510.12209
     MetaReweighter        meta-reweighting (L2RW), last-layer closed form
     ModelMetaReweighter   meta-reweighting (L2RW) over every parameter of a torch model
@@ -16,9 +17,8 @@ Public API::
     PhaseReport           what PhaseMonitor.update returns for one step
     PhaseBoundaries       where filtering and post-filtering start (detect_phases' result)
     PostFilteringWarning  issued once when training enters post-filtering
-    FilterHealth          is a sample filter still discriminating? (held-out trusted samples;
-                          its per-epoch HealthReport lives in robustweights.phases)
-    FilterCollapseWarning issued when the filter keeps the pool as readily as clean data
+    FilterCollapseWarning issued when a filter keeps the pool as readily as clean data (see
+                          robustweights.phases.FilterHealth, which SurrogateRecipe reports)
 
 Stateless twins of the reweighters live in :mod:`robustweights.functional`
 (``surrogate_weights``, ``meta_weights``, ``model_meta_weights``); input checks in
@@ -32,27 +32,26 @@ from robustweights.meta import MetaReweighter
 from robustweights.model_meta import ModelMetaReweighter
 from robustweights.phases import (
     FilterCollapseWarning,
-    FilterHealth,
     PhaseBoundaries,
     PhaseMonitor,
     PhaseReport,
     PostFilteringWarning,
     detect_phases,
 )
-from robustweights.recipe import SurrogateRecipe
+from robustweights.recipe import RecipeConfig, SurrogateRecipe
 from robustweights.surrogate import AlphaSchedule, SurrogateReweighter
 
 __all__ = [
     "AlphaSchedule",
     "FeatureCapture",
     "FilterCollapseWarning",
-    "FilterHealth",
     "MetaReweighter",
     "ModelMetaReweighter",
     "PhaseBoundaries",
     "PhaseMonitor",
     "PhaseReport",
     "PostFilteringWarning",
+    "RecipeConfig",
     "Reweighter",
     "SurrogateRecipe",
     "SurrogateReweighter",

@@ -32,6 +32,7 @@ from robustweights.sample_store import SampleStore
 from robustweights.validation import (
     check_clean_classes,
     check_fraction,
+    check_keywords_only,
     check_nonneg_float,
     check_nonneg_int,
     check_num_classes,
@@ -217,14 +218,41 @@ class SurrogateReweighter(Reweighter):
     def _clean_sums(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         return fbr_class_sums(inputs["features"], inputs["labels"], self.num_classes)
 
-    def _compute(self, stats: CleanStatistics, *, sample_ids: torch.Tensor | None,
-                 **batch: torch.Tensor) -> torch.Tensor:
+    def directions(self, *args: Any, features: Any = None, labels: Any = None,
+                   clean_features: Any = None, clean_labels: Any = None,
+                   alpha: float | None = None) -> Any:
+        r"""FBR's directions :math:`d_i` (steps 1-4) of a batch, without weights and without
+        changing any state: a diagnostic. With :math:`\alpha = 0`, :math:`d_i > 0` exactly when
+        :math:`y_i` is the class of the nearest centred clean prototype. The clean set is the
+        cache or a per-call one, as for :meth:`weights`; ``alpha`` defaults to the current one.
+        A sample whose class has no clean sample gets 0.
+
+        Returns:
+            A 1-D array of ``B`` directions of the same kind as ``features``.
+        """
+        check_keywords_only(self, "directions", args, self.requires)
+        kind, batch, stats = self._resolve(
+            {"logits": None, "features": features, "labels": labels, "inputs": None},
+            {"logits": None, "features": clean_features, "labels": clean_labels, "inputs": None})
+        a = self.current_alpha() if alpha is None else check_nonneg_float(alpha, "alpha")
+        d = self._directions(stats, batch, a)[0]
+        return self._finish(d, batch["features"], kind)
+
+    def _directions(self, stats: CleanStatistics, batch: dict[str, torch.Tensor], alpha: float
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(d, d / scale**2, valid, scale)``: the true directions (saturated to the dtype's
+        range) and the scale-safe ones the weights are computed from."""
         mu, protos, present = self._prototypes(stats)
         # d / scale**2: the similarity never overflows (robustweights._numerics)
         d, valid, scale = fbr_scaled_directions(batch["features"], batch["labels"], mu, protos,
-                                                present, self.current_alpha())
-        big = torch.finfo(d.dtype).max  # the true directions, saturated to the dtype's range
-        self.last_directions = ((d * scale.to(d.dtype)) * scale.to(d.dtype)).clamp(-big, big)
+                                                present, alpha)
+        big = torch.finfo(d.dtype).max
+        return ((d * scale.to(d.dtype)) * scale.to(d.dtype)).clamp(-big, big), d, valid, scale
+
+    def _compute(self, stats: CleanStatistics, *, sample_ids: torch.Tensor | None,
+                 **batch: torch.Tensor) -> torch.Tensor:
+        self.last_directions, d, valid, scale = self._directions(stats, batch,
+                                                                 self.current_alpha())
         if self.mode == "recompute":
             step = (self._global_step(d, valid, scale) if self._global_batch()
                     else fbr_step(d, valid, w_init=self.w_init, ratio=self.ratio))

@@ -103,6 +103,7 @@ class FilterHealth:
         self.first_collapse: int | None = None
         self._streak = 0
         self._counts = dict.fromkeys(_COUNTS, 0.0)
+        self._scores: list[torch.Tensor] = []
 
     @property
     def collapsed(self) -> bool:
@@ -110,9 +111,14 @@ class FilterHealth:
         return bool(self.history) and self.history[-1].collapsed
 
     def update_pool(self, *, kept: torch.Tensor | None = None,
-                    agree: torch.Tensor | None = None) -> None:
+                    agree: torch.Tensor | None = None,
+                    scores: torch.Tensor | None = None) -> None:
         """Add a pool batch: which samples the filter kept (bool, B) and which are predicted as
-        their given label (bool, B). Either may be None (e.g. no filter in the warm-up)."""
+        their given label (bool, B). Either may be None (e.g. no filter in the warm-up).
+        ``scores`` (B,), the filter's per-sample scores, are kept for :meth:`score_quantile`
+        until the epoch ends."""
+        if scores is not None:
+            self._scores.append(scores.detach().float())
         c = self._counts
         if kept is not None:
             c["pool_scored"] += int(kept.numel())
@@ -120,6 +126,13 @@ class FilterHealth:
         if agree is not None:
             c["pool_n"] += int(agree.numel())
             c["pool_agree"] += int(agree.sum())
+
+    def score_quantile(self, q: float) -> torch.Tensor | None:
+        """The ``q``-quantile of this epoch's pool scores (None before any): a rate rule's
+        cutoff, for judging held-out samples as the pool was judged."""
+        if not self._scores:
+            return None
+        return torch.quantile(torch.cat(self._scores), q)
 
     def update_heldout(self, *, kept: torch.Tensor | None, correct: torch.Tensor) -> None:
         """Add held-out trusted samples: which ones the filter would keep (None in the
@@ -153,6 +166,7 @@ class FilterHealth:
                               memorising, collapsed)
         self.history.append(report)
         self._counts = dict.fromkeys(_COUNTS, 0.0)
+        self._scores = []
         if collapsed and epoch == self.first_collapse:
             warnings.warn(
                 f"The filter stopped discriminating at epoch {epoch}: it keeps "
@@ -173,12 +187,14 @@ class FilterHealth:
         """The reports, the current counts and the warning state (plain values)."""
         return {"_version": STATE_VERSION, "patience": self.patience,
                 "history": [asdict(r) for r in self.history], "streak": self._streak,
-                "first_collapse": self.first_collapse, "counts": dict(self._counts)}
+                "first_collapse": self.first_collapse, "counts": dict(self._counts),
+                "scores": torch.cat(self._scores).cpu() if self._scores else None}
 
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
         """Restore a :meth:`state_dict` (configuration ``patience`` checked)."""
         check_state_dict(state_dict, owner="FilterHealth",
-                         keys=("patience", "history", "streak", "first_collapse", "counts"),
+                         keys=("patience", "history", "streak", "first_collapse", "counts",
+                               "scores"),
                          config={"patience": self.patience}, strict=strict)
         if "history" in state_dict:
             self.history = [HealthReport(**r) for r in state_dict["history"]]
@@ -188,6 +204,9 @@ class FilterHealth:
             self.first_collapse = None if fc is None else int(fc)
         if "counts" in state_dict:
             self._counts = {k: float(state_dict["counts"][k]) for k in _COUNTS}
+        if "scores" in state_dict:
+            sc = state_dict["scores"]
+            self._scores = [] if sc is None else [sc.detach().clone()]
 
     def __repr__(self) -> str:
         return f"FilterHealth(patience={self.patience}, epochs={len(self.history)})"

@@ -132,10 +132,15 @@ class FBR(Method):
         c = self.c
         for net in self.nets:
             net.train()
+        clean_total, clean_n = 0.0, 0
         for k, recipe in enumerate(self.recipes):  # each trained net runs its own clean passes
             recipe.start_epoch(epoch)
             for xc, yc in recipe.clean_batches():
-                self._step(k, recipe.clean_loss(self.nets[k](xc), yc))
+                loss = recipe.clean_loss(self.nets[k](xc), yc)
+                self._step(k, loss)
+                if k == 0:
+                    clean_total, clean_n = clean_total + float(loss.detach()) * len(yc), \
+                        clean_n + len(yc)
         weights = np.full(c.n_pool, np.nan)
         total, n = 0.0, 0
         couplings: list[float] = []
@@ -160,7 +165,7 @@ class FBR(Method):
             r.end_epoch()
         return EpochLog(total / n, weights,
                         {"alpha": recipe.reweighter.current_alpha(),
-                         "clean_pass_loss": recipe.last_clean_loss,
+                         "clean_pass_loss": clean_total / clean_n if clean_n else float("nan"),
                          "warmup": float(recipe.in_warmup),
                          "coupling": float(np.mean(couplings)) if couplings else float("nan"),
                          **health})

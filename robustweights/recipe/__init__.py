@@ -1,0 +1,14 @@
+"""The FBR training recipe as steps the caller composes.
+
+* :mod:`~robustweights.recipe.surrogate`: :class:`SurrogateRecipe`;
+* :mod:`~robustweights.recipe.config`: :class:`RecipeConfig`, its schedule and options, and the
+  named configurations;
+* :mod:`~robustweights.recipe.data`: the clean set as the recipe iterates it;
+* :mod:`~robustweights.recipe.options`: the options beyond the authors' recipe, as pure
+  functions of one batch.
+"""
+
+from robustweights.recipe.config import RecipeConfig
+from robustweights.recipe.surrogate import SurrogateRecipe
+
+__all__ = ["RecipeConfig", "SurrogateRecipe"]

@@ -1,0 +1,108 @@
+r"""The recipe's configuration, and its named configurations.
+
+One frozen object holds every choice of :class:`~robustweights.SurrogateRecipe` (the schedule
+and the options beyond the authors' recipe), so that a named configuration is a value
+(:meth:`RecipeConfig.authors`), a checkpoint can say which configuration it was made with, and
+a change of one field is ``dataclasses.replace(config, field=value)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from robustweights.validation import (
+    check_fraction,
+    check_nonneg_float,
+    check_nonneg_int,
+    check_positive_int,
+)
+
+__all__ = ["RecipeConfig"]
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    r"""Every choice of the FBR training recipe. The defaults are the authors' recipe for their
+    150-epoch CIFAR runs (their public code, GitHub ``yiz134/Feature_based_reweight``).
+
+    Attributes:
+        warmup_epochs: epochs at weight :math:`w_0` for every sample (authors: 10 of 150).
+        alpha_switch: first epoch with :math:`\alpha = 0` (authors: 40, their first
+            learning-rate drop; put it on your first drop).
+        clean_passes: passes over the clean set at the start of every epoch (authors: 30 over
+            2,000 images).
+        clean_batch_size: batch size of those passes over a pair of tensors (128).
+        eval_features: the batch's features from a separate no-grad eval-mode forward (authors);
+            False: from your training forward (``weights(..., features=)``, or what the hook
+            on ``head`` recorded), one forward fewer per batch.
+        dropped_weight: :math:`\rho`, the weight of a sample FBR drops (authors: 0): the network
+            still sees its image.
+        smoothing: :math:`m`: each sample's weight is its running average
+            :math:`\bar w_i \leftarrow m\,\bar w_i + (1-m)\,w_i` over its visits, from
+            :math:`w_0` (0: off; needs ``sample_ids``).
+        pseudo_label_weight: :math:`\lambda`: a dropped sample also trains towards the sharpened
+            eval prediction, adding :math:`\frac{\lambda}{B}\sum_{i\,\text{dropped}}
+            \mathrm{CE}(z_i, \mathrm{softmax}(z^{\text{eval}}_i / T))` (0: off).
+        pseudo_label_temperature: :math:`T` of that sharpening.
+        drop_rate: :math:`\tau`, the *rate rule* instead of the authors' threshold at
+            :math:`w_0` (None): each batch keeps its :math:`\lfloor(1 - r(t))B\rfloor` highest
+            directions :math:`d_i` at :math:`w_{\max}` and drops the rest, with
+            :math:`r(t) = \tau\min(t/(T_k-1), 1)` (Co-teaching's ramp,
+            :mod:`robustweights.selection`). Under DDP each rank ranks its own batch.
+        drop_ramp_epochs: :math:`T_k`, epochs of that ramp.
+        class_balanced: the rate rule keeps its share within each label class of the batch.
+        health_patience: epochs of a non-discriminating filter before the health warning.
+
+    Example:
+        >>> RecipeConfig.authors() == RecipeConfig()
+        True
+        >>> RecipeConfig(warmup_epochs=5, alpha_switch=40).warmup_epochs
+        5
+    """
+
+    warmup_epochs: int = 10
+    alpha_switch: int = 40
+    clean_passes: int = 30
+    clean_batch_size: int = 128
+    eval_features: bool = True
+    dropped_weight: float = 0.0
+    smoothing: float = 0.0
+    pseudo_label_weight: float = 0.0
+    pseudo_label_temperature: float = 0.5
+    drop_rate: float | None = None
+    drop_ramp_epochs: int = 10
+    class_balanced: bool = False
+    health_patience: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("warmup_epochs", "alpha_switch", "clean_passes", "drop_ramp_epochs"):
+            check_nonneg_int(getattr(self, name), name)
+        check_positive_int(self.clean_batch_size, "clean_batch_size")
+        check_positive_int(self.health_patience, "health_patience")
+        check_nonneg_float(self.dropped_weight, "dropped_weight")
+        check_nonneg_float(self.pseudo_label_weight, "pseudo_label_weight")
+        if self.smoothing != 0:
+            check_fraction(self.smoothing, "smoothing")
+            if self.smoothing >= 1:
+                raise ValueError(f"Expected `smoothing` to be in [0, 1), but got "
+                                 f"{self.smoothing!r}")
+        if not self.pseudo_label_temperature > 0:
+            raise ValueError(f"Expected `pseudo_label_temperature` to be > 0, but got "
+                             f"{self.pseudo_label_temperature!r}")
+        if self.drop_rate is not None:
+            check_fraction(self.drop_rate, "drop_rate")
+
+    @classmethod
+    def authors(cls, **changes: Any) -> RecipeConfig:
+        """The authors' exact recipe (warm-up 10, alpha switch 40, 30 clean passes, eval-mode
+        features, dropped samples at weight 0), with ``changes`` (e.g. a warm-up and switch
+        scaled to a shorter run)."""
+        authors = cls(warmup_epochs=10, alpha_switch=40, clean_passes=30, clean_batch_size=128,
+                      eval_features=True, dropped_weight=0.0, smoothing=0.0,
+                      pseudo_label_weight=0.0, drop_rate=None, class_balanced=False)
+        return replace(authors, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as plain values (what a checkpoint stores)."""
+        return asdict(self)

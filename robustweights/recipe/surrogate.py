@@ -1,0 +1,400 @@
+r"""The FBR training recipe as steps the caller composes: :class:`SurrogateRecipe`. The
+accuracy the paper reports (Zhang et al., arXiv 2510.12209) comes from the recipe around FBR's
+weights as much as from the weights; the caller's loop, or a framework's, runs every step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import fields, replace
+from typing import Any, cast
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustweights.features import FeatureCapture
+from robustweights.phases.health import FilterHealth, HealthReport
+from robustweights.recipe.config import RecipeConfig
+from robustweights.recipe.data import (
+    Batch,
+    CleanData,
+    batches_per_pass,
+    check_data,
+    eval_mode,
+    iterate,
+)
+from robustweights.recipe.options import pseudo_label_term, rate_rule_weights
+from robustweights.sample_store import SampleStore
+from robustweights.selection import drop_rate_at
+from robustweights.state import STATE_VERSION, check_state_dict
+from robustweights.surrogate import AlphaSchedule, SurrogateReweighter
+from robustweights.validation import (
+    check_nonneg_int,
+    check_sample_ids,
+)
+
+__all__ = ["SurrogateRecipe"]
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, labels, reduction="none")
+
+
+class SurrogateRecipe:
+    r"""Feature-based reweighting (FBR) as a training recipe whose steps the caller runs.
+
+    Every epoch::
+
+        recipe.start_epoch(epoch)                    # the schedule: warm-up, alpha
+        for xc, yc in recipe.clean_batches():        # the clean passes (your step)
+            step(recipe.clean_loss(net(xc), yc))
+        for x, y, idx in loader:                     # the pool (your step)
+            w = recipe.weights(x, y, sample_ids=idx)
+            step(recipe.loss(net(x), y, w))
+
+    where ``step(loss)`` is yours (``opt.zero_grad(); loss.backward(); opt.step()``, AMP, ...).
+
+    The steps are the authors' recipe (their public code): ``clean_passes`` shuffled passes over
+    the clean set every epoch, warm-up included; prototypes from eval-mode penultimate features
+    (the input of ``head``) of ``prototype_data``, refreshed at the epoch's first
+    :meth:`weights` call and after clean steps; weights :math:`w_0` in the warm-up, then FBR's
+    from a no-grad eval-mode forward of ``model`` (usually the network you train; an EMA
+    teacher or a peer network works too), :math:`\alpha = 1/(C-1)` before ``alpha_switch`` and
+    0 after; :meth:`loss` :math:`= \frac1B\sum_i w_i\,\ell(z_i, y_i)`, the weights detached.
+    ``docs/recipes.md`` maps every step to the authors' code. The schedule and the options
+    beyond it (a dropped-sample floor, smoothing, pseudo-labels, the *rate rule*, class-balanced
+    keeping, features from the training forward) are one :class:`~robustweights.RecipeConfig`;
+    :meth:`RecipeConfig.authors` is the paper's code exactly. With ``health_data`` (trusted
+    samples held out of ``clean_data``), :meth:`end_epoch` reports whether the filter still
+    discriminates (:mod:`robustweights.phases.health`).
+
+    Args:
+        num_classes: :math:`C`.
+        model: the feature network (any ``nn.Module``; DDP-wrapped too); returns logits.
+        head: its linear head, whose *input* is the penultimate feature (e.g. ``model.fc``).
+        clean_data: the trusted clean set: an ``(inputs, labels)`` pair of tensors on the model's
+            device, or a re-iterable of such batches (a ``DataLoader``, moved to the device of
+            ``model``'s first parameter). Under DDP give every rank the same number of clean
+            batches (each clean step is a DDP step).
+        prototype_data: the data of the prototypes (default: ``clean_data``; give a loader
+            without augmentation when ``clean_data`` augments).
+        health_data: held-out trusted samples for :meth:`end_epoch` (a pair of tensors or a
+            re-iterable of batches, like ``clean_data``).
+        config: the schedule and options, a :class:`~robustweights.RecipeConfig` (default: its
+            defaults; ``RecipeConfig.authors()`` is the authors' recipe).
+        options: fields of ``config`` to change, as keywords (``warmup_epochs=5``).
+        loss_fn: per-sample loss ``loss_fn(logits, labels) -> (B,)`` (default cross-entropy).
+        reweighter: a configured :class:`~robustweights.SurrogateReweighter` (default: the
+            reference one with the alpha schedule above).
+        generator: the random source of the clean passes' order (CPU). Default: a generator
+            seeded with ``torch.initial_seed()``, so the order follows ``torch.manual_seed``.
+
+    Example:
+        >>> import torch, torch.nn as nn
+        >>> _ = torch.manual_seed(0)
+        >>> net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+        >>> opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        >>> xc, yc = torch.randn(30, 4), torch.arange(30) % 3
+        >>> recipe = SurrogateRecipe(3, model=net, head=net[2], clean_data=(xc, yc),
+        ...                          config=RecipeConfig(warmup_epochs=1, clean_passes=2))
+        >>> recipe.start_epoch(0)                         # warm-up: weights 0.5
+        >>> for xb, yb in recipe.clean_batches():
+        ...     opt.zero_grad(); recipe.clean_loss(net(xb), yb).backward(); opt.step()
+        >>> x, y = torch.randn(5, 4), torch.zeros(5, dtype=torch.long)
+        >>> w = recipe.weights(x, y)
+        >>> w
+        tensor([0.5000, 0.5000, 0.5000, 0.5000, 0.5000])
+        >>> recipe.loss(net(x), y, w).backward()
+    """
+
+    def __init__(self, num_classes: int, *, model: nn.Module, head: nn.Module,
+                 clean_data: CleanData, prototype_data: CleanData | None = None,
+                 health_data: CleanData | None = None, config: RecipeConfig | None = None,
+                 loss_fn: LossFn | None = None, reweighter: SurrogateReweighter | None = None,
+                 generator: torch.Generator | None = None, **options: Any) -> None:
+        for value, name in ((model, "model"), (head, "head")):
+            if not isinstance(value, nn.Module):
+                raise TypeError(f"Expected `{name}` to be a torch.nn.Module, but got "
+                                f"{type(value).__name__}")
+        config = config if config is not None else RecipeConfig()
+        if not isinstance(config, RecipeConfig):
+            raise TypeError(f"Expected `config` to be a RecipeConfig, but got "
+                            f"{type(config).__name__}")
+        unknown = set(options) - {f.name for f in fields(RecipeConfig)}
+        if unknown:
+            raise TypeError(f"Expected keyword options among the fields of RecipeConfig, but "
+                            f"got {sorted(unknown)}")
+        self.config = replace(config, **options)
+        cfg = self.config
+        self.model = model
+        self.clean_data = check_data(clean_data, "clean_data")
+        self.prototype_data = (self.clean_data if prototype_data is None
+                               else check_data(prototype_data, "prototype_data"))
+        self.loss_fn: LossFn = loss_fn if loss_fn is not None else _cross_entropy
+        self.reweighter = reweighter if reweighter is not None else SurrogateReweighter(
+            num_classes, alpha=AlphaSchedule(num_classes, cfg.alpha_switch))
+        if self.reweighter.num_classes != num_classes:
+            raise ValueError(f"Expected the reweighter's `num_classes` to be {num_classes}, but "
+                             f"got {self.reweighter.num_classes}")
+        self.num_classes = num_classes
+        if cfg.dropped_weight > self.reweighter.w_max:
+            raise ValueError(f"Expected `dropped_weight` to be at most `w_max` = "
+                             f"{self.reweighter.w_max}, but got {cfg.dropped_weight!r}")
+        self.health_data = None if health_data is None else check_data(health_data,
+                                                                        "health_data")
+        self.health = FilterHealth(patience=cfg.health_patience)
+        self.generator = (generator if generator is not None
+                          else torch.Generator().manual_seed(torch.initial_seed()))
+        self.epoch = 0
+        self.last_weights: torch.Tensor | None = None  # the weights of the latest batch
+        self.last_fbr_weights: torch.Tensor | None = None  # before smoothing and the floor
+        self._stale = True  # prototypes older than the latest clean step
+        self._eval_logits: torch.Tensor | None = None
+        self._smoothed = SampleStore(fill=self.reweighter.w_init)  # with ``smoothing``
+        self._capture = FeatureCapture(head)
+
+    def __repr__(self) -> str:
+        return (f"SurrogateRecipe(num_classes={self.num_classes}, config={self.config!r}, "
+                f"model={type(self.model).__name__})")
+
+    # ------------------------------------------------------------------ schedule
+    @property
+    def in_warmup(self) -> bool:
+        """Whether the current epoch is a warm-up epoch (every weight ``w_init``)."""
+        return self.epoch < self.config.warmup_epochs
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.model.parameters()), torch.empty(0)).device
+
+    def start_epoch(self, epoch: int) -> None:
+        """Start epoch ``epoch`` (from 0): the warm-up and alpha schedule follow it, and the
+        prototypes are recomputed at the epoch's first :meth:`weights` call."""
+        self.epoch = check_nonneg_int(epoch, "epoch")
+        self.reweighter.set_epoch(self.epoch)
+        self._stale = True  # at least once an epoch (the network moved), also without passes
+
+    def clean_batches(self) -> Iterator[Batch]:
+        """This epoch's clean passes: ``clean_passes`` passes over ``clean_data``, as
+        ``(inputs, labels)`` batches on the model's device. Train on each; the prototypes are
+        refreshed at the next :meth:`weights` call."""
+        for _ in range(self.config.clean_passes):
+            for batch in self._iterate(self.clean_data, shuffle=True):
+                self._stale = True
+                yield batch
+
+    @property
+    def clean_steps_per_epoch(self) -> int | None:
+        """How many batches :meth:`clean_batches` yields (None for an iterable without len)."""
+        per_pass = batches_per_pass(self.clean_data, self.config.clean_batch_size)
+        return None if per_pass is None else self.config.clean_passes * per_pass
+
+    def epoch_batches(self, pool: Iterable[Any]) -> Iterator[tuple[str, Any]]:
+        """One epoch as a stream of tagged batches: ``("clean", (x, y))`` for each clean-pass
+        batch, then ``("pool", batch)`` for each batch of ``pool``. What a framework's loop
+        iterates (Lightning, ``Trainer``), so that each clean step is one of its training steps."""
+        for batch in self.clean_batches():
+            yield "clean", batch
+        for batch in pool:
+            yield "pool", batch
+
+    def _iterate(self, data: CleanData, *, shuffle: bool, chunk: int | None = None
+                 ) -> Iterator[Batch]:
+        return iterate(data, shuffle=shuffle, batch_size=self.config.clean_batch_size,
+                       generator=self.generator, chunk=chunk, device=self.device)
+
+    # ------------------------------------------------------------------ prototypes
+    @torch.no_grad()
+    def refresh_clean(self) -> None:
+        """Recompute the clean prototypes from eval-mode features of ``prototype_data``."""
+        feats, labels = [], []
+        with eval_mode(self.model):
+            for x, y in self._iterate(self.prototype_data, shuffle=False, chunk=512):
+                self.model(x)
+                feats.append(self._capture.features)
+                labels.append(y)
+        self.reweighter.set_clean(features=torch.cat(feats), labels=torch.cat(labels))
+        self._stale = False
+
+    # ------------------------------------------------------------------ weights and loss
+    def weights(self, inputs: torch.Tensor | None, labels: torch.Tensor, *,
+                sample_ids: torch.Tensor | None = None,
+                features: torch.Tensor | None = None) -> torch.Tensor:
+        """The weights (B,) of one pool batch, as the recipe says (class docstring).
+
+        Args:
+            inputs: the batch as the training forward gets it (augmented); unused in the
+                warm-up and with ``eval_features=False``.
+            labels: its (noisy) labels.
+            sample_ids: the samples' dataset indices (needed by ``smoothing`` and by an
+                incremental-mode reweighter).
+            features: with ``eval_features=False``, the training forward's penultimate features
+                (default: what the recipe's hook on ``head`` recorded at the latest forward).
+        """
+        labels = labels.long()
+        if self.in_warmup:  # every weight w_init: no forward, no prototypes needed
+            floating = inputs is not None and inputs.is_floating_point()
+            w = torch.full(labels.shape, self.reweighter.w_init, device=labels.device,
+                           dtype=inputs.dtype if floating else None)  # type: ignore[union-attr]
+            self.last_fbr_weights = self.last_weights = w
+            self._eval_logits = None
+            return w
+        if self._stale:
+            self.refresh_clean()
+        if self.config.eval_features:
+            if inputs is None:
+                raise ValueError("Expected `inputs` to be given with `eval_features=True`, but "
+                                 "got None")
+            with torch.no_grad(), eval_mode(self.model):
+                self._eval_logits = self.model(inputs).detach()
+                feats = self._capture.features
+        else:
+            feats = self._capture.features if features is None else features.detach()
+            self._eval_logits = None
+        labels = labels.to(feats.device)
+        w = self._weights_from(feats, labels, sample_ids)
+        self.health.update_pool(
+            kept=cast(torch.Tensor, self.last_fbr_weights) > 0,
+            agree=None if self._eval_logits is None else self._eval_logits.argmax(1) == labels,
+            scores=self.reweighter.last_directions)
+        return w
+
+    def _weights_from(self, feats: torch.Tensor, labels: torch.Tensor,
+                      sample_ids: torch.Tensor | None) -> torch.Tensor:
+        if self.config.smoothing and sample_ids is None:
+            raise ValueError("Expected `sample_ids` to be given when `smoothing` > 0, but got "
+                             "None")
+        rw = self.reweighter
+        ids = sample_ids if rw.mode == "incremental" else None
+        w = rw.weights(features=feats, labels=labels, sample_ids=ids)
+        if self.config.drop_rate is not None:
+            w = rate_rule_weights(
+                cast(torch.Tensor, rw.last_directions), labels,  # set by every weights() call
+                rw.clean["class_counts"].to(labels.device) > 0,
+                rate=drop_rate_at(self.epoch, self.config.drop_rate, self.config.drop_ramp_epochs),
+                class_balanced=self.config.class_balanced, w_max=rw.w_max,
+                missing_class_weight=rw.missing_class_weight).to(w.dtype)
+        self.last_fbr_weights = w
+        if self.config.smoothing:  # the running average per sample id
+            ids, m = check_sample_ids(sample_ids, w.shape[0]).to(w.device), self.config.smoothing
+            w = m * self._smoothed.gather(ids, like=w) + (1 - m) * w
+            self._smoothed.scatter(ids, w)
+        if self.config.dropped_weight:
+            w = w.clamp_min(self.config.dropped_weight)
+        self.last_weights = w
+        return w
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor
+             ) -> torch.Tensor:
+        r"""The weighted loss of one pool batch from its training forward's ``logits``:
+        :math:`\frac1B\sum_i w_i\,\ell(z_i, y_i)`, plus the pseudo-label term if on."""
+        labels = labels.to(logits.device).long()
+        per_sample = self.loss_fn(logits, labels)
+        if per_sample.shape != labels.shape:
+            raise ValueError(f"Expected `loss_fn` to return per-sample losses of shape "
+                             f"{tuple(labels.shape)}, but got {tuple(per_sample.shape)}: use "
+                             "reduction='none'")
+        loss = (weights.detach().to(per_sample.dtype) * per_sample).mean()
+        if self._eval_logits is None:  # no eval forward (warm-up, eval_features=False): this one
+            self.health.update_pool(agree=logits.detach().argmax(1) == labels)
+        if self.config.pseudo_label_weight and not self.in_warmup:
+            fbr_w = self.last_fbr_weights
+            if fbr_w is None or fbr_w.shape != labels.shape:
+                raise RuntimeError("Expected `weights()` to be called on this batch before "
+                                   "`loss()` when `pseudo_label_weight` > 0")
+            source = self._eval_logits if self._eval_logits is not None else logits.detach()
+            loss = loss + self.config.pseudo_label_weight * pseudo_label_term(
+                logits, source, fbr_w == 0, self.config.pseudo_label_temperature)
+        return loss
+
+    def clean_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The plain mean loss of a clean batch: ``loss_fn`` averaged."""
+        return self.loss_fn(logits, labels.to(logits.device).long()).mean()
+
+    # ------------------------------------------------------------------ health
+    @torch.no_grad()
+    def end_epoch(self) -> HealthReport:
+        """Close the epoch: score ``health_data`` with the epoch's prototypes and the network as
+        it is now (eval mode), then the epoch's :class:`~robustweights.phases.health.HealthReport`
+        (warning once on collapse). Held-out samples count as kept when their direction passes
+        the rule: :math:`d > 0` for the threshold rule, at least the epoch's pool quantile at
+        the dropped fraction for the rate rule."""
+        if self.health_data is not None:
+            with eval_mode(self.model):
+                for x, y in self._iterate(self.health_data, shuffle=False, chunk=512):
+                    logits = self.model(x)
+                    kept = None
+                    if not self.in_warmup and not self.reweighter.clean.empty:
+                        kept = self._heldout_kept(self._capture.features, y)
+                    self.health.update_heldout(kept=kept, correct=logits.argmax(1) == y)
+        return self.health.end_epoch(self.epoch)
+
+    def _heldout_kept(self, feats: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        d = self.directions(None, labels, features=feats).float()
+        if self.config.drop_rate is None:
+            return d > 0
+        cutoff = self.health.score_quantile(  # judged as the epoch's pool was
+            drop_rate_at(self.epoch, self.config.drop_rate, self.config.drop_ramp_epochs))
+        return d >= (0.0 if cutoff is None else cutoff.to(d.device))
+
+    @torch.no_grad()
+    def directions(self, inputs: torch.Tensor | None, labels: torch.Tensor, *,
+                   features: torch.Tensor | None = None,
+                   alpha: float | None = None) -> torch.Tensor:
+        r"""FBR's directions :math:`d_i` (B,) of samples against the current prototypes, without
+        changing any state: a diagnostic (with ``alpha=0``, :math:`d_i > 0` exactly when
+        :math:`y_i` is the class of the nearest centred prototype). The features are those of
+        an eval-mode forward of ``model`` on ``inputs``, or ``features`` if given; ``alpha``
+        defaults to the schedule's current value. The prototypes are computed first if none
+        exist yet."""
+        if self.reweighter.clean.empty:
+            self.refresh_clean()
+        if features is None:
+            if inputs is None:
+                raise ValueError("Expected `inputs` or `features` to be given, but got neither")
+            with eval_mode(self.model):
+                self.model(inputs)
+            features = self._capture.features
+        return cast(torch.Tensor, self.reweighter.directions(
+            features=features, labels=labels.to(features.device), alpha=alpha))
+
+    # ------------------------------------------------------------------ state
+    _STATE = ("epoch", "generator", "smoothed", "stale", "reweighter", "health")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly (epoch, RNG, stores, the reweighter's prototypes,
+        the health counts) and the configuration, checked on load; CPU tensors and plain values.
+        The model, optimizer and data are yours to save, as for an LR scheduler."""
+        return {"_version": STATE_VERSION, "num_classes": self.num_classes,
+                "config": self.config.to_dict(), "epoch": self.epoch,
+                "generator": self.generator.get_state(),
+                "smoothed": self._smoothed.state_dict(), "stale": self._stale,
+                "reweighter": self.reweighter.state_dict(), "health": self.health.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
+        """Restore a :meth:`state_dict`; a ``ValueError`` names an unexpected or missing key
+        (``strict``), a newer layout or a configuration mismatch (e.g. ``smoothing``)."""
+        check_state_dict(state_dict, owner="SurrogateRecipe",
+                         keys=("num_classes", "config", *self._STATE), strict=strict,
+                         config={"num_classes": self.num_classes,
+                                 "config": self.config.to_dict()})
+        if "epoch" in state_dict:
+            self.epoch = check_nonneg_int(state_dict["epoch"], "state_dict['epoch']")
+            self.reweighter.set_epoch(self.epoch)
+        if "generator" in state_dict:
+            self.generator.set_state(state_dict["generator"])
+        if "smoothed" in state_dict:
+            self._smoothed.load_state_dict(state_dict["smoothed"])
+        if "stale" in state_dict:
+            self._stale = bool(state_dict["stale"])
+        if "reweighter" in state_dict:
+            self.reweighter.load_state_dict(state_dict["reweighter"], strict=strict)
+        if "health" in state_dict:
+            self.health.load_state_dict(state_dict["health"], strict=strict)
+
+    def remove(self) -> None:
+        """Remove the feature hook from the head."""
+        self._capture.remove()
