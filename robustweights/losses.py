@@ -11,7 +11,22 @@ from torch import nn
 
 from robustweights._backend import to_torch
 
-__all__ = ["WeightedLoss", "weighted_mean"]
+__all__ = ["LossFn", "WeightedLoss", "per_sample_losses", "weighted_mean"]
+
+#: A per-sample loss: ``loss_fn(outputs, labels) -> (B,)`` (``reduction="none"``).
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def per_sample_losses(loss_fn: LossFn, outputs: torch.Tensor, labels: torch.Tensor
+                      ) -> torch.Tensor:
+    """``loss_fn(outputs, labels)``, checked to be one loss per sample (B,)."""
+    losses = loss_fn(outputs, labels)
+    if losses.ndim != 1 or losses.shape[0] != outputs.shape[0]:
+        raise ValueError(
+            f"Expected `loss_fn` to return per-sample losses of shape ({outputs.shape[0]},), but "
+            f"got shape {tuple(losses.shape)}: use reduction='none'"
+        )
+    return losses
 
 
 def weighted_mean(losses: torch.Tensor, weights: Any) -> torch.Tensor:

@@ -20,7 +20,6 @@ from robustweights.base import Reweighter
 from robustweights.clean_stats import CleanStatistics
 from robustweights.functional.model_meta import (
     COUNT,
-    LossFn,
     check_scores,
     clean_gradient_sums,
     mean_clean_gradient,
@@ -29,6 +28,7 @@ from robustweights.functional.model_meta import (
     model_weights_from_scores,
     trainable,
 )
+from robustweights.losses import LossFn
 from robustweights.normalization import Normalization, check_normalization
 from robustweights.validation import (
     check_keywords_only,

@@ -16,7 +16,7 @@ gradient and the distributed reductions. Nothing here communicates across ranks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -26,6 +26,7 @@ from torch import nn
 from torch.func import functional_call
 
 from robustweights._numerics import saturate
+from robustweights.losses import LossFn, per_sample_losses
 from robustweights.normalization import Normalization, check_normalization, normalize_weights
 from robustweights.validation import (
     check_batch,
@@ -38,8 +39,6 @@ from robustweights.validation import (
 )
 
 __all__ = ["model_meta_weights"]
-
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 #: The key of the clean-sample count among the clean gradient's sums.
 COUNT = "__count__"
@@ -61,17 +60,6 @@ def preserved_state(model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
 def trainable(model: nn.Module) -> dict[str, torch.Tensor]:
     """The parameters the scores are taken over: those that require a gradient, by name."""
     return {k: v for k, v in model.named_parameters() if v.requires_grad}
-
-
-def per_sample_losses(loss_fn: LossFn, outputs: torch.Tensor, labels: torch.Tensor
-                      ) -> torch.Tensor:
-    losses = loss_fn(outputs, labels)
-    if losses.ndim != 1 or losses.shape[0] != outputs.shape[0]:
-        raise ValueError(
-            f"Expected `loss_fn` to return per-sample losses of shape ({outputs.shape[0]},), but "
-            f"got shape {tuple(losses.shape)}: use reduction='none'"
-        )
-    return losses
 
 
 def clean_gradient_sums(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor,

@@ -5,7 +5,7 @@ weights as much as from the weights; the caller's loop, or a framework's, runs e
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import fields, replace
 from typing import Any, cast
 
@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustweights.features import FeatureCapture
+from robustweights.losses import LossFn, per_sample_losses
 from robustweights.phases.health import FilterHealth, HealthReport
 from robustweights.recipe.config import RecipeConfig
 from robustweights.recipe.data import (
@@ -29,15 +30,9 @@ from robustweights.sample_store import SampleStore
 from robustweights.selection import drop_rate_at
 from robustweights.state import STATE_VERSION, check_state_dict
 from robustweights.surrogate import AlphaSchedule, SurrogateReweighter
-from robustweights.validation import (
-    check_nonneg_int,
-    check_sample_ids,
-)
+from robustweights.validation import check_loss_fn, check_nonneg_int, check_sample_ids
 
 __all__ = ["SurrogateRecipe"]
-
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
 
 def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, labels, reduction="none")
@@ -115,10 +110,10 @@ class SurrogateRecipe:
                  health_data: CleanData | None = None, config: RecipeConfig | None = None,
                  loss_fn: LossFn | None = None, reweighter: SurrogateReweighter | None = None,
                  generator: torch.Generator | None = None, **options: Any) -> None:
-        for value, name in ((model, "model"), (head, "head")):
-            if not isinstance(value, nn.Module):
-                raise TypeError(f"Expected `{name}` to be a torch.nn.Module, but got "
-                                f"{type(value).__name__}")
+        if not isinstance(model, nn.Module) or not isinstance(head, nn.Module):
+            bad, name = (model, "model") if not isinstance(model, nn.Module) else (head, "head")
+            raise TypeError(f"Expected `{name}` to be a torch.nn.Module, but got "
+                            f"{type(bad).__name__}")
         config = config if config is not None else RecipeConfig()
         if not isinstance(config, RecipeConfig):
             raise TypeError(f"Expected `config` to be a RecipeConfig, but got "
@@ -133,7 +128,7 @@ class SurrogateRecipe:
         self.clean_data = check_data(clean_data, "clean_data")
         self.prototype_data = (self.clean_data if prototype_data is None
                                else check_data(prototype_data, "prototype_data"))
-        self.loss_fn: LossFn = loss_fn if loss_fn is not None else _cross_entropy
+        self.loss_fn: LossFn = _cross_entropy if loss_fn is None else check_loss_fn(loss_fn)
         self.reweighter = reweighter if reweighter is not None else SurrogateReweighter(
             num_classes, alpha=AlphaSchedule(num_classes, cfg.alpha_switch))
         if self.reweighter.num_classes != num_classes:
@@ -292,11 +287,7 @@ class SurrogateRecipe:
         r"""The weighted loss of one pool batch from its training forward's ``logits``:
         :math:`\frac1B\sum_i w_i\,\ell(z_i, y_i)`, plus the pseudo-label term if on."""
         labels = labels.to(logits.device).long()
-        per_sample = self.loss_fn(logits, labels)
-        if per_sample.shape != labels.shape:
-            raise ValueError(f"Expected `loss_fn` to return per-sample losses of shape "
-                             f"{tuple(labels.shape)}, but got {tuple(per_sample.shape)}: use "
-                             "reduction='none'")
+        per_sample = per_sample_losses(self.loss_fn, logits, labels)
         loss = (weights.detach().to(per_sample.dtype) * per_sample).mean()
         if self._eval_logits is None:  # no eval forward (warm-up, eval_features=False): this one
             self.health.update_pool(agree=logits.detach().argmax(1) == labels)
