@@ -84,6 +84,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--clean-size", type=float, default=None,
                    help="trusted clean subset: a count (>= 1) or a fraction (< 1)")
+    p.add_argument("--diag-every", type=int, default=None,
+                   help="memorisation (and FBR's feature shares) every N epochs and at the end")
     p.add_argument("--jobs", type=int, default=None, help="runs in parallel (processes)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per run")
     p.add_argument("--device", default=None)
@@ -141,6 +143,7 @@ def build_preset(args: argparse.Namespace) -> Preset:
         noises=tuple(args.noise) if args.noise else None,
         seeds=tuple(args.seeds) if args.seeds else None, clean_size=clean, jobs=args.jobs,
         threads=args.threads, device=args.device, limit_train=args.limit_train,
+        diag_every=args.diag_every,
         limit_test=args.limit_test, ceiling=args.ceiling)
 
 
