@@ -248,6 +248,10 @@ class SurrogateRecipe:
                 feats = self._capture.features
         else:
             feats = self._capture.features if features is None else features.detach()
+            if feats.shape[0] != labels.shape[0]:
+                raise ValueError(f"Expected the training forward's features of this batch "
+                                 f"({labels.shape[0]} rows), but got {feats.shape[0]}: run the "
+                                 "forward before `weights()` or pass `features=`")
             self._eval_logits = None
         labels = labels.to(feats.device)
         w = self._weights_from(feats, labels, sample_ids)

@@ -77,6 +77,9 @@ class FBR(Method):
         if p["features"] not in ("self", "ema", "peer"):
             raise ValueError(f"Expected `features` to be 'self', 'ema' or 'peer', but got "
                              f"{p['features']!r}")
+        if p["features"] != "self" and not p["eval_features"]:
+            raise ValueError("Expected `eval_features` with features from another network "
+                             f"({p['features']!r}): the training forward is the trained one's")
         self.model = ctx.new_model()
         self.opt = ctx.new_optimizer(self.model)
         self.sched = ctx.new_scheduler(self.opt)
@@ -147,8 +150,13 @@ class FBR(Method):
         for idx in c.batches(c.n_pool):
             x, y = c.train_view(c.pool_x[idx]), c.pool_y[idx]
             for k, recipe in enumerate(self.recipes):
-                w = recipe.weights(x, y, sample_ids=idx)
-                loss = recipe.loss(self.nets[k](x), y, w)
+                if recipe.config.eval_features:  # the eval forward, then the training one
+                    w = recipe.weights(x, y, sample_ids=idx)
+                    logits = self.nets[k](x)
+                else:  # the training forward's features: forward first
+                    logits = self.nets[k](x)
+                    w = recipe.weights(x, y, sample_ids=idx)
+                loss = recipe.loss(logits, y, w)
                 self._step(k, loss)
                 if k == 0:
                     total, n = total + float(loss.detach()) * len(idx), n + len(idx)
