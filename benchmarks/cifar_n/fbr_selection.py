@@ -89,28 +89,33 @@ def _run(out: Path, preset_flags: Sequence[str], sets: Sequence[str], resume: bo
     cli.main(argv)
 
 
-def stage_table(out: Path, stage: str, candidates: Sequence[Candidate], base: tuple[str, ...]
-                ) -> tuple[str, tuple[str, ...] | None]:
-    """The stage's Markdown table and its winner's full ``--set`` list (None until every
-    candidate has all seeds)."""
+def stage_table(out: Path, stage: str, candidates: Sequence[Candidate], base: tuple[str, ...],
+                base_dir: Path | None = None) -> tuple[str, tuple[str, ...] | None, Path | None]:
+    """The stage's Markdown table, its winner's full ``--set`` list and its runs' folder (None,
+    None until every candidate has all seeds). A candidate that adds nothing is the previous
+    winner itself, whose runs (``base_dir``) are reused."""
     rows, scores = [], []
     for c in candidates:
-        accs = _last(out / f"{stage}_{c.name}")
+        folder = _folder(out, stage, c, base_dir)
+        accs = _last(folder)
         done = len(accs) == len(SEEDS)
         mean = float(np.mean(accs)) if accs else float("nan")
         std = float(np.std(accs, ddof=1)) if len(accs) > 1 else float("nan")
         if done:
-            scores.append((mean, c))
+            scores.append((mean, c, folder))
         rows.append(f"| `{c.name}` | {c.note} | `{' '.join((*base, *c.sets)) or '-'}` | "
                     f"{mean:.1f} ± {std:.1f} | {len(accs)}/{len(SEEDS)} |")
     head = ["| candidate | what | --set | last epoch (mean ± std, seeds 10-12) | seeds |",
             "|---|---|---|---|---|"]
-    winner = None
-    if len(scores) == len(candidates):
-        best = max(scores, key=lambda t: t[0])[1]
-        winner = (*base, *best.sets)
-        rows.append(f"\nWinner: `{best.name}`.")
-    return "\n".join(head + rows) + "\n", winner
+    if len(scores) < len(candidates):
+        return "\n".join(head + rows) + "\n", None, None
+    _, best, folder = max(scores, key=lambda t: t[0])
+    rows.append(f"\nWinner: `{best.name}`.")
+    return "\n".join(head + rows) + "\n", (*base, *best.sets), folder
+
+
+def _folder(out: Path, stage: str, c: Candidate, base_dir: Path | None) -> Path:
+    return base_dir if not c.sets and base_dir is not None else out / f"{stage}_{c.name}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -128,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     flags = shlex.split(args.preset_flags)
     base: tuple[str, ...] | None = ()
+    base_dir: Path | None = None
     md = [f"# FBR selection, memorising regime (`{args.preset_flags}`)", "",
           "Rule (fixed before the runs): per stage, the best mean last epoch on seeds 10-12 "
           "(worst labels) wins; the next stage adds one change to it.", ""]
@@ -142,9 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                          c.note) for c in candidates)
         if not args.summarise_only:
             for c in candidates:
-                _run(out / f"{stage}_{c.name}", flags, (*base, *c.sets), args.resume,
-                     args.jobs, args.quiet)
-        table, base = stage_table(out, stage, candidates, base)
+                if c.sets or base_dir is None:  # (the previous winner's runs are reused)
+                    _run(_folder(out, stage, c, base_dir), flags, (*base, *c.sets),
+                         args.resume, args.jobs, args.quiet)
+        table, base, base_dir = stage_table(out, stage, candidates, base, base_dir)
         md += [f"## Stage `{stage}`", "", table]
     (out / "selection.md").write_text("\n".join(md))
     (out / "selection.json").write_text(json.dumps({"winner": base}) + "\n")
