@@ -26,30 +26,52 @@ def test_shares_and_flags() -> None:
     r = h.end_epoch(3)
     assert (r.epoch, r.pool_kept, r.heldout_kept) == (3, 4 / 6, 0.5)
     assert (r.pool_agreement, r.heldout_accuracy) == (5 / 6, 0.5)
-    assert r.discriminating is False and r.memorising is True and r.collapsed is False
+    # agreement 5/6 against accuracy 1/2 is no evidence with 2 held-out samples (z test)
+    assert r.discriminating is False and r.memorising is False and r.collapsed is False
     r = h.end_epoch(4)  # nothing recorded: every share None, the streak unchanged
     assert (r.pool_kept, r.heldout_kept, r.discriminating, r.collapsed) == (None, None, None,
                                                                              False)
 
 
-def test_collapse_after_patience_warns_once_and_recovers() -> None:
+def test_collapse_needs_both_signals_for_patience_epochs_and_warns_once() -> None:
     h = FilterHealth(patience=2)
 
-    def epoch(e: int, pool: float, held: float) -> bool:
+    def epoch(e: int, pool: float, held: float, agree: float, acc: float) -> bool:
         n = 100
-        h.update_pool(kept=torch.arange(n) < pool * n)
-        h.update_heldout(kept=torch.arange(n) < held * n, correct=torch.ones(n, dtype=torch.bool))
+        h.update_pool(kept=torch.arange(n) < pool * n, agree=torch.arange(4 * n) < agree * 4 * n)
+        h.update_heldout(kept=torch.arange(n) < held * n, correct=torch.arange(n) < acc * n)
         return h.end_epoch(e).collapsed
 
+    mem, honest = (0.9, 0.5), (0.45, 0.5)  # agreement vs held-out accuracy
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        flags = [epoch(0, 0.5, 0.8), epoch(1, 0.9, 0.6), epoch(2, 0.5, 0.8),  # streak reset
-                 epoch(3, 0.9, 0.6), epoch(4, 0.8, 0.8), epoch(5, 0.9, 0.5),
-                 epoch(6, 0.4, 0.7), epoch(7, 0.9, 0.6), epoch(8, 0.9, 0.6)]
+        flags = [epoch(0, 0.9, 0.6, *honest),  # keeps more of the pool, but no memorisation
+                 epoch(1, 0.9, 0.6, *honest),
+                 epoch(2, 0.5, 0.8, *mem),     # memorises, but the filter discriminates
+                 epoch(3, 0.9, 0.6, *mem),     # both: streak 1
+                 epoch(4, 0.8, 0.8, *mem),     # both (pool_kept >= heldout_kept): collapsed
+                 epoch(5, 0.9, 0.5, *mem),
+                 epoch(6, 0.4, 0.7, *mem),     # discriminates again: reset
+                 epoch(7, 0.9, 0.6, *mem), epoch(8, 0.9, 0.6, *mem)]
     assert flags == [False, False, False, False, True, True, False, False, True]
     assert h.first_collapse == 4
     assert [type(w.message) for w in caught] == [FilterCollapseWarning]
     assert "epoch 4" in str(caught[0].message) and "80.0% of the pool" in str(caught[0].message)
+
+
+def test_memorising_is_a_z_test() -> None:
+    def memorising(agree: float, acc: float, n_held: int, z: float = 2.0) -> bool | None:
+        h = FilterHealth(z=z)
+        h.update_pool(agree=torch.arange(1000) < agree * 1000)
+        h.update_heldout(kept=None, correct=torch.arange(n_held) < acc * n_held)
+        return h.end_epoch(0).memorising
+
+    # se = sqrt(.6*.4/1000 + .5*.5/50) = 0.0718: a gap of 0.1 is < 2 se, 0.2 is > 2 se
+    assert memorising(0.6, 0.5, 50) is False and memorising(0.7, 0.5, 50) is True
+    assert memorising(0.6, 0.5, 50, z=1.0) is True
+    assert memorising(0.6, 0.5, 5000) is True  # more held-out samples: a smaller gap suffices
+    with pytest.raises(ValueError, match="`z`"):
+        FilterHealth(z=-1.0)
 
 
 def test_state_round_trip_and_bad_patience() -> None:
@@ -65,6 +87,8 @@ def test_state_round_trip_and_bad_patience() -> None:
     assert h2.end_epoch(1) == h.end_epoch(1)
     with pytest.raises(ValueError, match="patience"):
         FilterHealth(patience=2).load_state_dict(state)
+    with pytest.raises(ValueError, match="`state_dict\\['z'\\]`"):
+        FilterHealth(patience=3, z=1.0).load_state_dict(state)
     with pytest.raises(ValueError, match="`patience`"):
         FilterHealth(patience=0)
 

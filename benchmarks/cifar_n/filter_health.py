@@ -9,8 +9,9 @@ where the wrongly labelled samples' features sit (the share nearest the prototyp
 class, which the filter keeps, against the share nearest their true class); and the health signal
 itself, the pool's kept share against the held-out trusted samples' (runs with
 ``--set fbr.health_holdout=K``), with the epoch it declared the filter collapsed. It prints, per
-run, that epoch beside the first epoch the *true* labels call a collapse: kept precision within
-``--margin`` (5) points of the pool's rate of correct labels, i.e. no better than chance::
+run, that epoch beside the first epoch the *true* labels call a collapse: the network predicts at
+least half of the wrong labels as given (memorised) *and* the filter keeps at least half of the
+wrongly labelled samples, i.e. it keeps them because they are fitted::
 
     python -m benchmarks.cifar_n.filter_health results/diag_memorise results/diag_cpu \\
         --out docs/figures/filter_health.png
@@ -45,15 +46,18 @@ def _series(rec: dict[str, Any], key: str) -> np.ndarray:
     return np.array([np.nan if v is None else float(v) for v in vals])
 
 
-def collapse_epochs(rec: dict[str, Any], margin: float = 5.0) -> tuple[int | None, int | None]:
-    """``(true, signal)``: the first epoch after the warm-up whose kept precision is within
-    ``margin`` points of the pool's rate of correct labels, and the first epoch the health signal
-    declared the filter collapsed (None when it never did, or was not measured)."""
-    pool_clean = 1.0 - float(rec["pool_noise_rate"])
-    precision = _series(rec, "precision")
+def collapse_epochs(rec: dict[str, Any], share: float = 0.5) -> tuple[int | None, int | None]:
+    """``(true, signal)``: the first epoch after the warm-up at which, by the true labels, the
+    network has memorised at least ``share`` of the wrong labels and the filter keeps at least
+    ``share`` of the wrongly labelled samples (memorisation is measured at the diagnosis epochs
+    only), and the first epoch the health signal declared the filter collapsed (None when it
+    never did, or was not measured)."""
+    kept_noisy = _series(rec, "kept_frac_noisy")
     warm = _series(rec, "warmup")
-    true = next((e for e, (p, w) in enumerate(zip(precision, warm, strict=True))
-                 if w == 0 and math.isfinite(p) and 100 * (p - pool_clean) < margin), None)
+    memorised = {d["epoch"]: d.get("memorised") for d in rec.get("diagnostics", [])}
+    true = next((e for e, (k, w) in enumerate(zip(kept_noisy, warm, strict=True))
+                 if w == 0 and math.isfinite(k) and k >= share
+                 and (memorised.get(e) or 0.0) >= share), None)
     collapsed = _series(rec, "health_collapsed")
     signal = next((e for e, v in enumerate(collapsed) if v == 1.0), None)
     return true, signal
@@ -127,23 +131,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("result_dirs", nargs="+", help="output folders of benchmarks.cifar_n")
-    p.add_argument("--margin", type=float, default=5.0,
-                   help="points above the pool's correct-label rate below which the true "
-                        "labels call the filter collapsed (default 5)")
+    p.add_argument("--share", type=float, default=0.5,
+                   help="memorised and kept share of the wrong labels at which the true labels "
+                        "call the filter collapsed (default 0.5)")
     p.add_argument("--out", default=None, help="write the figure here (PNG)")
     args = p.parse_args(argv)
     runs = _runs(args.result_dirs)
     if not runs:
         raise SystemExit(f"no FBR runs in {args.result_dirs}")
-    print("| run | last acc | kept precision / recall (end) | pool correct | collapse by the "
-          "true labels (epoch) | collapse by the signal (epoch) |")
+    print("| run | last acc | kept precision / recall (end) | wrong labels kept / memorised "
+          "(end) | collapse by the true labels (epoch) | collapse by the signal (epoch) |")
     print("|---|---:|---:|---:|---:|---:|")
     for label, r in runs:
-        true, signal = collapse_epochs(r, args.margin)
+        true, signal = collapse_epochs(r, args.share)
         f = r["final"]
+        mem = r.get("memorisation", {}).get("memorised")
         print(f"| {label} | {100 * r['last_acc']:.1f} | {100 * (f['precision'] or 0):.1f} / "
-              f"{100 * (f['recall'] or 0):.1f} | {100 * (1 - r['pool_noise_rate']):.1f} | "
-              f"{'never' if true is None else true} | {'never' if signal is None else signal} |")
+              f"{100 * (f['recall'] or 0):.1f} | {100 * (f['kept_frac_noisy'] or 0):.1f} / "
+              f"{100 * (mem or 0):.1f} | {'never' if true is None else true} | "
+              f"{'never' if signal is None else signal} |")
     if args.out:
         _figure(runs, Path(args.out))
         print(f"figure: {args.out}")

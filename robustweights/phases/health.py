@@ -8,25 +8,31 @@ trained on) do:
 
 - ``heldout_kept``, the share of held-out samples the filter would keep, estimates its
   **recall** :math:`r = P(\text{keep} \mid \text{correct})`;
-- ``pool_kept``, the share of the pool it keeps, is :math:`k = \pi r + (1 - \pi) f` with
-  :math:`\pi` the pool's (unknown) share of correct labels and :math:`f = P(\text{keep}\mid
-  \text{wrong})`. A filter that discriminates (:math:`f < r`) keeps a *smaller* share of the
-  pool than of clean data, :math:`k < r`, whatever :math:`\pi < 1` is; :math:`k \ge r` means
-  it passes the wrong labels as readily as the right ones (or that it keeps pool samples
-  because the network has fitted them, not because they are right);
+- ``pool_kept``, the share of the pool it keeps, is :math:`k = \pi r_p + (1 - \pi) f` with
+  :math:`\pi` the pool's (unknown) share of correct labels, :math:`r_p` the filter's recall on
+  the pool's correct samples and :math:`f = P(\text{keep}\mid \text{wrong})`. With
+  :math:`r_p \approx r`, a filter that discriminates (:math:`f < r`) keeps a *smaller* share of
+  the pool than of clean data, :math:`k < r`, whatever :math:`\pi < 1` is. But the pool's
+  correct samples are trained on and the held-out ones are not, so :math:`r_p > r` and
+  :math:`k \ge r` alone does not prove a collapse (a weak network with an honest filter shows it
+  too);
 - ``pool_agreement``, the share of pool samples whose prediction is their given label, against
   ``heldout_accuracy``: a network that has not memorised agrees with a noisy pool *less* often
   than it is right on clean data (:math:`\approx \pi \cdot` accuracy); agreeing more often is
-  memorisation.
+  memorisation. ``memorising`` is a one-sided test: the agreement exceeds the held-out accuracy
+  by more than ``z`` standard errors of their difference.
 
-:class:`FilterHealth` accumulates those counts per epoch and warns
-(:class:`FilterCollapseWarning`) the first time the filter has not discriminated for
+The filter has **collapsed** when both hold: the network memorises the pool's labels and the
+filter keeps at least as large a share of the pool as of clean data, i.e. it keeps samples
+because they are fitted, not because they are right. :class:`FilterHealth` accumulates the
+counts per epoch and warns (:class:`FilterCollapseWarning`) the first time that has held for
 ``patience`` consecutive epochs. :class:`~robustweights.SurrogateRecipe` feeds it when given
 ``health_data``.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -56,9 +62,10 @@ class HealthReport:
         pool_agreement: share of pool samples predicted as their given label.
         heldout_accuracy: accuracy on the held-out trusted samples.
         discriminating: ``pool_kept < heldout_kept``.
-        memorising: ``pool_agreement > heldout_accuracy``.
-        collapsed: the filter has not discriminated for the last ``patience`` consecutive
-            epochs.
+        memorising: ``pool_agreement`` exceeds ``heldout_accuracy`` by more than ``z``
+            standard errors.
+        collapsed: for the last ``patience`` consecutive epochs, not discriminating and
+            memorising.
     """
 
     epoch: int
@@ -79,8 +86,10 @@ class FilterHealth:
     """Per-epoch filter-health counts, the :class:`HealthReport` and the collapse warning.
 
     Args:
-        patience: consecutive non-discriminating epochs before the filter is declared collapsed
-            (one epoch's shares rest on few held-out samples, so one bad epoch is not enough).
+        patience: consecutive epochs of collapse evidence before the filter is declared
+            collapsed (one epoch's shares rest on few held-out samples).
+        z: standard errors by which the pool agreement must exceed the held-out accuracy to
+            count as memorisation (2: a one-sided test at about 2.3%).
 
     Example:
         >>> import torch
@@ -94,10 +103,13 @@ class FilterHealth:
         (0.5, 0.667, True, False)
     """
 
-    def __init__(self, *, patience: int = 2) -> None:
+    def __init__(self, *, patience: int = 2, z: float = 2.0) -> None:
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
             raise ValueError(f"Expected `patience` to be a positive int, but got {patience!r}")
+        if not (isinstance(z, (int, float)) and math.isfinite(z) and z >= 0):
+            raise ValueError(f"Expected `z` to be a non-negative float, but got {z!r}")
         self.patience = patience
+        self.z = float(z)
         self.history: list[HealthReport] = []
         #: the first epoch declared collapsed (None so far)
         self.first_collapse: int | None = None
@@ -153,11 +165,14 @@ class FilterHealth:
         accuracy = _share(c["held_correct"], c["held_n"])
         discriminating = (None if pool_kept is None or held_kept is None
                           else pool_kept < held_kept)
-        memorising = (None if agreement is None or accuracy is None
-                      else agreement > accuracy)
-        if discriminating is False:
+        memorising = None
+        if agreement is not None and accuracy is not None:
+            se = math.sqrt(agreement * (1 - agreement) / c["pool_n"]
+                           + accuracy * (1 - accuracy) / c["held_n"])
+            memorising = agreement - accuracy > self.z * se
+        if discriminating is False and memorising:
             self._streak += 1
-        elif discriminating is True:
+        elif discriminating is not None or memorising is not None:
             self._streak = 0
         collapsed = self._streak >= self.patience
         if collapsed and self.first_collapse is None:
@@ -169,7 +184,8 @@ class FilterHealth:
         self._scores = []
         if collapsed and epoch == self.first_collapse:
             warnings.warn(
-                f"The filter stopped discriminating at epoch {epoch}: it keeps "
+                f"The filter stopped discriminating at epoch {epoch}: the network memorises the "
+                f"pool's labels and the filter keeps "
                 f"{100 * (pool_kept or 0):.1f}% of the pool but only "
                 f"{100 * (held_kept or 0):.1f}% of the held-out clean samples"
                 + (f", and the network agrees with {100 * agreement:.1f}% of the pool's labels "
@@ -181,11 +197,11 @@ class FilterHealth:
 
     def reset(self) -> None:
         """Forget every report and count."""
-        self.__init__(patience=self.patience)  # type: ignore[misc]
+        self.__init__(patience=self.patience, z=self.z)  # type: ignore[misc]
 
     def state_dict(self) -> dict[str, Any]:
         """The reports, the current counts and the warning state (plain values)."""
-        return {"_version": STATE_VERSION, "patience": self.patience,
+        return {"_version": STATE_VERSION, "patience": self.patience, "z": self.z,
                 "history": [asdict(r) for r in self.history], "streak": self._streak,
                 "first_collapse": self.first_collapse, "counts": dict(self._counts),
                 "scores": torch.cat(self._scores).cpu() if self._scores else None}
@@ -193,9 +209,9 @@ class FilterHealth:
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
         """Restore a :meth:`state_dict` (configuration ``patience`` checked)."""
         check_state_dict(state_dict, owner="FilterHealth",
-                         keys=("patience", "history", "streak", "first_collapse", "counts",
-                               "scores"),
-                         config={"patience": self.patience}, strict=strict)
+                         keys=("patience", "z", "history", "streak", "first_collapse",
+                               "counts", "scores"),
+                         config={"patience": self.patience, "z": self.z}, strict=strict)
         if "history" in state_dict:
             self.history = [HealthReport(**r) for r in state_dict["history"]]
         self._streak = int(state_dict.get("streak", self._streak))
@@ -209,4 +225,4 @@ class FilterHealth:
             self._scores = [] if sc is None else [sc.detach().clone()]
 
     def __repr__(self) -> str:
-        return f"FilterHealth(patience={self.patience}, epochs={len(self.history)})"
+        return f"FilterHealth(patience={self.patience}, z={self.z}, epochs={len(self.history)})"

@@ -17,20 +17,21 @@ from benchmarks.cifar_n.filter_health import collapse_epochs, main  # noqa: E402
 SHARED = ROOT.parent / "shared" / "data"
 
 
-def _record(precision: list[float], warmup: list[int], collapsed: list[float | None]
-            ) -> dict[str, object]:
-    return {"pool_noise_rate": 0.4,
-            "curves": {"precision": precision, "test_acc": [0.5] * len(precision),
+def _record(kept_noisy: list[float], memorised: list[float], warmup: list[int],
+            collapsed: list[float | None]) -> dict[str, object]:
+    return {"curves": {"kept_frac_noisy": kept_noisy, "test_acc": [0.5] * len(kept_noisy),
                        "extra": [{"warmup": w, "health_collapsed": c}
-                                 for w, c in zip(warmup, collapsed, strict=True)]}}
+                                 for w, c in zip(warmup, collapsed, strict=True)]},
+            "diagnostics": [{"epoch": e, "memorised": m} for e, m in enumerate(memorised)]}
 
 
 def test_collapse_epochs_by_true_labels_and_by_the_signal() -> None:
-    # pool 60% correct: within 5 points is precision < 0.65; warm-up epochs do not count
-    rec = _record([0.6, 0.8, 0.7, 0.64, 0.9], [1, 0, 0, 0, 0], [None, 0.0, 0.0, 1.0, 1.0])
+    # wrong labels kept and memorised, both >= 0.5 first at epoch 3 (epoch 0 is warm-up)
+    rec = _record([0.9, 0.6, 0.4, 0.55, 0.7], [0.6, 0.3, 0.6, 0.5, 0.6], [1, 0, 0, 0, 0],
+                  [None, 0.0, 0.0, 1.0, 1.0])
     assert collapse_epochs(rec) == (3, 3)
-    assert collapse_epochs(rec, margin=15.0) == (2, 3)
-    never = _record([0.9, 0.9], [0, 0], [0.0, None])
+    assert collapse_epochs(rec, share=0.3) == (1, 3)
+    never = _record([0.2, 0.2], [0.9, 0.9], [0, 0], [0.0, None])  # memorised, not kept
     assert collapse_epochs(never) == (None, None)
 
 
