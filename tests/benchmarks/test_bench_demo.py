@@ -55,10 +55,11 @@ def test_download_fallback_is_a_valid_benchmark_command(no_data: Path) -> None:
     preset = cifar_n.build_preset(cifar_n.parse_args(argv))
     assert preset.dataset == "cifar10n"
     assert (preset.limit_train, preset.limit_test) == (5170, 508), "same size as the subset"
-    assert preset.train.epochs == 3 and preset.methods == ("fbr_plus", "fbr", "ce")
+    assert preset.train.epochs == 3 and preset.methods == ("fbr_plus", "fbr", "coteaching", "ce")
+    assert preset.name == "memorise"
 
 
-def test_with_data_runs_the_cpu_preset_on_worst_labels() -> None:
+def test_with_data_runs_the_memorise_preset_on_worst_labels() -> None:
     if not (SHARED / "cifar10n_subset.npz").is_file():
         pytest.skip("../shared/data (the real CIFAR-10N subset) is absent")
     argv = demo.benchmark_argv(demo.parse_args([]))
@@ -77,10 +78,13 @@ def test_one_epoch_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     finally:
         torch.set_num_threads(before)
     out = capsys.readouterr().out
-    assert "python -m benchmarks.cifar_n --preset cpu --methods fbr_plus fbr ce" in out
-    verdict = r"Last epoch: FBR\+ \d+\.\d vs CE \d+\.\d: FBR\+ (beats|does not beat) CE"
+    assert ("python -m benchmarks.cifar_n --preset memorise --methods fbr_plus fbr coteaching "
+            "ce") in out
+    verdict = (r"Last epoch: FBR\+ \d+\.\d: FBR\+ (beats|does not beat) CE \(\d+\.\d\) and "
+               r"(beats|does not beat) Co-teaching \(\d+\.\d\)")
     assert re.search(verdict, out), out
-    for row in ("| CE |", "| FBR+ (ours) |", "| FBR (authors' recipe) |", "kept precision"):
+    for row in ("| CE |", "| Co-teaching |", "| FBR+ (ours) |", "| FBR (authors' recipe) |",
+                "kept precision"):
         assert row in out, row
     recs = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
-    assert sorted(r["method"] for r in recs) == ["ce", "fbr", "fbr_plus"]
+    assert sorted(r["method"] for r in recs) == ["ce", "coteaching", "fbr", "fbr_plus"]
