@@ -397,6 +397,9 @@ def test_authors_configuration() -> None:
             authors.eval_features, authors.dropped_weight, authors.drop_rate) == (
         10, 40, 30, True, 0.0, None)
     assert RecipeConfig.authors(warmup_epochs=5).warmup_epochs == 5
+    fast = RecipeConfig.fast(dropped_weight=0.3)
+    assert (fast.clean_passes, fast.eval_features, fast.dropped_weight) == (3, False, 0.3)
+    assert fast == RecipeConfig(clean_passes=3, eval_features=False, dropped_weight=0.3)
     changed = SurrogateRecipe(3, config=RecipeConfig.authors(), warmup_epochs=5,
                               **kw).config  # type: ignore[arg-type]
     assert changed == RecipeConfig.authors(warmup_epochs=5)
