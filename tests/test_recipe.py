@@ -179,6 +179,25 @@ def test_train_mode_features_option_uses_the_callers_forward() -> None:
     recipe.loss(logits, y, w).backward()
 
 
+def test_train_mode_features_survive_the_lazy_prototype_refresh() -> None:
+    # after clean steps the first weights() call refreshes the prototypes with a forward of
+    # the clean set through the hooked model: the batch's features must be read before it
+    recipe, model, _, _ = make(eval_features=False)
+    twin, twin_model, _, _ = make(eval_features=False)
+    twin_model.load_state_dict(model.state_dict())
+    for r in (recipe, twin):
+        r.start_epoch(1)
+    x, y = torch.randn(10, 6), torch.randint(0, 3, (10,))
+    model.train()
+    model(x)
+    w = recipe.weights(x, y)  # lazy refresh inside
+    twin_model.train()
+    with torch.no_grad():
+        feats = twin_model.body(x)  # (the same BatchNorm update as model(x) above)
+    twin.refresh_clean()
+    assert torch.equal(w, twin.weights(None, y, features=feats))
+
+
 def test_warmup_weights_and_alpha_schedule() -> None:
     recipe, _, _, _ = make(warmup_epochs=2, alpha_switch=3)
     x, y = torch.randn(9, 6), torch.randint(0, 3, (9,))

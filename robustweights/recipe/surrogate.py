@@ -237,6 +237,8 @@ class SurrogateRecipe:
             self.last_fbr_weights = self.last_weights = w
             self._eval_logits = None
             return w
+        if not self.config.eval_features:  # read before a refresh's forward overwrites them
+            feats = self._capture.features if features is None else features.detach()
         if self._stale:
             self.refresh_clean()
         if self.config.eval_features:
@@ -247,7 +249,6 @@ class SurrogateRecipe:
                 self._eval_logits = self.model(inputs).detach()
                 feats = self._capture.features
         else:
-            feats = self._capture.features if features is None else features.detach()
             if feats.shape[0] != labels.shape[0]:
                 raise ValueError(f"Expected the training forward's features of this batch "
                                  f"({labels.shape[0]} rows), but got {feats.shape[0]}: run the "
