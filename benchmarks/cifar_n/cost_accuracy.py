@@ -15,6 +15,7 @@ CE records of ``--ce`` when the folder has none (the table says which)::
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.cifar_n.report import load_records
-
-__all__ = ["Point", "main", "measure", "parse_spec"]
+__all__ = ["Point", "load_records", "main", "measure", "parse_spec"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +54,18 @@ def parse_spec(spec: str) -> tuple[str, Path, str | None, str | None]:
     method = sel[0] if sel else None
     candidate = sel[1] if len(sel) > 1 else None
     return label, Path(folder), method, candidate
+
+
+def load_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a results.jsonl file, a later duplicate of a (run key, candidate) winning:
+    the selection scripts' folders hold one run key per candidate."""
+    out: dict[tuple[str, Any], dict[str, Any]] = {}
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                rec = json.loads(line)
+                out[rec["key"], rec.get("candidate")] = rec
+    return list(out.values())
 
 
 def _select(recs: list[dict[str, Any]], method: str | None,

@@ -20,12 +20,12 @@ def _write(folder: Path, rows: list[tuple[str, str | None, int, float, float]]) 
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "results.jsonl", "w") as f:
         for method, cand, seed, acc, cpu in rows:
-            f.write(json.dumps({"key": f"{method}/{cand}/worst/{seed}", "method": method,
+            f.write(json.dumps({"key": f"{method}/worst/{seed}", "method": method,
                                 "candidate": cand, "seed": seed,
                                 "noise": "worst", "last_acc": acc,
                                 "epoch_cpu_time_mean": cpu}) + "\n")
             # a record on another label set, which must be ignored
-            f.write(json.dumps({"key": f"{method}/{cand}/aggre/{seed}", "method": method,
+            f.write(json.dumps({"key": f"{method}/aggre/{seed}", "method": method,
                                 "candidate": cand, "seed": seed,
                                 "noise": "aggre", "last_acc": 0.0,
                                 "epoch_cpu_time_mean": 100.0}) + "\n")
