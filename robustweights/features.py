@@ -27,7 +27,8 @@ class FeatureCapture:
         detach: store a detached tensor (default), as reweighters treat features as constants.
             Use ``detach=False`` to keep the graph.
 
-    It is also a context manager that removes its hook on exit.
+    ``count`` is the number of forward passes recorded so far. It is also a context manager
+    that removes its hook on exit.
     """
 
     def __init__(self, module: nn.Module, *, detach: bool = True) -> None:
@@ -37,6 +38,7 @@ class FeatureCapture:
         self.detach = detach
         self._module_name = type(module).__name__
         self._features: torch.Tensor | None = None
+        self.count = 0  # forwards recorded: tells a new forward from features already used
         self._handle = module.register_forward_pre_hook(self._hook)
 
     def _hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
@@ -44,6 +46,7 @@ class FeatureCapture:
         # Flatten (N, ...) to (N, D): heads after global pooling often see (N, D, 1, 1).
         x = x.flatten(1) if x.ndim > 2 else x
         self._features = x.detach() if self.detach else x
+        self.count += 1
 
     @property
     def features(self) -> torch.Tensor:

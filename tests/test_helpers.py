@@ -47,8 +47,10 @@ def test_feature_capture_records_head_input():
         torch.testing.assert_close(cap.features, conv(x).flatten(1))
         assert not cap.features.requires_grad
         torch.testing.assert_close(head(cap.features), logits)
+        assert cap.count == 2  # two forwards of the head so far
     head(torch.randn(2, 4))
     assert cap.features.shape == (6, 4), "the hook must be gone after the context exits"
+    assert cap.count == 2
 
 
 def test_feature_capture_flattens_and_can_keep_graph():

@@ -198,6 +198,26 @@ def test_train_mode_features_survive_the_lazy_prototype_refresh() -> None:
     assert torch.equal(w, twin.weights(None, y, features=feats))
 
 
+def test_train_mode_features_must_be_of_a_new_forward() -> None:
+    # with eval_features=False, weights() before the batch's forward would silently score the
+    # previous batch (or the last clean batch, of the same size): an error instead
+    recipe, model, _, _ = make(eval_features=False, clean_batch_size=10)
+    recipe.start_epoch(1)
+    model.train()
+    x, y = torch.randn(10, 6), torch.randint(0, 3, (10,))
+    model(x)
+    recipe.weights(x, y)
+    with pytest.raises(ValueError, match="already used"):
+        recipe.weights(x, y)  # no forward since
+    for xc, yc in recipe.clean_batches():
+        recipe.clean_loss(model(xc), yc)
+    with pytest.raises(ValueError, match="already used"):
+        recipe.weights(x, y)  # the hook holds the last clean batch (10 rows too)
+    model(x)
+    recipe.weights(x, y)
+    recipe.weights(None, y, features=torch.randn(10, 16))  # explicit features: no check
+
+
 def test_warmup_weights_and_alpha_schedule() -> None:
     recipe, _, _, _ = make(warmup_epochs=2, alpha_switch=3)
     x, y = torch.randn(9, 6), torch.randint(0, 3, (9,))

@@ -138,8 +138,8 @@ class SurrogateRecipe:
         if cfg.dropped_weight > self.reweighter.w_max:
             raise ValueError(f"Expected `dropped_weight` to be at most `w_max` = "
                              f"{self.reweighter.w_max}, but got {cfg.dropped_weight!r}")
-        self.health_data = None if health_data is None else check_data(health_data,
-                                                                        "health_data")
+        self.health_data = health_data if health_data is None else check_data(health_data,
+                                                                               "health_data")
         self.health = FilterHealth(patience=cfg.health_patience)
         self.generator = (generator if generator is not None
                           else torch.Generator().manual_seed(torch.initial_seed()))
@@ -150,6 +150,7 @@ class SurrogateRecipe:
         self._eval_logits: torch.Tensor | None = None
         self._smoothed = SampleStore(fill=self.reweighter.w_init)  # with ``smoothing``
         self._capture = FeatureCapture(head)
+        self._used = -1  # the capture's count when its features were last used
 
     def __repr__(self) -> str:
         return (f"SurrogateRecipe(num_classes={self.num_classes}, config={self.config!r}, "
@@ -239,6 +240,13 @@ class SurrogateRecipe:
             return w
         if not self.config.eval_features:  # read before a refresh's forward overwrites them
             feats = self._capture.features if features is None else features.detach()
+            used = features is None and self._capture.count == self._used
+            if used or feats.shape[0] != labels.shape[0]:
+                raise ValueError(f"Expected the training forward's features of this batch "
+                                 f"({labels.shape[0]} rows), but got "
+                                 f"{'features already used' if used else feats.shape[0]}: run "
+                                 "the forward before `weights()` or pass `features=`")
+            self._eval_logits = None
         if self._stale:
             self.refresh_clean()
         if self.config.eval_features:
@@ -248,13 +256,7 @@ class SurrogateRecipe:
             with torch.no_grad(), eval_mode(self.model):
                 self._eval_logits = self.model(inputs).detach()
                 feats = self._capture.features
-        else:
-            if feats.shape[0] != labels.shape[0]:
-                raise ValueError(f"Expected the training forward's features of this batch "
-                                 f"({labels.shape[0]} rows), but got {feats.shape[0]}: run the "
-                                 "forward before `weights()` or pass `features=`")
-            self._eval_logits = None
-        labels = labels.to(feats.device)
+        labels, self._used = labels.to(feats.device), self._capture.count
         w = self._weights_from(feats, labels, sample_ids)
         self.health.update_pool(
             kept=cast(torch.Tensor, self.last_fbr_weights) > 0,
@@ -308,6 +310,7 @@ class SurrogateRecipe:
 
     def clean_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The plain mean loss of a clean batch: ``loss_fn`` averaged."""
+        self._used = self._capture.count  # (its features are the clean batch's)
         return self.loss_fn(logits, labels.to(logits.device).long()).mean()
 
     # ------------------------------------------------------------------ health
