@@ -22,8 +22,9 @@ trains under the same schedule); the clean set is the benchmark's trusted subset
 on the cpu preset, 2,000 in the paper); weight decay is the preset's (5e-4 on cpu, the authors'
 1e-3 on ``paper``). The clean passes' batch order comes from its own seeded generator.
 
-``fbr_plus`` (:class:`FBRPlus`) is the same recipe with the options of ``FBRRecipe`` that our
-selection on held-out seeds kept (see ``benchmarks/cifar_n/presets.py`` and the README).
+``fbr_plus`` (:class:`FBRPlus`) is the same recipe with the options of ``SurrogateRecipe`` that
+our selections on held-out seeds kept, per preset (``benchmarks/cifar_n/presets.py``): dropped
+samples at weight 0.3 in ``cpu``; the threshold rule from epoch 0 in ``memorise``.
 """
 
 from __future__ import annotations
@@ -196,9 +197,11 @@ class FBR(Method):
 
 
 class FBRPlus(FBR):
-    """Our FBR recipe: the authors' recipe with dropped samples kept at weight 0.3
+    """Our FBR recipe. By default the authors' recipe with dropped samples kept at weight 0.3
     (``dropped_weight``), the option with the best mean last-epoch accuracy on held-out seeds
-    10-12 among those measured (``docs/results/fbr_plus_selection/``)."""
+    10-12 in the ``cpu`` preset (``docs/results/fbr_plus_selection/``); a preset may replace
+    its parameters with its own selection's winner (``memorise``:
+    ``docs/results/fbr_selection_memorise/``)."""
 
     name = "fbr_plus"
 
