@@ -15,7 +15,6 @@ CE records of ``--ce`` when the folder has none (the table says which)::
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Point", "load_records", "main", "measure", "parse_spec"]
+from benchmarks.cifar_n.report import load_records
+
+__all__ = ["Point", "main", "measure", "parse_spec"]
 
 
 @dataclass(frozen=True)
@@ -56,18 +57,6 @@ def parse_spec(spec: str) -> tuple[str, Path, str | None, str | None]:
     return label, Path(folder), method, candidate
 
 
-def load_records(path: Path) -> list[dict[str, Any]]:
-    """The records of a results.jsonl file, a later duplicate of a (run key, candidate) winning:
-    the selection scripts' folders hold one run key per candidate."""
-    out: dict[tuple[str, Any], dict[str, Any]] = {}
-    with open(path) as f:
-        for line in f:
-            if line.strip():
-                rec = json.loads(line)
-                out[rec["key"], rec.get("candidate")] = rec
-    return list(out.values())
-
-
 def _select(recs: list[dict[str, Any]], method: str | None,
             candidate: str | None) -> list[dict[str, Any]]:
     return [r for r in recs if r["noise"] == "worst"
@@ -83,13 +72,14 @@ def _ce_time(recs: list[dict[str, Any]]) -> float | None:
 def measure(spec: str, ce_fallback: Path | None = None) -> Point:
     """The configuration's point (see the module docstring)."""
     label, folder, method, candidate = parse_spec(spec)
-    recs = load_records(folder / "results.jsonl")
+    recs = load_records(folder / "results.jsonl", per_candidate=True)
     mine = sorted(_select(recs, method, candidate), key=lambda r: r["seed"])
     if not mine:
         raise ValueError(f"No worst-label records of {method!r} ({candidate!r}) in {folder}")
     ce, source = _ce_time(recs), "same runs"
     if ce is None and ce_fallback is not None:
-        ce, source = _ce_time(load_records(ce_fallback / "results.jsonl")), f"CE of {ce_fallback}"
+        ce, source = (_ce_time(load_records(ce_fallback / "results.jsonl", per_candidate=True)),
+                      f"CE of {ce_fallback}")
     if ce is None:
         raise ValueError(f"No CE records in {folder} to measure the cost against (give --ce)")
     cost = float(np.mean([r["epoch_cpu_time_mean"] for r in mine])) / ce

@@ -34,14 +34,16 @@ AUGMENT_LABELS = {"none": "none", "flip": "horizontal flip", "crop_flip": "rando
 NOISE_ORDER = ["worst", "aggre", "rand1", "asym0.4", "rand2", "rand3", "clean", "noisy100"]
 
 
-def load_records(path: str | Path) -> list[dict[str, Any]]:
-    """All records of a results.jsonl file (later duplicates of a run key win)."""
-    out: dict[str, dict[str, Any]] = {}
+def load_records(path: str | Path, *, per_candidate: bool = False) -> list[dict[str, Any]]:
+    """All records of a results.jsonl file (later duplicates of a run key win). With
+    ``per_candidate`` the key is (run key, ``candidate``): the selection scripts' folders hold
+    one run key per candidate."""
+    out: dict[Any, dict[str, Any]] = {}
     with open(path) as f:
         for line in f:
             if line.strip():
                 rec = json.loads(line)
-                out[rec["key"]] = rec
+                out[(rec["key"], rec.get("candidate")) if per_candidate else rec["key"]] = rec
     return list(out.values())
 
 
