@@ -138,8 +138,8 @@ class SurrogateRecipe:
         if cfg.dropped_weight > self.reweighter.w_max:
             raise ValueError(f"Expected `dropped_weight` to be at most `w_max` = "
                              f"{self.reweighter.w_max}, but got {cfg.dropped_weight!r}")
-        self.health_data = health_data if health_data is None else check_data(health_data,
-                                                                               "health_data")
+        self.health_data = None if health_data is None else check_data(health_data,
+                                                                        "health_data")
         self.health = FilterHealth(patience=cfg.health_patience)
         self.generator = (generator if generator is not None
                           else torch.Generator().manual_seed(torch.initial_seed()))
@@ -256,7 +256,8 @@ class SurrogateRecipe:
             with torch.no_grad(), eval_mode(self.model):
                 self._eval_logits = self.model(inputs).detach()
                 feats = self._capture.features
-        labels, self._used = labels.to(feats.device), self._capture.count
+        labels = labels.to(feats.device)
+        self._used = self._capture.count  # these features are now used
         w = self._weights_from(feats, labels, sample_ids)
         self.health.update_pool(
             kept=cast(torch.Tensor, self.last_fbr_weights) > 0,
