@@ -177,6 +177,9 @@ def _worker(spec: RunSpec, data: tuple[Any, ...], threads: int | None, queue: An
 
 
 def _save(result: RunResult, out: Path) -> None:
+    # The machine per record: a table resumed on another CPU mixes machines (and one seed's
+    # accuracy moves ~2 points between CPUs), so the report must be able to say so.
+    result.record.setdefault("machine", machine_description())
     with open(out / "results.jsonl", "a") as f:
         f.write(json.dumps(result.record) + "\n")
     wdir = out / "weights"

@@ -85,6 +85,13 @@ def markdown_report(records: list[dict[str, Any]], *, command: str = "", machine
         lines += ["Reproduce with:", "", "```", command, "```", ""]
     if machine:
         lines += [f"Machine: {machine}", ""]
+    recorded = _order((r["machine"] for r in records if "machine" in r), [])
+    unknown = sum("machine" not in r for r in records)
+    if len(recorded) + bool(unknown) > 1:
+        # A seed's accuracy moves ~2 points between CPUs: a mixed table must say so.
+        counts = [f"{m} ({sum(r.get('machine') == m for r in records)} runs)" for m in recorded]
+        lines += ["Records come from more than one machine: " + "; ".join(counts)
+                  + (f"; {unknown} runs without a recorded machine" if unknown else "") + ".", ""]
     any_rec = records[0] if records else None
     if any_rec is not None:
         spec = any_rec["spec"]

@@ -34,6 +34,7 @@ def test_every_method_runs_and_is_recorded(smoke: Path) -> None:
     for r in recs:
         assert len(r["curves"]["test_acc"]) == 2, f"{r['method']}: 2 epochs"
         assert 0.0 <= r["best_acc"] <= 1.0 and r["epoch_time_mean"] > 0
+        assert r["machine"] == cifar_n.machine_description()
         if r["selects"]:
             assert r["final"]["precision"] is not None, f"{r['method']} kept nothing"
         assert (smoke / "weights" / f"{r['method']}__worst__seed0.npz").is_file()
@@ -48,6 +49,18 @@ def test_report_tables_plots_and_reproduce_command(smoke: Path) -> None:
         assert row in md, row
     for png in ("summary.png", "accuracy_curves.png", "kept_fraction.png", "weight_histograms.png"):
         assert (smoke / png).stat().st_size > 1000, png
+
+
+def test_report_says_when_records_come_from_several_machines(smoke: Path) -> None:
+    from benchmarks.cifar_n.report import load_records, markdown_report
+
+    recs = load_records(smoke / "results.jsonl")
+    assert "more than one machine" not in markdown_report(recs)
+    recs[0] = {**recs[0], "machine": "other CPU"}
+    del recs[1]["machine"]
+    md = markdown_report(recs)
+    assert "more than one machine" in md and "other CPU (1 runs)" in md, md
+    assert "1 runs without a recorded machine" in md, md
 
 
 def test_ce_learns_better_than_chance_on_clean_labels(tmp_path: Path) -> None:
