@@ -64,9 +64,10 @@ class NoisyLabelClassifier(pl.LightningModule):
             x, y = data
             return self.recipe.clean_loss(self(x), y)
         x, y, idx = data                                      # a noisy pool batch
-        w = self.recipe.weights(x, y, sample_ids=idx)         # eval-mode features -> weights
-        self.log("kept", (w > 0).float().mean(), on_epoch=True, on_step=False)
-        return self.recipe.loss(self(x), y, w)                # mean of w_i * loss_i
+        logits = self(x)                                      # its features are hooked
+        w = self.recipe.weights(x, y, sample_ids=idx)         # those features -> weights
+        self.log("weight", w.mean(), on_epoch=True, on_step=False)
+        return self.recipe.loss(logits, y, w)                 # mean of w_i * loss_i
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
@@ -94,10 +95,10 @@ def fit(data: dict[str, torch.Tensor], max_epochs: int, root: str,
 @torch.no_grad()
 def evaluate(model: NoisyLabelClassifier, data: dict[str, torch.Tensor]
              ) -> tuple[float, torch.Tensor]:
-    """Test accuracy on true labels, and the recipe's weights of the whole pool."""
+    """Test accuracy on true labels, and FBR's directions d of the whole pool (kept: d > 0)."""
     model.eval()
     accuracy = (model(data["x_test"]).argmax(1) == data["y_test"]).float().mean().item()
-    return accuracy, model.recipe.weights(data["x"], data["y"])
+    return accuracy, model.recipe.directions(data["x"], data["y"])
 
 
 def main() -> None:
@@ -107,8 +108,8 @@ def main() -> None:
         ckpt = str(Path(root) / "epoch6.ckpt")
         trainer.save_checkpoint(ckpt)                            # Lightning's own checkpoint
         model, _ = fit(data, max_epochs=12, root=root, ckpt_path=ckpt)  # resumes at epoch 6
-    accuracy, w = evaluate(model, data)
-    kept = w > 0
+    accuracy, d = evaluate(model, data)
+    kept = d > 0                                                 # weight above w0
     clean = ~data["flip"]
     print(f"accuracy on true labels {accuracy:.3f}; kept {kept.float().mean():.2f} of samples, "
           f"{clean[kept].float().mean():.3f} correctly labelled (pool {clean.float().mean():.3f})")

@@ -21,11 +21,12 @@ for epoch in range(15):
     for xb, yb in recipe.clean_batches():               # the clean passes
         step(recipe.clean_loss(model(xb), yb))
     for idx in torch.randperm(2000).split(100):         # the noisy pool
-        w = recipe.weights(X[idx], y[idx])              # eval-mode features -> FBR weights
-        step(recipe.loss(model(X[idx]), y[idx], w))     # mean of w_i * loss_i
+        logits = model(X[idx])                          # your forward (its features are hooked)
+        w = recipe.weights(X[idx], y[idx])              # its features -> FBR weights
+        step(recipe.loss(logits, y[idx], w))            # mean of w_i * loss_i
 model.eval()
 with torch.no_grad():
     accuracy = (model(X).argmax(1) == y_true).float().mean().item()
-    kept = recipe.weights(X, y) > 0                     # FBR's kept set
+    kept = recipe.directions(X, y) > 0                  # FBR's kept set (weight above w0)
 print(f"accuracy on true labels {accuracy:.3f}; kept {kept.float().mean():.2f} of samples, "
       f"{(~flip[kept]).float().mean():.3f} correctly labelled (pool {(~flip).float().mean():.3f})")

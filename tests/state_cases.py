@@ -134,8 +134,9 @@ def _recipe_step(run: RecipeRun, t: int) -> torch.Tensor:
         run.opt.zero_grad()
         run.recipe.clean_loss(run.model(xc), yc).backward()
         run.opt.step()
+    logits = run.model(d["features"])  # the default configuration: the forward's features
     w = run.recipe.weights(d["features"], d["labels"], sample_ids=d["ids"])  # prototypes
-    loss = run.recipe.loss(run.model(d["features"]), d["labels"], w)
+    loss = run.recipe.loss(logits, d["labels"], w)
     run.opt.zero_grad()
     loss.backward()
     run.opt.step()
@@ -175,8 +176,9 @@ def _lightning_recipe_step(run: LightningRecipeRun, t: int) -> torch.Tensor:
             loss = run.recipe.clean_loss(run.model(x), y)
         else:
             x, y, ids = batch
+            logits = run.model(x)
             w = run.recipe.weights(x, y, sample_ids=ids)
-            loss = run.recipe.loss(run.model(x), y, w)
+            loss = run.recipe.loss(logits, y, w)
         run.opt.zero_grad()
         loss.backward()
         run.opt.step()

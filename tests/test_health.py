@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from robustweights import SurrogateRecipe
+from robustweights import RecipeConfig, SurrogateRecipe
 from robustweights.phases.health import FilterCollapseWarning, FilterHealth
 
 
@@ -115,7 +115,8 @@ def _run(memorise: bool, epochs: int = 26) -> tuple[SurrogateRecipe, list[bool]]
                           nn.Linear(hid, c))
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9,
                           weight_decay=0.0 if memorise else 5e-3)
-    recipe = SurrogateRecipe(c, model=model, head=model[4], clean_data=(xc, yc),
+    recipe = SurrogateRecipe(c, config=RecipeConfig.authors(), model=model, head=model[4],
+                             clean_data=(xc, yc),
                              health_data=(xh, yh), warmup_epochs=20 if memorise else 1,
                              alpha_switch=0, clean_passes=2, clean_batch_size=20)
     collapsed = []

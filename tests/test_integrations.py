@@ -58,9 +58,9 @@ def test_lightning_resumed_run_equals_uninterrupted_run(lightning_example, tmp_p
     for (name, p), q in zip(straight.state_dict().items(), resumed.state_dict().values(),
                             strict=True):
         assert torch.equal(p, q), f"parameter {name} differs after resuming"
-    _, w_straight = ex["evaluate"](straight, data)
-    _, w_resumed = ex["evaluate"](resumed, data)
-    assert torch.equal(w_straight, w_resumed), "resumed weights differ from uninterrupted ones"
+    _, d_straight = ex["evaluate"](straight, data)
+    _, d_resumed = ex["evaluate"](resumed, data)
+    assert torch.equal(d_straight, d_resumed), "resumed directions differ from uninterrupted ones"
 
 
 def _incremental_run(tmp_path: Path, epochs: int, ckpt: Path | None, save: Path | None

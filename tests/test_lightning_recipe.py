@@ -93,8 +93,9 @@ class Module(pl.LightningModule):
             x, y = data
             return self.recipe.clean_loss(self.net(x), y)
         x, y, idx = data
+        logits = self.net(x)  # the default configuration's features: the training forward's
         w = self.recipe.weights(x, y, sample_ids=idx)
-        return self.recipe.loss(self.net(x), y, w)
+        return self.recipe.loss(logits, y, w)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
@@ -241,10 +242,10 @@ class AmpModule(Module):
 
 @torch.no_grad()
 def evaluate(module: Module, data: dict[str, torch.Tensor]) -> tuple[float, float, float]:
-    """(test accuracy, kept precision, pool precision) with the recipe's final weights."""
+    """(test accuracy, kept precision, pool precision) with the recipe's final kept set."""
     module.eval()
     accuracy = (module.net(data["x_test"]).argmax(1) == data["y_test"]).float().mean().item()
-    kept = module.recipe.weights(data["x"], data["y"]) > 0
+    kept = module.recipe.directions(data["x"], data["y"]) > 0
     clean = ~data["flip"]
     return accuracy, clean[kept].float().mean().item(), clean.float().mean().item()
 

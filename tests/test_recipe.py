@@ -37,7 +37,8 @@ def make(classes: int = 3, m: int = 30, **kw: object
     args: dict[str, object] = {"warmup_epochs": 1, "alpha_switch": 3, "clean_passes": 2,
                                "clean_batch_size": 8, "dropped_weight": 0.0}
     args.update(kw)
-    recipe = SurrogateRecipe(classes, model=model, head=model.fc, clean_data=(xc, yc),
+    recipe = SurrogateRecipe(classes, config=RecipeConfig.authors(),
+                             model=model, head=model.fc, clean_data=(xc, yc),
                              **args)  # type: ignore[arg-type]
     return recipe, model, xc, yc
 
@@ -351,7 +352,8 @@ def test_dataloader_clean_set_and_prototype_data() -> None:
 
     loader = torch.utils.data.DataLoader(Noisy(), batch_size=8, shuffle=True)
     protos = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xc, yc), batch_size=7)
-    recipe = SurrogateRecipe(3, model=model, head=model.fc, clean_data=loader,
+    recipe = SurrogateRecipe(3, config=RecipeConfig.authors(),
+                             model=model, head=model.fc, clean_data=loader,
                              prototype_data=protos, warmup_epochs=0, alpha_switch=5,
                              clean_passes=2)
     assert recipe.clean_steps_per_epoch == 6
@@ -360,11 +362,13 @@ def test_dataloader_clean_set_and_prototype_data() -> None:
     assert [len(b[1]) for b in batches] == [8, 8, 4] * 2
     assert all(b[1].dtype == torch.long for b in batches)
     x, y = torch.randn(9, 6), torch.randint(0, 3, (9,))
-    pair = SurrogateRecipe(3, model=model, head=model.fc, clean_data=(xc, yc), warmup_epochs=0,
+    pair = SurrogateRecipe(3, config=RecipeConfig.authors(),
+                           model=model, head=model.fc, clean_data=(xc, yc), warmup_epochs=0,
                            alpha_switch=5)
     assert torch.equal(recipe.weights(x, y), pair.weights(x, y))  # same prototypes
     with pytest.raises(TypeError, match="`clean_data`"):
-        SurrogateRecipe(3, model=model, head=model.fc, clean_data=iter(batches))  # one-shot
+        SurrogateRecipe(3, config=RecipeConfig.authors(),
+                        model=model, head=model.fc, clean_data=iter(batches))  # one-shot
 
 
 def test_default_generator_follows_torch_seed() -> None:
@@ -372,7 +376,8 @@ def test_default_generator_follows_torch_seed() -> None:
         torch.manual_seed(seed)
         recipe, _, _, _ = make()
         torch.manual_seed(seed)  # make() reseeds; the recipe's own generator follows the seed
-        recipe = SurrogateRecipe(3, model=recipe.model, head=recipe.model.fc,  # type: ignore
+        recipe = SurrogateRecipe(3, config=RecipeConfig.authors(),
+                                 model=recipe.model, head=recipe.model.fc,  # type: ignore
                                  clean_data=recipe.clean_data)
         return [b[1] for b in recipe.clean_batches()]
 
@@ -387,7 +392,8 @@ def test_amp_grad_scaler_and_clipping() -> None:
     model = nn.Sequential(nn.Linear(10, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 4))
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
-    recipe = SurrogateRecipe(4, model=model, head=model[3], clean_data=(xc, yc),
+    recipe = SurrogateRecipe(4, config=RecipeConfig.authors(),
+                             model=model, head=model[3], clean_data=(xc, yc),
                              warmup_epochs=1, alpha_switch=4, clean_passes=2,
                              clean_batch_size=20)
 
@@ -438,7 +444,13 @@ def test_authors_configuration() -> None:
     assert RecipeConfig.authors(warmup_epochs=5).warmup_epochs == 5
     fast = RecipeConfig.fast(dropped_weight=0.3)
     assert (fast.clean_passes, fast.eval_features, fast.dropped_weight) == (3, False, 0.3)
-    assert fast == RecipeConfig(clean_passes=3, eval_features=False, dropped_weight=0.3)
+    default = SurrogateRecipe(3, **kw).config  # type: ignore[arg-type]
+    # The measured default (README, "Which recipe should I use?"): the authors' rule with 3
+    # clean passes and the training forward's features, warm-up 5, switch 40.
+    assert default == RecipeConfig() == RecipeConfig.fast() == RecipeConfig.authors(
+        warmup_epochs=5, clean_passes=3, eval_features=False)
+    assert fast == RecipeConfig.authors(warmup_epochs=5, clean_passes=3, eval_features=False,
+                                        dropped_weight=0.3)
     changed = SurrogateRecipe(3, config=RecipeConfig.authors(), warmup_epochs=5,
                               **kw).config  # type: ignore[arg-type]
     assert changed == RecipeConfig.authors(warmup_epochs=5)
@@ -472,7 +484,8 @@ def test_state_dict_resume_is_exact() -> None:
     straight = rest(recipe, model, opt, order)
     model2 = ModeNet()
     opt2 = torch.optim.SGD(model2.parameters(), lr=0.05)
-    recipe2 = SurrogateRecipe(3, model=model2, head=model2.fc, clean_data=(xc, yc),
+    recipe2 = SurrogateRecipe(3, config=RecipeConfig.authors(),
+                              model=model2, head=model2.fc, clean_data=(xc, yc),
                               warmup_epochs=1, alpha_switch=3, clean_passes=2,
                               clean_batch_size=8, smoothing=0.5, dropped_weight=0.1)
     model2.load_state_dict(saved[0])
@@ -511,7 +524,7 @@ def test_bad_arguments() -> None:
         SurrogateRecipe(3, **{**kw, "reweighter": SurrogateReweighter(4)})  # type: ignore
     with pytest.raises(ValueError, match="`pseudo_label_temperature`"):
         SurrogateRecipe(3, **{**kw, "pseudo_label_temperature": 0})  # type: ignore[arg-type]
-    recipe = SurrogateRecipe(3, **kw)  # type: ignore[arg-type]
+    recipe = SurrogateRecipe(3, config=RecipeConfig.authors(), **kw)  # type: ignore[arg-type]
     recipe.start_epoch(20)
     with pytest.raises(ValueError, match="`inputs`"):
         recipe.weights(None, yc)
@@ -536,16 +549,20 @@ def _gaussians() -> tuple[torch.Tensor, ...]:
     return x, y_true, y, flip, xc, yc, xt, yt
 
 
-def test_short_run_learns_and_filters() -> None:
+@pytest.mark.parametrize("authors", [True, False], ids=["authors", "default"])
+def test_short_run_learns_and_filters(authors: bool) -> None:
     """The network of the README's loop classifies held-out points well and its kept samples
-    are much cleaner than the pool."""
+    are much cleaner than the pool: the authors' configuration (weights before the training
+    forward, their order) and the default one (the training forward's features, so the
+    forward first)."""
     x, _, y, flip, xc, yc, xt, yt = _gaussians()
     n, c = len(y), 4
     model = nn.Sequential(nn.Linear(10, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, c))
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    recipe = SurrogateRecipe(c, model=model, head=model[3], clean_data=(xc, yc),
+    config = RecipeConfig.authors() if authors else RecipeConfig()
+    recipe = SurrogateRecipe(c, config=config, model=model, head=model[3], clean_data=(xc, yc),
                              warmup_epochs=1, alpha_switch=4, clean_passes=3,
-                             clean_batch_size=20, dropped_weight=0.0)
+                             clean_batch_size=20)
     kept = torch.zeros(n, dtype=torch.bool)
     for epoch in range(8):
         recipe.start_epoch(epoch)
@@ -553,8 +570,13 @@ def test_short_run_learns_and_filters() -> None:
         for xb, yb in recipe.clean_batches():
             sgd_step(opt, recipe.clean_loss(model(xb), yb))
         for idx in torch.randperm(n).split(50):
-            w = recipe.weights(x[idx], y[idx])
-            sgd_step(opt, recipe.loss(model(x[idx]), y[idx], w))
+            if authors:
+                w = recipe.weights(x[idx], y[idx])
+                logits = model(x[idx])
+            else:
+                logits = model(x[idx])
+                w = recipe.weights(x[idx], y[idx])
+            sgd_step(opt, recipe.loss(logits, y[idx], w))
             kept[idx] = w > 0
     model.eval()
     with torch.no_grad():

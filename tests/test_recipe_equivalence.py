@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.cifar_n.augment import crop_flip, normalize
 from benchmarks.cifar_n.models import build_model, head
-from robustweights import SurrogateRecipe
+from robustweights import RecipeConfig, SurrogateRecipe
 from tests.reference_recipe import TrainerRecipe
 
 C, N_POOL, N_CLEAN, BATCH, EPOCHS = 10, 96, 40, 32, 4
@@ -45,7 +45,8 @@ def _run(new: bool, **options: float) -> tuple[list[torch.Tensor], list[dict[str
                 "clean_batch_size": BATCH, **options}
     gen = torch.Generator().manual_seed(7919)
     if new:
-        recipe: object = SurrogateRecipe(C, model=model, head=head(model),
+        recipe: object = SurrogateRecipe(C, config=RecipeConfig.authors(), model=model,
+                                         head=head(model),
                                          clean_data=(clean_x, clean_y), generator=gen,
                                          **schedule)  # type: ignore[arg-type]
     else:
