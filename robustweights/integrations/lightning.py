@@ -151,8 +151,9 @@ class RecipeCallback(pl.Callback):
                     x, y = batch
                     return self.recipe.clean_loss(self.net(x), y)
                 x, y, idx = batch                                  # the noisy pool
+                logits = self.net(x)                               # its features: the weights'
                 w = self.recipe.weights(x, y, sample_ids=idx)
-                return self.recipe.loss(self.net(x), y, w)
+                return self.recipe.loss(logits, y, w)
 
         recipe = SurrogateRecipe(C, model=module.net, head=module.net.fc, clean_data=clean)
         module.recipe = recipe
@@ -174,7 +175,8 @@ class RecipeCallback(pl.Callback):
        stream from its start, so they do not resume exactly.
 
     ``recipe.model`` is the network inside the LightningModule (not the module Lightning wraps
-    in DDP): the recipe's own forwards are no-grad eval forwards, which need no gradient sync.
+    in DDP): the recipe's own forwards (prototypes; with ``eval_features``, the batch's) are
+    no-grad eval forwards, which need no gradient sync.
     Give ``clean_data`` as a ``DataLoader`` (the recipe moves its batches to the model's device)
     or as tensors already on the device the module trains on.
 

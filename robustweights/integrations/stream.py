@@ -45,8 +45,9 @@ class RecipeStream:
             x, y = batch
             return recipe.clean_loss(model(x), y)
         x, y, idx = batch
+        logits = model(x)                    # first: the default takes its features
         w = recipe.weights(x, y, sample_ids=idx)
-        return recipe.loss(model(x), y, w)
+        return recipe.loss(logits, y, w)
 
     so DDP's gradient sync, AMP, gradient clipping and accumulation apply to the clean steps as
     to the pool's. Call ``recipe.start_epoch(epoch)`` at every epoch start (the Lightning

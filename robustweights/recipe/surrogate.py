@@ -47,24 +47,25 @@ class SurrogateRecipe:
         for xc, yc in recipe.clean_batches():        # the clean passes (your step)
             step(recipe.clean_loss(net(xc), yc))
         for x, y, idx in loader:                     # the pool (your step)
+            logits = net(x)                          # first: its features feed the weights
             w = recipe.weights(x, y, sample_ids=idx)
-            step(recipe.loss(net(x), y, w))
+            step(recipe.loss(logits, y, w))
 
     where ``step(loss)`` is yours (``opt.zero_grad(); loss.backward(); opt.step()``, AMP, ...).
-
     The steps are the authors' recipe (their public code): ``clean_passes`` shuffled passes over
     the clean set every epoch, warm-up included; prototypes from eval-mode penultimate features
     (the input of ``head``) of ``prototype_data``, refreshed at the epoch's first
     :meth:`weights` call and after clean steps; weights :math:`w_0` in the warm-up, then FBR's
-    from a no-grad eval-mode forward of ``model`` (usually the network you train; an EMA
-    teacher or a peer network works too), :math:`\alpha = 1/(C-1)` before ``alpha_switch`` and
-    0 after; :meth:`loss` :math:`= \frac1B\sum_i w_i\,\ell(z_i, y_i)`, the weights detached.
-    ``docs/recipes.md`` maps every step to the authors' code. The schedule and the options
-    beyond it (a dropped-sample floor, smoothing, pseudo-labels, the *rate rule*, class-balanced
-    keeping, features from the training forward) are one :class:`~robustweights.RecipeConfig`;
-    :meth:`RecipeConfig.authors` is the paper's code exactly. With ``health_data`` (trusted
-    samples held out of ``clean_data``), :meth:`end_epoch` reports whether the filter still
-    discriminates (:mod:`robustweights.phases.health`).
+    from the batch's features (by default the training forward's, which the hook on ``head``
+    records; with ``eval_features``, the authors', a no-grad eval-mode forward of ``model``: the
+    network you train, or an EMA teacher or a peer), :math:`\alpha = 1/(C-1)` before
+    ``alpha_switch`` and 0 after; :meth:`loss` :math:`= \frac1B\sum_i w_i\,\ell(z_i, y_i)`,
+    the weights detached. ``docs/recipes.md`` maps every step to the authors' code. The schedule
+    and the options beyond it (a dropped-sample floor, smoothing, pseudo-labels, the *rate rule*,
+    class-balanced keeping) are one :class:`~robustweights.RecipeConfig`;
+    :meth:`RecipeConfig.authors` is the paper's code exactly (call :meth:`weights` before the
+    training forward, as they do). With ``health_data`` (trusted samples held out of
+    ``clean_data``), :meth:`end_epoch` reports whether the filter still discriminates.
 
     Args:
         num_classes: :math:`C`.
@@ -78,8 +79,7 @@ class SurrogateRecipe:
             without augmentation when ``clean_data`` augments).
         health_data: held-out trusted samples for :meth:`end_epoch` (a pair of tensors or a
             re-iterable of batches, like ``clean_data``).
-        config: the schedule and options, a :class:`~robustweights.RecipeConfig` (default: its
-            defaults; ``RecipeConfig.authors()`` is the authors' recipe).
+        config: the schedule and options, a :class:`~robustweights.RecipeConfig` (its defaults).
         options: fields of ``config`` to change, as keywords (``warmup_epochs=5``).
         loss_fn: per-sample loss ``loss_fn(logits, labels) -> (B,)`` (default cross-entropy).
         reweighter: a configured :class:`~robustweights.SurrogateReweighter` (default: the
