@@ -151,7 +151,7 @@ class RecipeCallback(pl.Callback):
                     x, y = batch
                     return self.recipe.clean_loss(self.net(x), y)
                 x, y, idx = batch                                  # the noisy pool
-                logits = self.net(x)                               # its features: the weights'
+                logits = self.net(x)                               # first: its features feed w
                 w = self.recipe.weights(x, y, sample_ids=idx)
                 return self.recipe.loss(logits, y, w)
 
