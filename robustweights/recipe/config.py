@@ -28,7 +28,7 @@ class RecipeConfig:
     The defaults (also named :meth:`fast`) are the best configuration we measured where label
     noise hurts, the network memorising the wrong labels (README, *Which recipe should I use?*):
     the authors' threshold rule with 3 clean passes per epoch instead of 30 and the features of
-    the training forward instead of a second, eval-mode forward, at about 1.15x CE's CPU time
+    the training forward instead of a second, eval-mode forward, at 1.12x CE's CPU time
     per epoch instead of 2.6x. :meth:`authors` is the authors' exact recipe (for reproducing the
     paper). Where the network barely memorises, ``dropped_weight=0.3`` measured better (the
     health signal of ``health_data`` tells the two regimes apart). Because the defaults use the
