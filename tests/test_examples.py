@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["custom_loop.py", "recipe_loop.py"])
+@pytest.mark.parametrize("name", ["custom_loop.py", "recipe_loop.py", "peer_recipe.py"])
 def test_loop_example_learns_and_filters_noisy_labels(capsys, name):
     runpy.run_path(str(ROOT / "examples" / name), run_name="__main__")
     out = capsys.readouterr().out

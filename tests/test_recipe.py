@@ -112,6 +112,37 @@ def test_clean_prototypes_from_eval_mode_unaugmented_features() -> None:
     assert model.training  # mode restored
 
 
+def test_peer_exchange_weights_come_from_the_peer_alone() -> None:
+    """The two-network exchange (examples/peer_recipe.py): network 0's recipe is built on
+    network 1, so its weights are FBR's on network 1's eval-mode features against network 1's
+    clean prototypes, computed after both networks' clean passes, whatever network 0 is."""
+    torch.manual_seed(0)
+    nets = [ModeNet(), ModeNet()]
+    xc, yc = torch.randn(30, 6), torch.arange(30) % 3
+    recipes = [SurrogateRecipe(3, model=nets[1 - k], head=nets[1 - k].fc, clean_data=(xc, yc),
+                               config=RecipeConfig.authors(warmup_epochs=0, alpha_switch=3,
+                                                           clean_passes=1, clean_batch_size=8))
+               for k in range(2)]
+    opts = [torch.optim.SGD(n.parameters(), lr=0.1) for n in nets]
+    for k, recipe in enumerate(recipes):  # both networks' clean passes move both networks
+        recipe.start_epoch(1)
+        for xb, yb in recipe.clean_batches():
+            sgd_step(opts[k], recipe.clean_loss(nets[k](xb), yb))
+    x, y = torch.randn(12, 6), torch.randint(0, 3, (12,))
+    with torch.no_grad():
+        for p in nets[0].parameters():  # network 0 cannot matter to its own weights
+            p.add_(torch.randn_like(p))
+    peer = nets[1]
+    peer.eval()
+    with torch.no_grad():
+        ref = SurrogateReweighter(3, alpha=0.5)  # alpha 1/(C-1) before the switch
+        ref.set_clean(features=peer.body(xc), labels=yc)
+        expected = ref.weights(features=peer.body(x), labels=y)
+    peer.train()
+    assert torch.equal(recipes[0].weights(x, y), expected)
+    assert peer.training and nets[0].training  # modes restored
+
+
 def test_prototypes_refreshed_once_after_clean_passes() -> None:
     recipe, model, _, _ = make(clean_passes=1)
     recipe.start_epoch(1)
