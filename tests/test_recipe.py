@@ -124,7 +124,7 @@ def test_peer_exchange_weights_come_from_the_peer_alone() -> None:
                                                            clean_passes=1, clean_batch_size=8))
                for k in range(2)]
     opts = [torch.optim.SGD(n.parameters(), lr=0.1) for n in nets]
-    for k, recipe in enumerate(recipes):  # both networks' clean passes move both networks
+    for k, recipe in enumerate(recipes):  # recipe k's clean passes train network k
         recipe.start_epoch(1)
         for xb, yb in recipe.clean_batches():
             sgd_step(opts[k], recipe.clean_loss(nets[k](xb), yb))
