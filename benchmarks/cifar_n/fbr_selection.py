@@ -12,7 +12,9 @@ add one change each to that winner (the winner itself stays a candidate):
 2. **the feature source**: the stage-1 winner with an EMA teacher's features (decay 0.999), and
    with a peer network's (a two-network exchange, twice the cost);
 3. **the cost**: the stage-2 winner with 3 clean passes instead of 30 and the training forward's
-   features (no separate eval-mode forward).
+   features (no separate eval-mode forward);
+4. **the loss's scale**: the stage-3 winner with the weighted pool loss divided by the batch's
+   sum of weights instead of its size (as Co-teaching averages over the samples it keeps).
 
 Run::
 
@@ -69,6 +71,11 @@ STAGES: tuple[tuple[str, tuple[Candidate, ...]], ...] = (
         Candidate("full", (), "the stage-2 winner"),
         Candidate("fast", ("fbr.clean_passes=3", "fbr.eval_features=false"),
                   "3 clean passes, the training forward's features"),
+    )),
+    ("loss", (
+        Candidate("batch_mean", (), "the stage-3 winner: sum of w l over the batch size"),
+        Candidate("weight_mean", ("fbr.loss_norm=weights",),
+                  "sum of w l over the sum of the weights"),
     )),
 )
 

@@ -58,7 +58,10 @@ class FBR(Method):
     the authors'), ``"ema"`` (an exponential moving average of it, decay ``ema_decay``, buffers
     averaged too) or ``"peer"`` (two networks; each one's pool weights come from the *other*
     one's features and prototypes, a two-network exchange at twice the cost; network 0 is
-    reported).
+    reported), and ``loss_norm``: ``"batch"`` (the authors': the weighted losses summed and
+    divided by the batch size) or ``"weights"`` (divided by the batch's sum of weights instead,
+    as Co-teaching averages over the samples it keeps: the pool's step size does not shrink
+    with the kept fraction).
     """
 
     name = "fbr"
@@ -70,7 +73,7 @@ class FBR(Method):
                 "dropped_weight": 0.0, "smoothing": 0.0, "pseudo_label_weight": 0.0,
                 "drop_rate": None, "drop_ramp": 10, "class_balanced": False,
                 "mode": "recompute", "features": "self", "ema_decay": 0.999,
-                "health_holdout": 0, "noise_rate": 0.2}
+                "health_holdout": 0, "noise_rate": 0.2, "loss_norm": "batch"}
 
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
@@ -78,6 +81,11 @@ class FBR(Method):
         if p["features"] not in ("self", "ema", "peer"):
             raise ValueError(f"Expected `features` to be 'self', 'ema' or 'peer', but got "
                              f"{p['features']!r}")
+        if p["loss_norm"] not in ("batch", "weights"):
+            raise ValueError(f"Expected `loss_norm` to be 'batch' or 'weights', but got "
+                             f"{p['loss_norm']!r}")
+        if p["loss_norm"] == "weights" and float(p["pseudo_label_weight"]):
+            raise ValueError("Expected `pseudo_label_weight` = 0 with `loss_norm='weights'`")
         if p["features"] != "self" and not p["eval_features"]:
             raise ValueError("Expected `eval_features` with features from another network "
                              f"({p['features']!r}): the training forward is the trained one's")
@@ -158,6 +166,8 @@ class FBR(Method):
                     logits = self.nets[k](x)
                     w = recipe.weights(x, y, sample_ids=idx)
                 loss = recipe.loss(logits, y, w)
+                if self.params["loss_norm"] == "weights":  # sum w l / sum w, not / B
+                    loss = loss * len(y) / w.detach().sum().clamp_min(1e-12)
                 self._step(k, loss)
                 if k == 0:
                     total, n = total + float(loss.detach()) * len(idx), n + len(idx)
