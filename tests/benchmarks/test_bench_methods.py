@@ -252,6 +252,38 @@ def test_fbr_makes_clean_passes_in_warmup_too() -> None:
     assert len(steps) == 2 * 3 + 5
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step")  # (no steps here)
+def test_fbr_loss_norm_divides_by_the_batch_or_by_the_sum_of_weights(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx = _tiny_context()
+    for norm in ("batch", "weights"):
+        m = FBR(warmup=0, clean_passes=0, alpha_switch=0, loss_norm=norm)
+        m.setup(ctx)
+        seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+        recipe_loss = m.recipe.loss
+
+        def spy(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
+                recipe_loss=recipe_loss, seen=seen) -> torch.Tensor:
+            seen.append((F.cross_entropy(logits, y, reduction="none").detach(), w.detach()))
+            return recipe_loss(logits, y, w)
+
+        monkeypatch.setattr(m.recipe, "loss", spy)
+        losses: list[float] = []
+        monkeypatch.setattr(m, "_step",
+                            lambda k, loss, losses=losses: losses.append(float(loss.detach())))
+        m.train_epoch(0)
+        assert len(losses) == len(seen) == 5
+        for loss, (per_sample, w) in zip(losses, seen, strict=True):
+            total = float((w * per_sample).sum())
+            expected = total / len(w) if norm == "batch" else \
+                (total / float(w.sum()) if float(w.sum()) > 0 else 0.0)
+            assert loss == pytest.approx(expected, rel=1e-5, abs=1e-7)
+        if norm == "weights":  # the case that tells the two apart: a batch with a dropped sample
+            assert any(0 < float(w.sum()) < len(w) for _, w in seen)
+    with pytest.raises(ValueError, match="loss_norm"):
+        FBR(loss_norm="kept").setup(ctx)
+
+
 # ------------------------------------------------------------------------- scoring
 def test_selection_stats_precision_recall() -> None:
     w = np.array([1.0, 0.0, 1.0, np.nan, 0.5])
