@@ -24,7 +24,8 @@ on the cpu preset, 2,000 in the paper); weight decay is the preset's (5e-4 on cp
 
 ``fbr_plus`` (:class:`FBRPlus`) is the same recipe with the options of ``SurrogateRecipe`` that
 our selections on held-out seeds kept, per preset (``benchmarks/cifar_n/presets.py``): dropped
-samples at weight 0.3 in ``cpu``; the threshold rule from epoch 0 in ``memorise``.
+samples at weight 0.3, 3 clean passes and the training forward's features in ``cpu``; the
+threshold rule from epoch 0 with a peer network's features in ``memorise``.
 """
 
 from __future__ import annotations
