@@ -14,7 +14,11 @@ add one change each to that winner (the winner itself stays a candidate):
 3. **the cost**: the stage-2 winner with 3 clean passes instead of 30 and the training forward's
    features (no separate eval-mode forward);
 4. **the loss's scale**: the stage-3 winner with the weighted pool loss divided by the batch's
-   sum of weights instead of its size (as Co-teaching averages over the samples it keeps).
+   sum of weights instead of its size (as Co-teaching averages over the samples it keeps);
+5. **the dropped samples and the class mix**: the stage-4 winner whose dropped samples also train
+   towards the scoring network's sharpened prediction (with a peer, the *peer's*: co-training
+   pseudo-labels), and the stage-4 winner with the class-balanced rate rule at the nominal noise
+   rate (Co-teaching's information).
 
 Run::
 
@@ -76,6 +80,13 @@ STAGES: tuple[tuple[str, tuple[Candidate, ...]], ...] = (
         Candidate("batch_mean", (), "the stage-3 winner: sum of w l over the batch size"),
         Candidate("weight_mean", ("fbr.loss_norm=weights",),
                   "sum of w l over the sum of the weights"),
+    )),
+    ("dropped", (
+        Candidate("filter", (), "the stage-4 winner"),
+        Candidate("pseudo", ("fbr.pseudo_label_weight=1.0",),
+                  "dropped samples also fit the scorer's sharpened prediction (T = 0.5)"),
+        Candidate("rate_cb", ("fbr.drop_rate=nominal", "fbr.class_balanced=true"),
+                  "class-balanced rate rule, the nominal noise rate"),
     )),
 )
 
