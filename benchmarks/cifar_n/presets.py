@@ -56,9 +56,10 @@ ALL_METHODS = ("ce", "clean_only", "coteaching", "coteaching_plus", "fine", "l2r
 # Cost, CPU time per epoch relative to CE (1.93 s), measured in the table's first runs (worst,
 # seeds 0-1): clean-only 0.98 (the same number of steps), FINE 0.79, Co-teaching 2.2, FBR 2.6
 # (30 clean passes over 250 images + an eval-mode forward of every pool batch), FBR+ 2.7 then
-# (1.15x since it became the fast configuration), L2RW 3.25: ~13.5 CE runs per (noise, seed). 80 epochs x 12 (noise, seed) pairs x 13.5 CE runs
-# plus the 3 ceiling runs is ~25,700 core-seconds: about 3.6 hours as 2 single-threaded jobs;
-# ``--resume`` lets the table span several sessions.
+# (1.15x since it became the fast configuration), L2RW 3.25: ~13.5 CE runs per (noise, seed).
+# 80 epochs x 12 (noise, seed) pairs x 13.5 CE runs plus the 3 ceiling runs is ~25,700
+# core-seconds: about 3.6 hours as 2 single-threaded jobs; ``--resume`` lets the table span
+# several sessions.
 # Schedules: the FBR recipe's epochs are mapped as the authors' alpha switch is tied to their
 # first LR drop (epoch 40 of 150, milestones [40, 80, 100]): alpha switch = our first drop (40);
 # warm-up 10 of 150 -> 5. FINE's warm-up (40 of 150) and Co-teaching+'s init epoch (20 of 150)
