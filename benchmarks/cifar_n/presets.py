@@ -42,7 +42,7 @@ class Preset:
     ceiling: bool = False
 
 
-ALL_METHODS = ("ce", "clean_only", "coteaching", "coteaching_plus", "fine", "l2rw", "mwnet",
+ALL_METHODS = ("ce", "ce_mixup", "clean_only", "coteaching", "coteaching_plus", "fine", "l2rw", "mwnet",
                "fbr", "fbr_plus")
 
 # --------------------------------------------------------------------------- cpu

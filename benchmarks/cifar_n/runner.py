@@ -94,6 +94,16 @@ def selection_stats(weights: np.ndarray, is_clean: np.ndarray) -> dict[str, floa
 
 
 @torch.no_grad()
+def pseudo_stats(pseudo: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """The last epoch's pseudo-labels against the true labels: ``pseudo_coverage``, the share
+    of the pool given one, and ``pseudo_precision``, the share of those that are right (NaN if
+    none was given)."""
+    given = pseudo >= 0
+    n = int(given.sum())
+    return {"pseudo_coverage": n / max(len(pseudo), 1),
+            "pseudo_precision": float((pseudo[given] == true[given]).mean()) if n else math.nan}
+
+
 def _accuracy(ctx: Context, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     logits, _ = ctx.predict(model, x)
     return float((logits.argmax(1) == y).float().mean())
@@ -211,6 +221,8 @@ def run_one(spec: RunSpec, ds: LabeledImages, progress: Progress | None = None) 
     best_epoch = int(np.argmax(accs))
     final = {k: curves[k][-1] for k in ("kept_frac", "kept_frac_clean", "kept_frac_noisy",
                                          "precision", "recall", "weighted_precision")}
+    if log.pseudo_labels is not None:
+        final.update(pseudo_stats(log.pseudo_labels, split.pool_true.cpu().numpy()))
     phases = None
     if any(math.isfinite(c) for c in curves["coupling"]):
         # Epoch-level signals through the library's causal phase rule: kept fraction, clean loss

@@ -62,6 +62,20 @@ class RecipeConfig:
             :mod:`robustweights.selection`). Under DDP each rank ranks its own batch.
         drop_ramp_epochs: :math:`T_k`, epochs of that ramp.
         class_balanced: the rate rule keeps its share within each label class of the batch.
+        thresholds: ``"global"`` (the authors' rule: keep :math:`d_i > 0`, or the rate rule) or
+            ``"calibrated"``: keep :math:`d_i > t_{y_i}` with :math:`\alpha = 0`, where
+            :math:`t_c` is the ``calibration_quantile`` of the directions of trusted images of
+            class :math:`c` scored against prototypes that leave them out (or of
+            ``calibration_data``), so that every class keeps the same share of its correctly
+            labelled samples (:mod:`robustweights.recipe.calibration`).
+        calibration_quantile: :math:`q`, the share of correctly labelled samples a calibrated
+            threshold drops in every class.
+        pseudo_labels: :meth:`SurrogateRecipe.targets` gives a dropped sample the class of its
+            nearest clean prototype as a pseudo-label where the network's prediction agrees
+            with it and is confident (:func:`~robustweights.recipe.targets.agreement_pseudo_labels`).
+        pseudo_confidence: :math:`\kappa`, the least softmax probability of that prediction.
+        pseudo_ramp_epochs: the pseudo-labels' weight ramps linearly from 0 to :math:`w_{\max}`
+            over this many epochs after the warm-up.
         health_patience: epochs of a non-discriminating filter before the health warning.
 
     Example:
@@ -90,6 +104,11 @@ class RecipeConfig:
     drop_ramp_epochs: int = 10
     class_balanced: bool = False
     health_patience: int = 2
+    thresholds: str = "global"
+    calibration_quantile: float = 0.2
+    pseudo_labels: bool = False
+    pseudo_confidence: float = 0.95
+    pseudo_ramp_epochs: int = 10
 
     def __post_init__(self) -> None:
         for name in ("warmup_epochs", "alpha_switch", "clean_passes", "drop_ramp_epochs"):
@@ -108,6 +127,22 @@ class RecipeConfig:
                              f"{self.pseudo_label_temperature!r}")
         if self.drop_rate is not None:
             check_fraction(self.drop_rate, "drop_rate")
+        if self.thresholds not in ("global", "calibrated"):
+            raise ValueError(f"Expected `thresholds` to be 'global' or 'calibrated', but got "
+                             f"{self.thresholds!r}")
+        if self.thresholds == "calibrated" and self.drop_rate is not None:
+            raise ValueError("Expected `drop_rate` to be None with `thresholds='calibrated'`, "
+                             f"but got {self.drop_rate!r}")
+        if not 0.0 <= self.calibration_quantile < 1.0:
+            raise ValueError(f"Expected `calibration_quantile` to be in [0, 1), but got "
+                             f"{self.calibration_quantile!r}")
+        if isinstance(self.pseudo_confidence, bool) or not 0 <= self.pseudo_confidence <= 1:
+            raise ValueError(f"Expected `pseudo_confidence` to be in [0, 1], but got "
+                             f"{self.pseudo_confidence!r}")
+        check_nonneg_int(self.pseudo_ramp_epochs, "pseudo_ramp_epochs")
+        if not isinstance(self.pseudo_labels, bool):
+            raise TypeError(f"Expected `pseudo_labels` to be a bool, but got "
+                            f"{type(self.pseudo_labels).__name__}")
 
     @classmethod
     def authors(cls, **changes: Any) -> RecipeConfig:
@@ -119,7 +154,9 @@ class RecipeConfig:
         authors = cls(warmup_epochs=10, alpha_switch=40, clean_passes=30, clean_batch_size=128,
                       eval_features=True, dropped_weight=0.0, smoothing=0.0,
                       pseudo_label_weight=0.0, pseudo_label_temperature=0.5, drop_rate=None,
-                      drop_ramp_epochs=10, class_balanced=False, health_patience=2)
+                      drop_ramp_epochs=10, class_balanced=False, health_patience=2,
+                      thresholds="global", calibration_quantile=0.2, pseudo_labels=False,
+                      pseudo_confidence=0.95, pseudo_ramp_epochs=10)
         return replace(authors, **changes)
 
     @classmethod

@@ -14,8 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustweights.features import FeatureCapture
+from robustweights.functional.surrogate import fbr_prototypes, fbr_scaled_similarity
 from robustweights.losses import LossFn, per_sample_losses
 from robustweights.phases.health import FilterHealth, HealthReport
+from robustweights.recipe.calibration import class_thresholds, leave_one_out_directions
 from robustweights.recipe.config import RecipeConfig
 from robustweights.recipe.data import (
     Batch,
@@ -26,6 +28,7 @@ from robustweights.recipe.data import (
     iterate,
 )
 from robustweights.recipe.options import pseudo_label_term, rate_rule_weights
+from robustweights.recipe.targets import Targets, agreement_pseudo_labels
 from robustweights.sample_store import SampleStore
 from robustweights.selection import drop_rate_at
 from robustweights.state import STATE_VERSION, check_state_dict
@@ -107,7 +110,8 @@ class SurrogateRecipe:
 
     def __init__(self, num_classes: int, *, model: nn.Module, head: nn.Module,
                  clean_data: CleanData, prototype_data: CleanData | None = None,
-                 health_data: CleanData | None = None, config: RecipeConfig | None = None,
+                 health_data: CleanData | None = None,
+                 calibration_data: CleanData | None = None, config: RecipeConfig | None = None,
                  loss_fn: LossFn | None = None, reweighter: SurrogateReweighter | None = None,
                  generator: torch.Generator | None = None, **options: Any) -> None:
         if not isinstance(model, nn.Module) or not isinstance(head, nn.Module):
@@ -150,6 +154,10 @@ class SurrogateRecipe:
         self._eval_logits: torch.Tensor | None = None
         self._smoothed = SampleStore(fill=self.reweighter.w_init)  # with ``smoothing``
         self._capture = FeatureCapture(head)
+        self.calibration_data = (None if calibration_data is None
+                                 else check_data(calibration_data, "calibration_data"))
+        self._thresholds: torch.Tensor | None = None  # per class, with thresholds="calibrated"
+        self._batch: tuple[torch.Tensor, torch.Tensor] | None = None  # features, labels used
         self._used = -1  # the capture's count when its features were last used
 
     def __repr__(self) -> str:
@@ -212,8 +220,29 @@ class SurrogateRecipe:
                 self.model(x)
                 feats.append(self._capture.features)
                 labels.append(y)
-        self.reweighter.set_clean(features=torch.cat(feats), labels=torch.cat(labels))
+        feats_, labels_ = torch.cat(feats), torch.cat(labels)
+        self.reweighter.set_clean(features=feats_, labels=labels_)
+        if self.config.thresholds == "calibrated":
+            self._thresholds = self._calibrate(feats_, labels_)
         self._stale = False
+
+    def _calibrate(self, feats: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Per-class thresholds from held-out trusted images (``calibration_data``) scored
+        against the prototypes, or from every prototype image scored against the others."""
+        valid = None
+        if self.calibration_data is None:
+            d, valid = leave_one_out_directions(feats, labels, self.num_classes)
+        else:
+            ds, ls = [], []
+            with eval_mode(self.model):
+                for x, y in self._iterate(self.calibration_data, shuffle=False, chunk=512):
+                    self.model(x)
+                    ds.append(self.reweighter.directions(features=self._capture.features,
+                                                         labels=y, alpha=0.0))
+                    ls.append(y)
+            d, labels = torch.cat(ds), torch.cat(ls)
+        return class_thresholds(d, labels, self.num_classes,
+                                quantile=self.config.calibration_quantile, valid=valid)
 
     # ------------------------------------------------------------------ weights and loss
     def weights(self, inputs: torch.Tensor | None, labels: torch.Tensor, *,
@@ -258,6 +287,7 @@ class SurrogateRecipe:
                 feats = self._capture.features
         labels = labels.to(feats.device)
         self._used = self._capture.count  # these features are now used
+        self._batch = (feats, labels)
         w = self._weights_from(feats, labels, sample_ids)
         self.health.update_pool(
             kept=cast(torch.Tensor, self.last_fbr_weights) > 0,
@@ -273,7 +303,13 @@ class SurrogateRecipe:
         rw = self.reweighter
         ids = sample_ids if rw.mode == "incremental" else None
         w = rw.weights(features=feats, labels=labels, sample_ids=ids)
-        if self.config.drop_rate is not None:
+        if self.config.thresholds == "calibrated":  # d > t_y with alpha = 0
+            d0 = rw.directions(features=feats, labels=labels, alpha=0.0)
+            rw.last_directions = d0 - cast(torch.Tensor, self._thresholds).to(d0)[labels]
+            present = rw.clean["class_counts"].to(labels.device) > 0
+            w = torch.where(present[labels], torch.where(rw.last_directions > 0, rw.w_max, 0.0),
+                            rw.missing_class_weight).to(w.dtype)
+        elif self.config.drop_rate is not None:
             w = rate_rule_weights(
                 cast(torch.Tensor, rw.last_directions), labels,  # set by every weights() call
                 rw.clean["class_counts"].to(labels.device) > 0,
@@ -309,6 +345,56 @@ class SurrogateRecipe:
                 logits, source, fbr_w == 0, self.config.pseudo_label_temperature)
         return loss
 
+    @torch.no_grad()
+    def targets(self, labels: torch.Tensor, weights: torch.Tensor, *,
+                logits: torch.Tensor | None = None,
+                peer_logits: torch.Tensor | None = None) -> Targets:
+        r"""The training targets of the batch whose :meth:`weights` were just computed: the
+        weights, and with ``pseudo_labels`` a pseudo-label for each dropped sample whose nearest
+        clean prototype and network prediction agree (and a peer's, with ``peer_logits``) at
+        softmax probability :math:`\ge \kappa`. Such a sample gets weight
+        :math:`w_{\max}\,\min(1, (t - t_w + 1)/T_p)` in epoch :math:`t` (warm-up :math:`t_w`,
+        ramp :math:`T_p`); nothing else changes. Pure: no state is written.
+
+        Args:
+            labels: the batch's given labels, as passed to :meth:`weights`.
+            weights: what :meth:`weights` returned for it.
+            logits: the network's logits of the batch (the training forward's, detached), needed
+                with ``pseudo_labels`` unless ``eval_features`` ran an eval forward.
+            peer_logits: a second network's logits of the batch: a third view that must agree.
+        """
+        labels = labels.long().to(weights.device)
+        if weights.shape != labels.shape:
+            raise ValueError(f"Expected `weights` of shape {tuple(labels.shape)}, but got "
+                             f"{tuple(weights.shape)}")
+        w = weights.detach()
+        none = torch.zeros_like(labels, dtype=torch.bool)
+        if self.in_warmup:
+            return Targets(w, labels, ~none, none)
+        if self._batch is None or self._batch[1].shape != labels.shape:
+            raise ValueError("Expected `weights()` to be called on this batch before `targets()`")
+        kept = cast(torch.Tensor, self.last_fbr_weights).to(w.device) > 0
+        if not self.config.pseudo_labels:
+            return Targets(w, labels, kept, none)
+        source = self._eval_logits if self._eval_logits is not None else logits
+        if source is None:
+            raise ValueError("Expected `logits` to be given with `pseudo_labels` and "
+                             "`eval_features=False`, but got None")
+        feats = self._batch[0]
+        mu, protos, present = fbr_prototypes(self.reweighter.clean["class_sums"],
+                                             self.reweighter.clean["class_counts"])
+        sim = fbr_scaled_similarity(feats, mu.to(feats.device), protos.to(feats.device))[0]
+        nearest = sim.masked_fill(~present.to(sim.device), float("-inf")).argmax(1)
+        pseudo_labels, accept = agreement_pseudo_labels(
+            nearest.to(w.device), source.to(w.device), confidence=self.config.pseudo_confidence,
+            peer_logits=None if peer_logits is None else peer_logits.to(w.device))
+        accept &= ~kept & present.to(w.device)[labels]
+        ramp = self.config.pseudo_ramp_epochs
+        t = self.epoch - self.config.warmup_epochs + 1
+        scale = self.reweighter.w_max * (min(1.0, t / ramp) if ramp else 1.0)
+        return Targets(torch.where(accept, torch.full_like(w, scale), w),
+                       torch.where(accept, pseudo_labels, labels), kept, accept)
+
     def clean_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The plain mean loss of a clean batch: ``loss_fn`` averaged."""
         self._used = self._capture.count  # (its features are the clean batch's)
@@ -333,6 +419,9 @@ class SurrogateRecipe:
         return self.health.end_epoch(self.epoch)
 
     def _heldout_kept(self, feats: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.config.thresholds == "calibrated":
+            d = self.directions(None, labels, features=feats, alpha=0.0).float()
+            return d > cast(torch.Tensor, self._thresholds).to(d)[labels.to(d.device)]
         d = self.directions(None, labels, features=feats).float()
         if self.config.drop_rate is None:
             return d > 0
@@ -362,7 +451,7 @@ class SurrogateRecipe:
             features=features, labels=labels.to(features.device), alpha=alpha))
 
     # ------------------------------------------------------------------ state
-    _STATE = ("epoch", "generator", "smoothed", "stale", "reweighter", "health")
+    _STATE = ("epoch", "generator", "smoothed", "stale", "reweighter", "health", "thresholds")
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly (epoch, RNG, stores, the reweighter's prototypes,
@@ -372,7 +461,8 @@ class SurrogateRecipe:
                 "config": self.config.to_dict(), "epoch": self.epoch,
                 "generator": self.generator.get_state(),
                 "smoothed": self._smoothed.state_dict(), "stale": self._stale,
-                "reweighter": self.reweighter.state_dict(), "health": self.health.state_dict()}
+                "reweighter": self.reweighter.state_dict(), "health": self.health.state_dict(),
+                "thresholds": None if self._thresholds is None else self._thresholds.cpu()}
 
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
         """Restore a :meth:`state_dict`; a ``ValueError`` names an unexpected or missing key
@@ -394,6 +484,9 @@ class SurrogateRecipe:
             self.reweighter.load_state_dict(state_dict["reweighter"], strict=strict)
         if "health" in state_dict:
             self.health.load_state_dict(state_dict["health"], strict=strict)
+        if "thresholds" in state_dict:
+            t = state_dict["thresholds"]
+            self._thresholds = None if t is None else t.to(self.device)
 
     def remove(self) -> None:
         """Remove the feature hook from the head."""

@@ -1,7 +1,7 @@
 """The benchmark methods, one module each, by CLI name."""
 
 from benchmarks.cifar_n.methods.base import AUGMENTATIONS, Context, EpochLog, Method, TrainConfig
-from benchmarks.cifar_n.methods.ce import CE
+from benchmarks.cifar_n.methods.ce import CE, CEMixup
 from benchmarks.cifar_n.methods.clean_only import CleanOnly
 from benchmarks.cifar_n.methods.coteaching import CoTeaching
 from benchmarks.cifar_n.methods.coteaching_plus import CoTeachingPlus
@@ -12,13 +12,14 @@ from benchmarks.cifar_n.methods.mwnet import MWNet
 
 #: CLI name -> class, in table order.
 METHODS: dict[str, type[Method]] = {
-    m.name: m for m in (CE, CleanOnly, CoTeaching, CoTeachingPlus, FINE, L2RW, MWNet, FBR,
+    m.name: m for m in (CE, CEMixup, CleanOnly, CoTeaching, CoTeachingPlus, FINE, L2RW, MWNet, FBR,
                         FBRPlus)
 }
 
 __all__ = [
     "AUGMENTATIONS",
     "CE",
+    "CEMixup",
     "FBR",
     "FINE",
     "L2RW",

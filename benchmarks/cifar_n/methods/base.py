@@ -72,11 +72,14 @@ class EpochLog:
             methods: 1 kept, 0 dropped; NaN if not visited). L2RW's sum-to-one weights are
             reported times the batch size (mean-one scale) so that histograms compare.
         extra: method-specific scalars (e.g. FBR's alpha, Co-teaching's forget rate).
+        pseudo_labels: (n_pool,) the pseudo-label each pool sample trained towards at its visit
+            this epoch, -1 where none (methods that label what they drop).
     """
 
     loss: float
     weights: np.ndarray | None = None
     extra: dict[str, float] = field(default_factory=dict)
+    pseudo_labels: np.ndarray | None = None
 
 
 def per_sample_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

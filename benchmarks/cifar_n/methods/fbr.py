@@ -41,6 +41,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from benchmarks.cifar_n.methods.base import Context, EpochLog, Method
 from benchmarks.cifar_n.models import head
 from robustweights import AlphaSchedule, SurrogateRecipe, SurrogateReweighter
+from robustweights.recipe.targets import mixup, soft_cross_entropy
 
 __all__ = ["FBR", "FBRPlus"]
 
@@ -74,7 +75,9 @@ class FBR(Method):
                 "dropped_weight": 0.0, "smoothing": 0.0, "pseudo_label_weight": 0.0,
                 "drop_rate": None, "drop_ramp": 10, "class_balanced": False,
                 "mode": "recompute", "features": "self", "ema_decay": 0.999,
-                "health_holdout": 0, "noise_rate": 0.2, "loss_norm": "batch"}
+                "health_holdout": 0, "noise_rate": 0.2, "loss_norm": "batch",
+                "thresholds": "global", "calibration_quantile": 0.2, "pseudo_labels": False,
+                "pseudo_confidence": 0.95, "pseudo_ramp": 10, "mixup": 0.0}
 
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
@@ -90,6 +93,9 @@ class FBR(Method):
         if p["features"] != "self" and not p["eval_features"]:
             raise ValueError("Expected `eval_features` with features from another network "
                              f"({p['features']!r}): the training forward is the trained one's")
+        if float(p["mixup"]) > 0 and not p["eval_features"]:
+            raise ValueError("Expected `eval_features` with `mixup`: the training forward sees "
+                             "mixed images, so the batch's own features need the eval forward")
         self.model = ctx.new_model()
         self.opt = ctx.new_optimizer(self.model)
         self.sched = ctx.new_scheduler(self.opt)
@@ -134,6 +140,11 @@ class FBR(Method):
             pseudo_label_weight=float(p["pseudo_label_weight"]),
             drop_rate=None if rate is None else float(rate), drop_ramp_epochs=int(p["drop_ramp"]),
             class_balanced=bool(p["class_balanced"]), reweighter=reweighter,
+            thresholds=str(p["thresholds"]),
+            calibration_quantile=float(p["calibration_quantile"]),
+            pseudo_labels=bool(p["pseudo_labels"]),
+            pseudo_confidence=float(p["pseudo_confidence"]),
+            pseudo_ramp_epochs=int(p["pseudo_ramp"]),
             generator=torch.Generator().manual_seed(ctx.seed + 7919 + 104729 * k))
 
     def _step(self, k: int, loss: torch.Tensor) -> None:
@@ -155,35 +166,48 @@ class FBR(Method):
                     clean_total, clean_n = clean_total + float(loss.detach()) * len(yc), \
                         clean_n + len(yc)
         weights = np.full(c.n_pool, np.nan)
+        pseudo = np.full(c.n_pool, -1, dtype=np.int64)
+        mix = float(self.params["mixup"])
         total, n = 0.0, 0
         couplings: list[float] = []
         for idx in c.batches(c.n_pool):
             x, y = c.train_view(c.pool_x[idx]), c.pool_y[idx]
             for k, recipe in enumerate(self.recipes):
-                if recipe.config.eval_features:  # the eval forward, then the training one
+                if mix > 0:  # targets from the un-mixed batch's eval forward, then mixup
+                    w = recipe.weights(x, y, sample_ids=idx)
+                    t = recipe.targets(y, w)
+                    xm, q, wm = mixup(x, t.labels, t.weights, num_classes=c.num_classes,
+                                      alpha=mix, generator=c.generator)
+                    loss = soft_cross_entropy(self.nets[k](xm), q, wm)
+                elif recipe.config.eval_features:  # the eval forward, then the training one
                     w = recipe.weights(x, y, sample_ids=idx)
                     logits = self.nets[k](x)
+                    t = recipe.targets(y, w)
+                    loss = recipe.loss(logits, t.labels, t.weights)
                 else:  # the training forward's features: forward first
                     logits = self.nets[k](x)
                     w = recipe.weights(x, y, sample_ids=idx)
-                loss = recipe.loss(logits, y, w)
+                    t = recipe.targets(y, w, logits=logits.detach())
+                    loss = recipe.loss(logits, t.labels, t.weights)
                 if self.params["loss_norm"] == "weights":  # sum w l / sum w, not / B
                     loss = loss * len(y) / w.detach().sum().clamp_min(1e-12)
                 self._step(k, loss)
                 if k == 0:
                     total, n = total + float(loss.detach()) * len(idx), n + len(idx)
                     weights[idx.cpu().numpy()] = w.detach().cpu().numpy()
+                    pseudo[idx.cpu().numpy()] = torch.where(t.pseudo, t.labels, -1).cpu().numpy()
             d = self.recipe.reweighter.last_directions
             if not self.recipe.in_warmup and d is not None:
                 couplings.append(float(d.abs().mean()))  # mean |d_i|, for the phase rule
         for sched in self.scheds:
             sched.step()
         recipe = self.recipe
+        p_on = bool(self.params["pseudo_labels"])
         health = {f"health_{k}": float("nan") if v is None else float(v)
                   for k, v in asdict(recipe.end_epoch()).items() if k != "epoch"}
         for r in self.recipes[1:]:
             r.end_epoch()
-        return EpochLog(total / n, weights,
+        return EpochLog(total / n, weights, pseudo_labels=pseudo if p_on else None, extra=
                         {"alpha": recipe.reweighter.current_alpha(),
                          "clean_pass_loss": clean_total / clean_n if clean_n else float("nan"),
                          "warmup": float(recipe.in_warmup),

@@ -1,0 +1,159 @@
+r"""What the recipe gives a pool batch beyond its weights: a training target for every sample,
+including the ones the filter drops, and the loss helpers that train on those targets.
+
+A filter that discards what it drops throws away about a fifth of the correctly labelled
+images (its recall is the nearest-prototype accuracy). :class:`Targets` keeps them: a dropped
+sample whose given label is probably wrong trains towards a *pseudo-label* where two
+independent views of it agree (the nearest clean prototype and the network's prediction, and a
+peer network's if there is one) and the network is confident; the others get weight 0.
+
+Everything here is a pure function of one batch: nothing is stored, nothing steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["Targets", "agreement_pseudo_labels", "mixup", "soft_cross_entropy"]
+
+
+@dataclass(frozen=True)
+class Targets:
+    r"""The training targets of one pool batch (every field has shape (B,)).
+
+    The supervised loss of the batch is :math:`\frac1B\sum_i w_i\,\ell(z_i, t_i)` with
+    ``weights`` :math:`w` and ``labels`` :math:`t`; a sample the filter keeps trains towards its
+    given label, an accepted dropped sample towards its pseudo-label at the pseudo-label weight,
+    the rest have weight 0.
+
+    Attributes:
+        weights: :math:`w_i` (detached).
+        labels: :math:`t_i`: the given label, or the pseudo-label where ``pseudo`` is True.
+        kept: whether the filter kept the sample under its given label.
+        pseudo: whether the sample was dropped and its pseudo-label accepted.
+    """
+
+    weights: torch.Tensor
+    labels: torch.Tensor
+    kept: torch.Tensor
+    pseudo: torch.Tensor
+
+
+def agreement_pseudo_labels(prototype_class: torch.Tensor, logits: torch.Tensor, *,
+                            confidence: float = 0.0,
+                            peer_logits: torch.Tensor | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Pseudo-labels accepted only where independent views agree.
+
+    .. math::
+        \hat y_i = \arg\max_c P_{ic}, \qquad
+        \text{accept}_i = [\hat y_i = \arg\max_c z_{ic}]
+        \wedge [\max_c \mathrm{softmax}(z_i)_c \ge \kappa]
+        \wedge [\hat y_i = \arg\max_c z'_{ic}]
+
+    with :math:`P` the nearest-prototype class scores (only the class is given here), :math:`z`
+    the network's logits, :math:`z'` a peer's (the last term only with ``peer_logits``) and
+    :math:`\kappa` = ``confidence``.
+
+    Args:
+        prototype_class: (B,) the class of each sample's nearest clean prototype.
+        logits: (B, C) the network's logits of the same images (detached by the caller).
+        confidence: :math:`\kappa` in [0, 1], the least softmax probability of the network's class.
+        peer_logits: (B, C) a second network's logits, or None.
+
+    Returns:
+        ``(pseudo_labels, accepted)``: the prototype class (B,) and the mask (B,).
+
+    Example:
+        >>> z = torch.tensor([[4.0, 0.0], [0.0, 0.1], [0.0, 4.0]])
+        >>> agreement_pseudo_labels(torch.tensor([0, 1, 0]), z, confidence=0.9)
+        (tensor([0, 1, 0]), tensor([ True, False, False]))
+    """
+    if not 0.0 <= confidence <= 1.0:
+        raise ValueError(f"Expected `confidence` to be in [0, 1], but got {confidence!r}")
+    if logits.ndim != 2 or logits.shape[0] != prototype_class.shape[0]:
+        raise ValueError(f"Expected `logits` of shape ({prototype_class.shape[0]}, C), but got "
+                         f"{tuple(logits.shape)}")
+    prob = torch.softmax(logits.detach().float(), 1)
+    top_p, top = prob.max(1)
+    accept = (top == prototype_class) & (top_p >= confidence)
+    if peer_logits is not None:
+        if peer_logits.shape != logits.shape:
+            raise ValueError(f"Expected `peer_logits` of shape {tuple(logits.shape)}, but got "
+                             f"{tuple(peer_logits.shape)}")
+        accept &= peer_logits.detach().argmax(1) == prototype_class
+    return prototype_class, accept
+
+
+def mixup(inputs: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, *,
+          num_classes: int, alpha: float = 1.0, generator: torch.Generator | None = None
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""Mixup among the samples of one batch (Zhang et al., ICLR 2018), weights mixed alike.
+
+    .. math::
+        \lambda \sim \mathrm{Beta}(\alpha, \alpha), \quad \pi \text{ a random permutation},\quad
+        \tilde x_i = \lambda x_i + (1-\lambda) x_{\pi(i)},\quad
+        \tilde q_i = \lambda e_{t_i} + (1-\lambda) e_{t_{\pi(i)}},\quad
+        \tilde w_i = \lambda w_i + (1-\lambda) w_{\pi(i)}
+
+    Train with :func:`soft_cross_entropy` ``(model(x̃), q̃, w̃)``. A pair whose samples both
+    have weight 0 keeps weight 0, so mixup never trains a dropped sample's given label.
+
+    Args:
+        inputs: (B, ...) the batch as the training forward gets it.
+        labels: (B,) the targets' classes (e.g. :attr:`Targets.labels`).
+        weights: (B,) their weights (e.g. :attr:`Targets.weights`).
+        num_classes: :math:`C`.
+        alpha: :math:`\alpha > 0` of the Beta distribution.
+        generator: the random source of :math:`\lambda` and :math:`\pi` (CPU).
+
+    Returns:
+        ``(mixed_inputs, soft_targets (B, C), mixed_weights (B,))``.
+    """
+    if not alpha > 0:
+        raise ValueError(f"Expected `alpha` to be > 0, but got {alpha!r}")
+    n = labels.shape[0]
+    if inputs.shape[0] != n or weights.shape != labels.shape:
+        raise ValueError(f"Expected `inputs`, `labels` and `weights` with {n} samples, but got "
+                         f"{inputs.shape[0]}, {n} and {tuple(weights.shape)}")
+    lam = float(torch.distributions.Beta(alpha, alpha).sample() if generator is None
+                else _beta(alpha, generator))
+    perm = torch.randperm(n, generator=generator).to(inputs.device)
+    onehot = F.one_hot(labels.long(), num_classes).to(torch.float32)
+    w = weights.detach().to(torch.float32)
+    mixed = lam * inputs + (1 - lam) * inputs[perm]
+    return mixed, lam * onehot + (1 - lam) * onehot[perm], lam * w + (1 - lam) * w[perm]
+
+
+def _beta(alpha: float, generator: torch.Generator) -> torch.Tensor:
+    """A Beta(alpha, alpha) draw from ``generator`` (the ratio of two Gamma draws)."""
+    a = torch._standard_gamma(torch.full((2,), float(alpha)), generator=generator)
+    return a[0] / a.sum()
+
+
+def soft_cross_entropy(logits: torch.Tensor, soft_targets: torch.Tensor,
+                       weights: torch.Tensor | None = None) -> torch.Tensor:
+    r"""The weighted batch mean of cross-entropy against soft targets,
+    :math:`\frac1B\sum_i w_i \bigl(-\sum_c q_{ic}\log\mathrm{softmax}(z_i)_c\bigr)`, weights
+    detached (all 1 when None). Pure: no state. An empty batch gives 0.
+
+    Example:
+        >>> z = torch.zeros(2, 2); q = torch.tensor([[1.0, 0.0], [0.5, 0.5]])
+        >>> float(soft_cross_entropy(z, q, torch.tensor([1.0, 0.0])))  # ln 2 / 2
+        0.3465...
+    """
+    if soft_targets.shape != logits.shape:
+        raise ValueError(f"Expected `soft_targets` of shape {tuple(logits.shape)}, but got "
+                         f"{tuple(soft_targets.shape)}")
+    if logits.shape[0] == 0:
+        return logits.sum() * 0.0
+    per = -(soft_targets.to(logits.dtype) * torch.log_softmax(logits, 1)).sum(1)
+    if weights is None:
+        return per.mean()
+    if weights.shape != per.shape:
+        raise ValueError(f"Expected `weights` of shape {tuple(per.shape)}, but got "
+                         f"{tuple(weights.shape)}")
+    return (weights.detach().to(per.dtype) * per).mean()
