@@ -106,7 +106,8 @@ class RecipeTrainer(Trainer):
         else:                                                     # a noisy pool batch
             labels = batch.pop("labels")
             outputs = model(**batch)                              # its pooled features are
-            w = self.recipe.weights(batch["input_ids"], labels)   # hooked -> the weights
+            w = self.recipe.weights(inputs=batch["input_ids"],  # hooked -> the weights
+                                    labels=labels, logits=outputs.logits)
             loss = self.recipe.loss(outputs.logits, labels, w)    # mean of w_i * loss_i
         return (loss, outputs) if return_outputs else loss
 
@@ -160,7 +161,7 @@ def main() -> None:
     with torch.no_grad():
         logits = model(input_ids=data["test_ids"]).logits
         accuracy = (logits.argmax(1) == data["test_y"]).float().mean().item()
-        kept = recipe.directions(data["ids"], data["y"]) > 0      # FBR's final kept set
+        kept = recipe.directions(inputs=data["ids"], labels=data["y"]) > 0  # final kept set
     clean = ~data["flip"]
     print(f"accuracy on true labels {accuracy:.3f}; kept {kept.float().mean():.2f} of samples, "
           f"{clean[kept].float().mean():.3f} correctly labelled (pool {clean.float().mean():.3f})")

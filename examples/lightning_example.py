@@ -65,7 +65,7 @@ class NoisyLabelClassifier(pl.LightningModule):
             return self.recipe.clean_loss(self(x), y)
         x, y, idx = data                                      # a noisy pool batch
         logits = self(x)                                      # its features are hooked
-        w = self.recipe.weights(x, y, sample_ids=idx)         # those features -> weights
+        w = self.recipe.weights(inputs=x, labels=y, sample_ids=idx, logits=logits)  # -> w
         self.log("weight", w.mean(), on_epoch=True, on_step=False)
         return self.recipe.loss(logits, y, w)                 # mean of w_i * loss_i
 
@@ -98,7 +98,7 @@ def evaluate(model: NoisyLabelClassifier, data: dict[str, torch.Tensor]
     """Test accuracy on true labels, and FBR's directions d of the whole pool (kept: d > 0)."""
     model.eval()
     accuracy = (model(data["x_test"]).argmax(1) == data["y_test"]).float().mean().item()
-    return accuracy, model.recipe.directions(data["x"], data["y"])
+    return accuracy, model.recipe.directions(inputs=data["x"], labels=data["y"])
 
 
 def main() -> None:

@@ -26,13 +26,15 @@ for epoch in range(15):
         nets[k].train()
         for xb, yb in recipe.clean_batches():           # network k's clean passes
             step(k, recipe.clean_loss(nets[k](xb), yb))
+    for recipe in recipes:                              # each scores the other network,
+        recipe.refresh_prototypes()                     # which has trained since
     for idx in torch.randperm(2000).split(100):         # the noisy pool
         for k, recipe in enumerate(recipes):
-            w = recipe.weights(X[idx], y[idx])          # scored by the peer network
+            w = recipe.weights(inputs=X[idx], labels=y[idx])  # scored by the peer network
             step(k, recipe.loss(nets[k](X[idx]), y[idx], w))
 nets[0].eval()
 with torch.no_grad():
     accuracy = (nets[0](X).argmax(1) == y_true).float().mean().item()
-    kept = recipes[0].directions(X, y) > 0              # network 0's kept set
+    kept = recipes[0].directions(inputs=X, labels=y) > 0  # network 0's kept set
 print(f"accuracy on true labels {accuracy:.3f}; kept {kept.float().mean():.2f} of samples, "
       f"{(~flip[kept]).float().mean():.3f} correctly labelled (pool {(~flip).float().mean():.3f})")

@@ -18,15 +18,15 @@ def step(loss):                                         # yours: AMP, clipping, 
 for epoch in range(15):
     recipe.start_epoch(epoch)                           # warm-up and alpha schedule
     model.train()
-    for xb, yb in recipe.clean_batches():               # the clean passes
-        step(recipe.clean_loss(model(xb), yb))
+    for xb, yb in recipe.clean_batches():               # the clean passes, then the
+        step(recipe.clean_loss(model(xb), yb))          # prototypes are refreshed
     for idx in torch.randperm(2000).split(100):         # the noisy pool
         logits = model(X[idx])                          # your forward (its features are hooked)
-        w = recipe.weights(X[idx], y[idx])              # its features -> FBR weights
+        w = recipe.weights(inputs=X[idx], labels=y[idx], logits=logits)  # features -> weights
         step(recipe.loss(logits, y[idx], w))            # mean of w_i * loss_i
 model.eval()
 with torch.no_grad():
     accuracy = (model(X).argmax(1) == y_true).float().mean().item()
-    kept = recipe.directions(X, y) > 0                  # FBR's kept set (weight above w0)
+    kept = recipe.directions(inputs=X, labels=y) > 0    # FBR's kept set (weight above w0)
 print(f"accuracy on true labels {accuracy:.3f}; kept {kept.float().mean():.2f} of samples, "
       f"{(~flip[kept]).float().mean():.3f} correctly labelled (pool {(~flip).float().mean():.3f})")

@@ -135,12 +135,46 @@ def _recipe_step(run: RecipeRun, t: int) -> torch.Tensor:
         run.recipe.clean_loss(run.model(xc), yc).backward()
         run.opt.step()
     logits = run.model(d["features"])  # the default configuration: the forward's features
-    w = run.recipe.weights(d["features"], d["labels"], sample_ids=d["ids"])  # prototypes
+    w = run.recipe.weights(inputs=d["features"], labels=d["labels"], sample_ids=d["ids"])
     loss = run.recipe.loss(logits, d["labels"], w)
     run.opt.zero_grad()
     loss.backward()
     run.opt.step()
     return torch.cat([run.recipe.last_weights, loss.detach().reshape(1)])  # type: ignore[list-item]
+
+
+class TargetsRecipeRun(RecipeRun):
+    """The recipe with calibrated per-class thresholds and pseudo-labels for dropped samples: the
+    thresholds are state (derived at a refresh, used until the next)."""
+
+    def __init__(self) -> None:
+        self.model = _net()
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.05, momentum=0.9)
+        d = _data(99)
+        self.recipe = SurrogateRecipe(
+            C, model=self.model, head=self.model[2],
+            clean_data=(d["clean_features"], d["clean_labels"]), warmup_epochs=1,
+            alpha_switch=0, clean_passes=1, clean_batch_size=8, thresholds="calibrated",
+            calibration_quantile=0.3, pseudo_labels=True, pseudo_confidence=0.0,
+            pseudo_ramp_epochs=3, generator=torch.Generator().manual_seed(11))
+
+
+def _targets_step(run: RecipeRun, t: int) -> torch.Tensor:
+    d = _data(t)
+    run.recipe.start_epoch(t)
+    for xc, yc in run.recipe.clean_batches():
+        run.opt.zero_grad()
+        run.recipe.clean_loss(run.model(xc), yc).backward()
+        run.opt.step()
+    logits = run.model(d["features"])
+    w = run.recipe.weights(inputs=d["features"], labels=d["labels"], sample_ids=d["ids"])
+    tg = run.recipe.targets(d["labels"], w, logits=logits.detach())
+    loss = run.recipe.loss(logits, tg.labels, tg.weights)
+    run.opt.zero_grad()
+    loss.backward()
+    run.opt.step()
+    return torch.cat([tg.weights, tg.labels.double(),
+                      loss.detach().reshape(1)])
 
 
 class LightningRecipeRun(RecipeRun):
@@ -177,7 +211,7 @@ def _lightning_recipe_step(run: LightningRecipeRun, t: int) -> torch.Tensor:
         else:
             x, y, ids = batch
             logits = run.model(x)
-            w = run.recipe.weights(x, y, sample_ids=ids)
+            w = run.recipe.weights(inputs=x, labels=y, sample_ids=ids)
             loss = run.recipe.loss(logits, y, w)
         run.opt.zero_grad()
         loss.backward()
@@ -194,6 +228,7 @@ CASES: dict[str, Case] = {
                        _model_step),
     "phase_monitor": Case(lambda: PhaseMonitor(freeze=True, warn=False), _monitor_step),
     "fbr_recipe": Case(RecipeRun, _recipe_step, own=lambda run: run.recipe),
+    "fbr_recipe_targets": Case(TargetsRecipeRun, _targets_step, own=lambda run: run.recipe),
 }
 if importlib.util.find_spec("lightning") is not None:  # CI installs the extra
     CASES["lightning_recipe_callback"] = Case(LightningRecipeRun, _lightning_recipe_step,

@@ -128,9 +128,10 @@ def _run(memorise: bool, epochs: int = 26) -> tuple[SurrogateRecipe, list[bool]]
             recipe.clean_loss(model(xb), yb).backward()
             opt.step()
         for idx in torch.randperm(n).split(50):
-            w = recipe.weights(x[idx], y[idx])
+            logits = model(x[idx])  # its prediction feeds the agreement signal
+            w = recipe.weights(inputs=x[idx], labels=y[idx], logits=logits)
             opt.zero_grad()
-            recipe.loss(model(x[idx]), y[idx], w).backward()
+            recipe.loss(logits, y[idx], w).backward()
             opt.step()
         collapsed.append(recipe.end_epoch().collapsed)
     return recipe, collapsed

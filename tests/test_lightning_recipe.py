@@ -94,7 +94,7 @@ class Module(pl.LightningModule):
             return self.recipe.clean_loss(self.net(x), y)
         x, y, idx = data
         logits = self.net(x)  # the default configuration's features: the training forward's
-        w = self.recipe.weights(x, y, sample_ids=idx)
+        w = self.recipe.weights(inputs=x, labels=y, sample_ids=idx)
         return self.recipe.loss(logits, y, w)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -245,7 +245,7 @@ def evaluate(module: Module, data: dict[str, torch.Tensor]) -> tuple[float, floa
     """(test accuracy, kept precision, pool precision) with the recipe's final kept set."""
     module.eval()
     accuracy = (module.net(data["x_test"]).argmax(1) == data["y_test"]).float().mean().item()
-    kept = module.recipe.directions(data["x"], data["y"]) > 0
+    kept = module.recipe.directions(inputs=data["x"], labels=data["y"]) > 0
     clean = ~data["flip"]
     return accuracy, clean[kept].float().mean().item(), clean.float().mean().item()
 

@@ -54,12 +54,13 @@ def train_epoch(recipe: SurrogateRecipe, model: nn.Module, opt: torch.optim.Opti
                 batch: int = 16) -> list[torch.Tensor]:
     """The README's loop: the recipe's clean passes, then the weighted pool batches."""
     recipe.start_epoch(epoch)
+    recipe.refresh_prototypes()
     model.train()
     for xc, yc in recipe.clean_batches():
         sgd_step(opt, recipe.clean_loss(model(xc), yc))
     out = []
     for idx in torch.randperm(len(y), generator=order).split(batch):
-        w = recipe.weights(x[idx], y[idx], sample_ids=idx)
+        w = recipe.weights(inputs=x[idx], labels=y[idx], sample_ids=idx)
         sgd_step(opt, recipe.loss(model(x[idx]), y[idx], w))
         out.append(w.clone())
     return out
@@ -77,7 +78,9 @@ def test_clean_batches_every_epoch_including_warmup() -> None:
             xs = torch.cat([b[0] for b in batches[4 * p: 4 * p + 4]])
             assert torch.equal(xs[xs[:, 0].argsort()], xc[xc[:, 0].argsort()])
         assert recipe.clean_steps_per_epoch == 12
-    assert model.calls == []  # the recipe runs no forward of its own here, and no step
+    # the recipe's only forwards: after each epoch's passes, the prototypes' refresh (eval mode,
+    # no grad, the whole clean set), and no step
+    assert model.calls == [(False, 30, False)] * 3
 
 
 def test_recipe_never_steps_or_backpropagates() -> None:
@@ -87,7 +90,7 @@ def test_recipe_never_steps_or_backpropagates() -> None:
         recipe.start_epoch(epoch)
         for _ in recipe.clean_batches():
             pass
-        recipe.weights(torch.randn(10, 6), torch.randint(0, 3, (10,)))
+        recipe.weights(inputs=torch.randn(10, 6), labels=torch.randint(0, 3, (10,)))
     assert all(p.grad is None for p in model.parameters())
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
@@ -96,6 +99,7 @@ def test_clean_prototypes_from_eval_mode_unaugmented_features() -> None:
     recipe, model, xc, yc = make()
     model.train()
     recipe.start_epoch(1)  # past warm-up, alpha still 1/(C-1) = 0.5
+    recipe.refresh_prototypes()
     model.eval()
     with torch.no_grad():
         feats = model.body(xc)
@@ -108,7 +112,7 @@ def test_clean_prototypes_from_eval_mode_unaugmented_features() -> None:
         fx = model.body(x)
     model.train()
     expected = ref.weights(features=fx, labels=y)
-    assert torch.equal(recipe.weights(x, y), expected)
+    assert torch.equal(recipe.weights(inputs=x, labels=y), expected)
     assert model.training  # mode restored
 
 
@@ -128,6 +132,8 @@ def test_peer_exchange_weights_come_from_the_peer_alone() -> None:
         recipe.start_epoch(1)
         for xb, yb in recipe.clean_batches():
             sgd_step(opts[k], recipe.clean_loss(nets[k](xb), yb))
+    for recipe in recipes:  # each scores the other network, which has trained since
+        recipe.refresh_prototypes()
     x, y = torch.randn(12, 6), torch.randint(0, 3, (12,))
     with torch.no_grad():
         for p in nets[0].parameters():  # network 0 cannot matter to its own weights
@@ -139,46 +145,51 @@ def test_peer_exchange_weights_come_from_the_peer_alone() -> None:
         ref.set_clean(features=peer.body(xc), labels=yc)
         expected = ref.weights(features=peer.body(x), labels=y)
     peer.train()
-    assert torch.equal(recipes[0].weights(x, y), expected)
+    assert torch.equal(recipes[0].weights(inputs=x, labels=y), expected)
     assert peer.training and nets[0].training  # modes restored
 
 
-def test_prototypes_refreshed_once_after_clean_passes() -> None:
+def test_prototypes_refreshed_at_the_end_of_the_clean_passes() -> None:
     recipe, model, _, _ = make(clean_passes=1)
     recipe.start_epoch(1)
     x, y = torch.randn(5, 6), torch.randint(0, 3, (5,))
+    with pytest.raises(ValueError, match="prototypes"):
+        recipe.weights(inputs=x, labels=y)  # never refreshed: an error, not a hidden pass
     model.calls.clear()
-    recipe.weights(x, y)  # stale at construction: refresh (1 forward of 30) + the batch (5)
-    assert [c[1] for c in model.calls] == [30, 5]
+    batches = recipe.clean_batches()
+    next(batches)
+    assert model.calls == []  # not before the passes end
+    assert len(list(batches)) == 3  # ceil(30 / 8) = 4 batches in the pass
+    assert [c[1] for c in model.calls] == [30]  # then one forward of the clean set
     model.calls.clear()
-    recipe.weights(x, y)  # no clean step since: no refresh
-    assert [c[1] for c in model.calls] == [5]
-    list(recipe.clean_batches())
+    recipe.weights(inputs=x, labels=y)
+    recipe.weights(inputs=x, labels=y)
+    assert [c[1] for c in model.calls] == [5, 5]  # weights() itself never refreshes
+    recipe.start_epoch(2)  # a new epoch: out of date until the passes (or an explicit refresh)
+    with pytest.raises(ValueError, match="prototypes"):
+        recipe.weights(inputs=x, labels=y)
     model.calls.clear()
-    recipe.weights(x, y)
-    assert [c[1] for c in model.calls] == [30, 5]
-    model.calls.clear()
-    recipe.refresh_clean()
+    recipe.refresh_prototypes()
     assert [c[1] for c in model.calls] == [30]
-    no_passes, model2, _, _ = make(clean_passes=0)  # refreshed every epoch without passes too
+    no_passes, model2, _, _ = make(clean_passes=0)  # no pass: the empty generator refreshes
     for epoch in (1, 2):
         no_passes.start_epoch(epoch)
         model2.calls.clear()
-        no_passes.weights(x, y)
-        no_passes.weights(x, y)
-        assert [c[1] for c in model2.calls] == [30, 5, 5]
+        assert list(no_passes.clean_batches()) == []
+        no_passes.weights(inputs=x, labels=y)
+        assert [c[1] for c in model2.calls] == [30, 5]
 
 
 @pytest.mark.parametrize("training", [True, False])
 def test_batch_features_in_eval_mode_and_mode_restored(training: bool) -> None:
     recipe, model, _, _ = make()
     recipe.start_epoch(1)  # past warm-up
-    recipe.refresh_clean()
+    recipe.refresh_prototypes()
     model.train(training)
     model.body[1].eval()  # a submodule the caller froze in eval mode stays so
     model.calls.clear()
     x, y = torch.randn(10, 6), torch.randint(0, 3, (10,))
-    w = recipe.weights(x, y)
+    w = recipe.weights(inputs=x, labels=y)
     loss = recipe.loss(model(x), y, w)
     assert model.training == training and not model.body[1].training
     # first a no-grad eval forward for the features, then the caller's forward with grad
@@ -190,7 +201,7 @@ def test_no_forward_in_warmup() -> None:
     recipe, model, _, _ = make(warmup_epochs=2)
     recipe.start_epoch(0)
     model.calls.clear()
-    w = recipe.weights(torch.randn(10, 6), torch.randint(0, 3, (10,)))
+    w = recipe.weights(inputs=torch.randn(10, 6), labels=torch.randint(0, 3, (10,)))
     assert model.calls == []
     assert torch.equal(w, torch.full((10,), 0.5))
 
@@ -198,36 +209,36 @@ def test_no_forward_in_warmup() -> None:
 def test_train_mode_features_option_uses_the_callers_forward() -> None:
     recipe, model, _, _ = make(eval_features=False)
     recipe.start_epoch(1)
-    recipe.refresh_clean()
+    recipe.refresh_prototypes()
     model.train()
     model.calls.clear()
     x, y = torch.randn(10, 6), torch.randint(0, 3, (10,))
     logits = model(x)
-    w = recipe.weights(x, y)  # from the hook's record of the forward above
+    w = recipe.weights(inputs=x, labels=y)  # from the hook's record of the forward above
     assert model.calls == [(True, 10, True)]
     with torch.no_grad():
         feats = model.body(x)
-    assert torch.equal(w, recipe.weights(None, y, features=feats))
+    assert torch.equal(w, recipe.weights(labels=y, features=feats))
     recipe.loss(logits, y, w).backward()
 
 
-def test_train_mode_features_survive_the_lazy_prototype_refresh() -> None:
-    # after clean steps the first weights() call refreshes the prototypes with a forward of
-    # the clean set through the hooked model: the batch's features must be read before it
+def test_train_mode_features_after_the_clean_passes() -> None:
+    # the clean passes end with a refresh (a forward of the clean set through the hooked
+    # model); the batch's forward comes after it, so its features are the batch's
     recipe, model, _, _ = make(eval_features=False)
     twin, twin_model, _, _ = make(eval_features=False)
     twin_model.load_state_dict(model.state_dict())
     for r in (recipe, twin):
         r.start_epoch(1)
+        list(r.clean_batches())
     x, y = torch.randn(10, 6), torch.randint(0, 3, (10,))
     model.train()
     model(x)
-    w = recipe.weights(x, y)  # lazy refresh inside
+    w = recipe.weights(inputs=x, labels=y)
     twin_model.train()
     with torch.no_grad():
         feats = twin_model.body(x)  # (the same BatchNorm update as model(x) above)
-    twin.refresh_clean()
-    assert torch.equal(w, twin.weights(None, y, features=feats))
+    assert torch.equal(w, twin.weights(labels=y, features=feats))
 
 
 def test_train_mode_features_must_be_of_a_new_forward() -> None:
@@ -235,19 +246,20 @@ def test_train_mode_features_must_be_of_a_new_forward() -> None:
     # previous batch (or the last clean batch, of the same size): an error instead
     recipe, model, _, _ = make(eval_features=False, clean_batch_size=10)
     recipe.start_epoch(1)
+    recipe.refresh_prototypes()
     model.train()
     x, y = torch.randn(10, 6), torch.randint(0, 3, (10,))
     model(x)
-    recipe.weights(x, y)
+    recipe.weights(inputs=x, labels=y)
     with pytest.raises(ValueError, match="already used"):
-        recipe.weights(x, y)  # no forward since
+        recipe.weights(inputs=x, labels=y)  # no forward since
     for xc, yc in recipe.clean_batches():
         recipe.clean_loss(model(xc), yc)
     with pytest.raises(ValueError, match="already used"):
-        recipe.weights(x, y)  # the hook holds the last clean batch (10 rows too)
+        recipe.weights(inputs=x, labels=y)  # the hook holds the last clean batch (10 rows too)
     model(x)
-    recipe.weights(x, y)
-    recipe.weights(None, y, features=torch.randn(10, 16))  # explicit features: no check
+    recipe.weights(inputs=x, labels=y)
+    recipe.weights(labels=y, features=torch.randn(10, 16))  # explicit features: no check
 
 
 def test_warmup_weights_and_alpha_schedule() -> None:
@@ -256,7 +268,8 @@ def test_warmup_weights_and_alpha_schedule() -> None:
     alphas = []
     for epoch in range(5):
         recipe.start_epoch(epoch)
-        w = recipe.weights(x, y)
+        recipe.refresh_prototypes()
+        w = recipe.weights(inputs=x, labels=y)
         if epoch < 2:
             assert recipe.in_warmup
             assert torch.equal(w, torch.full((9,), 0.5))
@@ -270,8 +283,9 @@ def test_warmup_weights_and_alpha_schedule() -> None:
 def test_loss_is_weighted_mean_of_any_per_sample_loss() -> None:
     recipe, model, _, _ = make()
     recipe.start_epoch(1)
+    recipe.refresh_prototypes()
     x, y = torch.randn(10, 6), torch.randint(0, 3, (10,))
-    w = recipe.weights(x, y)
+    w = recipe.weights(inputs=x, labels=y)
     logits = model(x)
     expected = (w * F.cross_entropy(logits, y, reduction="none")).mean()
     assert torch.equal(recipe.loss(logits, y, w), expected)
@@ -291,8 +305,9 @@ def test_loss_is_weighted_mean_of_any_per_sample_loss() -> None:
 def test_dropped_weight_floor() -> None:
     recipe, _, _, _ = make(dropped_weight=0.3)
     recipe.start_epoch(1)
+    recipe.refresh_prototypes()
     x, y = torch.randn(40, 6), torch.randint(0, 3, (40,))
-    w = recipe.weights(x, y)
+    w = recipe.weights(inputs=x, labels=y)
     raw = recipe.last_fbr_weights
     assert raw is not None and bool((raw == 0).any())
     assert torch.equal(w, raw.clamp_min(0.3))
@@ -301,47 +316,30 @@ def test_dropped_weight_floor() -> None:
 def test_smoothing_running_average_per_sample() -> None:
     recipe, _, _, _ = make(smoothing=0.75)
     recipe.start_epoch(1)
+    recipe.refresh_prototypes()
     x, y = torch.randn(6, 6), torch.randint(0, 3, (6,))
     ids = torch.tensor([4, 0, 9, 2, 7, 5])
-    w1 = recipe.weights(x, y, sample_ids=ids)
+    w1 = recipe.weights(inputs=x, labels=y, sample_ids=ids)
     raw1 = recipe.last_fbr_weights
     assert torch.allclose(w1, 0.75 * 0.5 + 0.25 * raw1)  # type: ignore[operator]
-    w2 = recipe.weights(x, y, sample_ids=ids)
+    w2 = recipe.weights(inputs=x, labels=y, sample_ids=ids)
     raw2 = recipe.last_fbr_weights
     assert torch.allclose(w2, 0.75 * w1 + 0.25 * raw2)  # type: ignore[operator]
     with pytest.raises(ValueError, match="`sample_ids`"):
-        recipe.weights(x, y)
+        recipe.weights(inputs=x, labels=y)
 
 
 def test_incremental_reweighter_gets_the_sample_ids() -> None:
     rw = SurrogateReweighter(3, alpha=0.5, mode="incremental", eta=0.5)
     recipe, _, _, _ = make(reweighter=rw)
     recipe.start_epoch(1)
+    recipe.refresh_prototypes()
     x, y, ids = torch.randn(6, 6), torch.randint(0, 3, (6,)), torch.tensor([3, 1, 4, 0, 5, 2])
-    first = recipe.weights(x, y, sample_ids=ids)
-    second = recipe.weights(x, y, sample_ids=ids)  # the per-sample store moved on
+    first = recipe.weights(inputs=x, labels=y, sample_ids=ids)
+    second = recipe.weights(inputs=x, labels=y, sample_ids=ids)  # the per-sample store moved on
     assert not torch.equal(first, second)
     with pytest.raises(ValueError, match="`sample_ids`"):
-        recipe.weights(x, y)
-
-
-def test_pseudo_label_term() -> None:
-    recipe, model, _, _ = make(pseudo_label_weight=0.5, pseudo_label_temperature=0.5)
-    recipe.start_epoch(1)
-    model.eval()
-    x, y = torch.randn(30, 6), torch.randint(0, 3, (30,))
-    w = recipe.weights(x, y)
-    z = model(x)
-    loss = recipe.loss(z, y, w)
-    raw = recipe.last_fbr_weights
-    assert raw is not None and bool((raw == 0).any())
-    q = torch.softmax(z.detach() / 0.5, 1)
-    soft = -(q * torch.log_softmax(z, 1)).sum(1)
-    expected = (w * F.cross_entropy(z, y, reduction="none")).mean() \
-        + 0.5 * ((raw == 0).float() * soft).mean()
-    assert torch.allclose(loss.detach(), expected.detach())
-    with pytest.raises(RuntimeError, match=r"`weights\(\)`"):
-        recipe.loss(z[:5], y[:5], w[:5])  # the weights of another batch
+        recipe.weights(inputs=x, labels=y)
 
 
 def test_drop_rate_keeps_the_highest_directions_with_the_ramp() -> None:
@@ -349,7 +347,8 @@ def test_drop_rate_keeps_the_highest_directions_with_the_ramp() -> None:
     x, y = torch.randn(20, 6), torch.randint(0, 3, (20,))
     for epoch, dropped in [(0, 0), (1, 5), (2, 10), (5, 10)]:  # 0.5 * linspace over 3 epochs
         recipe.start_epoch(epoch)
-        w = recipe.weights(x, y)
+        recipe.refresh_prototypes()
+        w = recipe.weights(inputs=x, labels=y)
         d = recipe.reweighter.last_directions
         assert d is not None
         assert int((w == 0).sum()) == dropped and bool(((w == 0) | (w == 1)).all())
@@ -358,13 +357,15 @@ def test_drop_rate_keeps_the_highest_directions_with_the_ramp() -> None:
     recipe_cb, _, _, _ = make(drop_rate=0.5, drop_ramp_epochs=1, warmup_epochs=0,
                               class_balanced=True)
     recipe_cb.start_epoch(0)
-    w = recipe_cb.weights(x, y)
+    recipe_cb.refresh_prototypes()
+    w = recipe_cb.weights(inputs=x, labels=y)
     for c in range(3):  # floor(half) of each label class kept
         assert int((w[y == c] == 1).sum()) == int(0.5 * int((y == c).sum()))
     recipe_floor, _, _, _ = make(drop_rate=0.5, drop_ramp_epochs=1, warmup_epochs=0,
                                  dropped_weight=0.2)
     recipe_floor.start_epoch(0)
-    assert torch.equal(recipe_floor.weights(x, y).unique(), torch.tensor([0.2, 1.0]))
+    recipe_floor.refresh_prototypes()
+    assert torch.equal(recipe_floor.weights(inputs=x, labels=y).unique(), torch.tensor([0.2, 1.0]))
 
 
 def test_dataloader_clean_set_and_prototype_data() -> None:
@@ -396,7 +397,9 @@ def test_dataloader_clean_set_and_prototype_data() -> None:
     pair = SurrogateRecipe(3, config=RecipeConfig.authors(),
                            model=model, head=model.fc, clean_data=(xc, yc), warmup_epochs=0,
                            alpha_switch=5)
-    assert torch.equal(recipe.weights(x, y), pair.weights(x, y))  # same prototypes
+    pair.refresh_prototypes()
+    assert torch.equal(recipe.weights(inputs=x, labels=y),
+                       pair.weights(inputs=x, labels=y))  # same prototypes
     with pytest.raises(TypeError, match="`clean_data`"):
         SurrogateRecipe(3, config=RecipeConfig.authors(),
                         model=model, head=model.fc, clean_data=iter(batches))  # one-shot
@@ -438,12 +441,13 @@ def test_amp_grad_scaler_and_clipping() -> None:
 
     for epoch in range(6):
         recipe.start_epoch(epoch)
+        recipe.refresh_prototypes()
         model.train()
         with torch.autocast("cpu", dtype=torch.bfloat16):
             for xb, yb in recipe.clean_batches():
                 amp_step(recipe.clean_loss(model(xb), yb))
             for idx in torch.randperm(len(y)).split(50):
-                w = recipe.weights(x[idx], y[idx])
+                w = recipe.weights(inputs=x[idx], labels=y[idx])
                 assert w.dtype == torch.bfloat16 or w.dtype == torch.float32
                 assert bool(torch.isfinite(w).all())
                 loss = recipe.loss(model(x[idx]), y[idx], w)
@@ -459,6 +463,7 @@ def test_epoch_batches_stream() -> None:
     recipe, _, _, _ = make(m=30, clean_passes=2, clean_batch_size=8)
     pool = [("a",), ("b",), ("c",)]
     recipe.start_epoch(0)
+    recipe.refresh_prototypes()
     stream = list(recipe.epoch_batches(pool))
     assert [k for k, _ in stream] == ["clean"] * 8 + ["pool"] * 3
     assert [b for k, b in stream if k == "pool"] == pool
@@ -502,14 +507,14 @@ def test_state_dict_resume_is_exact() -> None:
     recipe.start_epoch(2)
     for xb, yb in recipe.clean_batches():
         sgd_step(opt, recipe.clean_loss(model(xb), yb))
-    w = recipe.weights(x[:16], y[:16], sample_ids=torch.arange(16))
+    w = recipe.weights(inputs=x[:16], labels=y[:16], sample_ids=torch.arange(16))
     sgd_step(opt, recipe.loss(model(x[:16]), y[:16], w))
     saved = copy.deepcopy((model.state_dict(), opt.state_dict(), recipe.state_dict(),
                            order.get_state()))
 
     def rest(r: SurrogateRecipe, m: nn.Module, o: torch.optim.Optimizer,
              g: torch.Generator) -> list[torch.Tensor]:
-        out = [r.weights(x[16:], y[16:], sample_ids=torch.arange(16, 64))]
+        out = [r.weights(inputs=x[16:], labels=y[16:], sample_ids=torch.arange(16, 64))]
         return out + train_epoch(r, m, o, 3, x, y, g)
 
     straight = rest(recipe, model, opt, order)
@@ -553,13 +558,85 @@ def test_bad_arguments() -> None:
         SurrogateRecipe(3, **{**kw, "clean_data": 5})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="`num_classes`"):
         SurrogateRecipe(3, **{**kw, "reweighter": SurrogateReweighter(4)})  # type: ignore
-    with pytest.raises(ValueError, match="`pseudo_label_temperature`"):
+    with pytest.raises(TypeError, match="pseudo_label_temperature"):  # removed option
         SurrogateRecipe(3, **{**kw, "pseudo_label_temperature": 0})  # type: ignore[arg-type]
     recipe = SurrogateRecipe(3, config=RecipeConfig.authors(), **kw)  # type: ignore[arg-type]
     recipe.start_epoch(20)
+    recipe.refresh_prototypes()
     with pytest.raises(ValueError, match="`inputs`"):
-        recipe.weights(None, yc)
+        recipe.weights(labels=yc)
     assert "SurrogateRecipe(num_classes=3" in repr(recipe)
+
+
+@pytest.mark.parametrize("warmup", [True, False], ids=["warm-up", "after"])
+@pytest.mark.parametrize("eval_features", [True, False], ids=["eval", "forward"])
+def test_bad_batch_inputs_named_in_every_phase(warmup: bool, eval_features: bool) -> None:
+    recipe, model, _, _ = make(warmup_epochs=5 if warmup else 0, eval_features=eval_features)
+    recipe.start_epoch(0)
+    list(recipe.clean_batches())
+    x, y = torch.randn(4, 6), torch.tensor([0, 1, 2, 0])
+
+    def call(**kw: object) -> torch.Tensor:
+        model(x)  # a fresh forward each time, so only the bad input can fail
+        return recipe.weights(**{"inputs": x, "labels": y, **kw})  # type: ignore[arg-type]
+
+    with pytest.raises(TypeError, match="`labels` to be integer"):
+        call(labels=y.float())
+    with pytest.raises(ValueError, match="`labels` to be 1-D"):
+        call(labels=y.unsqueeze(1))
+    with pytest.raises(ValueError, match="`labels` to lie in"):
+        call(labels=torch.tensor([0, 1, 3, 0]))
+    with pytest.raises(TypeError, match=r"`labels` to be a torch\.Tensor"):
+        call(labels=[0, 1, 2, 0])
+    with pytest.raises(ValueError, match="`sample_ids`"):
+        call(sample_ids=torch.tensor([0, 1, -2, 3]))
+    with pytest.raises(ValueError, match="`inputs`"):
+        call(inputs=x[:3])
+    with pytest.raises(TypeError, match="keyword arguments only"):
+        recipe.weights(x, y)  # type: ignore[misc]
+    if not eval_features:  # no forward since the last call: the features are not this batch's
+        call()
+        with pytest.raises(ValueError, match="already used"):
+            recipe.weights(inputs=x, labels=y)
+    assert call().shape == (4,)
+
+
+def test_empty_batch_losses_are_zero() -> None:
+    recipe, model, _, _ = make()
+    z = model(torch.randn(0, 6))
+    y = torch.zeros(0, dtype=torch.long)
+    for loss in (recipe.loss(z, y, torch.zeros(0)), recipe.clean_loss(z, y)):
+        assert float(loss) == 0.0 and loss.requires_grad
+
+
+def test_rejected_load_leaves_the_recipe_untouched() -> None:
+    recipe, _, _, _ = make()
+    recipe.start_epoch(2)
+    list(recipe.clean_batches())
+    before = recipe.state_dict()
+    bad = recipe.state_dict()
+    bad["epoch"] = 7
+    bad["health"] = {"_version": 1, "nonsense": 1}  # rejected after `epoch` was read
+    with pytest.raises(ValueError):
+        recipe.load_state_dict(bad)
+    after = recipe.state_dict()
+    assert after["epoch"] == before["epoch"] == 2
+    assert torch.equal(after["generator"], before["generator"])
+    assert str(after["reweighter"]) == str(before["reweighter"])
+    bad = recipe.state_dict()
+    bad["thresholds"] = torch.zeros(5)
+    with pytest.raises(ValueError, match="thresholds"):
+        recipe.load_state_dict(bad)
+
+
+def test_context_manager_removes_the_hook() -> None:
+    model = ModeNet()
+    xc, yc = torch.randn(6, 6), torch.arange(6) % 3
+    with SurrogateRecipe(3, model=model, head=model.fc, clean_data=(xc, yc)) as recipe:
+        model(xc)
+        assert recipe._capture.count == 1
+    model(xc)
+    assert recipe._capture.count == 1  # the hook is gone
 
 
 def _gaussians() -> tuple[torch.Tensor, ...]:
@@ -597,16 +674,17 @@ def test_short_run_learns_and_filters(authors: bool) -> None:
     kept = torch.zeros(n, dtype=torch.bool)
     for epoch in range(8):
         recipe.start_epoch(epoch)
+        recipe.refresh_prototypes()
         model.train()
         for xb, yb in recipe.clean_batches():
             sgd_step(opt, recipe.clean_loss(model(xb), yb))
         for idx in torch.randperm(n).split(50):
             if authors:
-                w = recipe.weights(x[idx], y[idx])
+                w = recipe.weights(inputs=x[idx], labels=y[idx])
                 logits = model(x[idx])
             else:
                 logits = model(x[idx])
-                w = recipe.weights(x[idx], y[idx])
+                w = recipe.weights(inputs=x[idx], labels=y[idx])
             sgd_step(opt, recipe.loss(logits, y[idx], w))
             kept[idx] = w > 0
     model.eval()

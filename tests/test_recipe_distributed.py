@@ -52,7 +52,7 @@ def _train(rank: int, world: int) -> nn.Module:
         for idx in torch.randperm(N, generator=order).split(BATCH):
             part = idx.chunk(world)[rank]  # equal halves: DDP's gradient mean is the batch mean
             logits = model(x[part])  # the default: weights from this forward's features
-            w = recipe.weights(x[part], y[part])
+            w = recipe.weights(inputs=x[part], labels=y[part])
             loss = recipe.loss(logits, y[part], w)
             opt.zero_grad()
             loss.backward()

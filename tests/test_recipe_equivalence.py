@@ -66,7 +66,7 @@ def _run(new: bool, **options: float) -> tuple[list[torch.Tensor], list[dict[str
         for idx in torch.randperm(N_POOL, generator=order).split(BATCH):
             x, y = crop_flip(pool_x[idx], generator=aug), pool_y[idx]
             if new:
-                w = recipe.weights(x, y, sample_ids=idx)  # type: ignore[attr-defined]
+                w = recipe.weights(inputs=x, labels=y, sample_ids=idx)  # type: ignore[attr-defined]
                 loss = recipe.loss(model(x), y, w)  # type: ignore[attr-defined]
             else:
                 loss = recipe.loss(x, y, sample_ids=idx)  # type: ignore[attr-defined]

@@ -83,8 +83,6 @@ STAGES: tuple[tuple[str, tuple[Candidate, ...]], ...] = (
     )),
     ("dropped", (
         Candidate("filter", (), "the stage-4 winner"),
-        Candidate("pseudo", ("fbr.pseudo_label_weight=1.0",),
-                  "dropped samples also fit the scorer's sharpened prediction (T = 0.5)"),
         Candidate("rate_cb", ("fbr.drop_rate=nominal", "fbr.class_balanced=true"),
                   "class-balanced rate rule, the nominal noise rate"),
     )),

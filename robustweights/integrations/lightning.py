@@ -152,7 +152,7 @@ class RecipeCallback(pl.Callback):
                     return self.recipe.clean_loss(self.net(x), y)
                 x, y, idx = batch                                  # the noisy pool
                 logits = self.net(x)                               # first: its features feed w
-                w = self.recipe.weights(x, y, sample_ids=idx)
+                w = self.recipe.weights(inputs=x, labels=y, sample_ids=idx, logits=logits)
                 return self.recipe.loss(logits, y, w)
 
         recipe = SurrogateRecipe(C, model=module.net, head=module.net.fc, clean_data=clean)

@@ -46,7 +46,7 @@ class RecipeStream:
             return recipe.clean_loss(model(x), y)
         x, y, idx = batch
         logits = model(x)                    # first: the default takes its features
-        w = recipe.weights(x, y, sample_ids=idx)
+        w = recipe.weights(inputs=x, labels=y, sample_ids=idx, logits=logits)
         return recipe.loss(logits, y, w)
 
     so DDP's gradient sync, AMP, gradient clipping and accumulation apply to the clean steps as

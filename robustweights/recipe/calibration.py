@@ -15,11 +15,20 @@ scored against prototypes that leave it out (:func:`leave_one_out_directions`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 import torch
+from torch import nn
 
 from robustweights.functional.surrogate import fbr_directions
+from robustweights.recipe.data import eval_mode
 
-__all__ = ["class_thresholds", "leave_one_out_directions"]
+if TYPE_CHECKING:
+    from robustweights.features import FeatureCapture
+    from robustweights.surrogate import SurrogateReweighter
+
+__all__ = ["class_thresholds", "heldout_directions", "leave_one_out_directions"]
 
 
 def leave_one_out_directions(features: torch.Tensor, labels: torch.Tensor, num_classes: int
@@ -60,6 +69,23 @@ def leave_one_out_directions(features: torch.Tensor, labels: torch.Tensor, num_c
     sim = torch.einsum("md,mcd->mc", f - mu_j, class_means - mu_j.unsqueeze(1))
     d, _ = fbr_directions(sim, labels, present, 0.0)
     return torch.where(valid, d, torch.zeros_like(d)), valid
+
+
+@torch.no_grad()
+def heldout_directions(model: nn.Module, capture: FeatureCapture,
+                       reweighter: SurrogateReweighter,
+                       batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """FBR's directions (:math:`\alpha = 0`) of held-out trusted images against the current
+    prototypes, from eval-mode forwards of ``model`` (features as ``capture`` records them), and
+    their labels."""
+    ds, ls = [], []
+    with eval_mode(model):
+        for x, y in batches:
+            model(x)
+            ds.append(reweighter.directions(features=capture.features, labels=y, alpha=0.0))
+            ls.append(y)
+    return torch.cat(ds), torch.cat(ls)
 
 
 def class_thresholds(directions: torch.Tensor, labels: torch.Tensor, num_classes: int, *,

@@ -51,10 +51,6 @@ class RecipeConfig:
         smoothing: :math:`m`: each sample's weight is its running average
             :math:`\bar w_i \leftarrow m\,\bar w_i + (1-m)\,w_i` over its visits, from
             :math:`w_0` (0: off; needs ``sample_ids``).
-        pseudo_label_weight: :math:`\lambda`: a dropped sample also trains towards the sharpened
-            eval prediction, adding :math:`\frac{\lambda}{B}\sum_{i\,\text{dropped}}
-            \mathrm{CE}(z_i, \mathrm{softmax}(z^{\text{eval}}_i / T))` (0: off).
-        pseudo_label_temperature: :math:`T` of that sharpening.
         drop_rate: :math:`\tau`, the *rate rule* instead of the authors' threshold at
             :math:`w_0` (None): each batch keeps its :math:`\lfloor(1 - r(t))B\rfloor` highest
             directions :math:`d_i` at :math:`w_{\max}` and drops the rest, with
@@ -72,7 +68,8 @@ class RecipeConfig:
             threshold drops in every class.
         pseudo_labels: :meth:`SurrogateRecipe.targets` gives a dropped sample the class of its
             nearest clean prototype as a pseudo-label where the network's prediction agrees
-            with it and is confident (:func:`~robustweights.recipe.targets.agreement_pseudo_labels`).
+            with it and is confident
+            (:func:`~robustweights.recipe.targets.agreement_pseudo_labels`).
         pseudo_confidence: :math:`\kappa`, the least softmax probability of that prediction.
         pseudo_ramp_epochs: the pseudo-labels' weight ramps linearly from 0 to :math:`w_{\max}`
             over this many epochs after the warm-up.
@@ -98,8 +95,6 @@ class RecipeConfig:
     eval_features: bool = False
     dropped_weight: float = 0.0
     smoothing: float = 0.0
-    pseudo_label_weight: float = 0.0
-    pseudo_label_temperature: float = 0.5
     drop_rate: float | None = None
     drop_ramp_epochs: int = 10
     class_balanced: bool = False
@@ -116,15 +111,11 @@ class RecipeConfig:
         check_positive_int(self.clean_batch_size, "clean_batch_size")
         check_positive_int(self.health_patience, "health_patience")
         check_nonneg_float(self.dropped_weight, "dropped_weight")
-        check_nonneg_float(self.pseudo_label_weight, "pseudo_label_weight")
         if self.smoothing != 0:
             check_fraction(self.smoothing, "smoothing")
             if self.smoothing >= 1:
                 raise ValueError(f"Expected `smoothing` to be in [0, 1), but got "
                                  f"{self.smoothing!r}")
-        if not self.pseudo_label_temperature > 0:
-            raise ValueError(f"Expected `pseudo_label_temperature` to be > 0, but got "
-                             f"{self.pseudo_label_temperature!r}")
         if self.drop_rate is not None:
             check_fraction(self.drop_rate, "drop_rate")
         if self.thresholds not in ("global", "calibrated"):
@@ -153,7 +144,7 @@ class RecipeConfig:
         it, BatchNorm's running statistics already include the batch)."""
         authors = cls(warmup_epochs=10, alpha_switch=40, clean_passes=30, clean_batch_size=128,
                       eval_features=True, dropped_weight=0.0, smoothing=0.0,
-                      pseudo_label_weight=0.0, pseudo_label_temperature=0.5, drop_rate=None,
+                      drop_rate=None,
                       drop_ramp_epochs=10, class_balanced=False, health_patience=2,
                       thresholds="global", calibration_quantile=0.2, pseudo_labels=False,
                       pseudo_confidence=0.95, pseudo_ramp_epochs=10)

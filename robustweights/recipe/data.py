@@ -10,8 +10,10 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-__all__ = ["Batch", "CleanData", "batches_per_pass", "check_data", "eval_mode", "is_pair",
-           "iterate"]
+from robustweights.validation import check_label_shape
+
+__all__ = ["Batch", "CleanData", "batches_per_pass", "check_class_labels", "check_data",
+           "eval_mode", "is_pair", "iterate"]
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 #: An ``(inputs, labels)`` pair of tensors, or a re-iterable of such batches (a DataLoader).
@@ -40,6 +42,21 @@ def check_data(data: Any, name: str) -> CleanData:
                         f"re-iterable of such batches (e.g. a DataLoader), but got "
                         f"{type(data).__name__}")
     return data
+
+
+def check_class_labels(labels: Any, num_classes: int) -> torch.Tensor:
+    """A batch's labels: a 1-D integer tensor (possibly empty) with values in ``[0, C)``, as
+    int64; a ``TypeError`` or ``ValueError`` naming ``labels`` otherwise."""
+    if labels is None:
+        raise TypeError("Expected `labels` to be given, but got None")
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"Expected `labels` to be a torch.Tensor, but got "
+                        f"{type(labels).__name__}")
+    labels = check_label_shape(labels, "labels", allow_empty=True)
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"Expected `labels` to lie in [0, {num_classes - 1}], but got values "
+                         f"in [{int(labels.min())}, {int(labels.max())}]")
+    return labels
 
 
 def iterate(data: CleanData, *, shuffle: bool, batch_size: int,

@@ -6,7 +6,7 @@ import torch
 
 from robustweights.selection import keep_highest
 
-__all__ = ["pseudo_label_term", "rate_rule_weights"]
+__all__ = ["rate_rule_weights"]
 
 
 def rate_rule_weights(directions: torch.Tensor, labels: torch.Tensor, present: torch.Tensor, *,
@@ -26,14 +26,3 @@ def rate_rule_weights(directions: torch.Tensor, labels: torch.Tensor, present: t
     """
     keep = keep_highest(directions, rate, labels=labels if class_balanced else None)
     return torch.where(present[labels], torch.where(keep, w_max, 0.0), missing_class_weight)
-
-
-def pseudo_label_term(logits: torch.Tensor, source_logits: torch.Tensor,
-                      dropped: torch.Tensor, temperature: float) -> torch.Tensor:
-    r"""The pseudo-label loss of the dropped samples:
-    :math:`\frac1B\sum_{i\ \text{dropped}} \mathrm{CE}(z_i, q_i)` with
-    :math:`q_i = \mathrm{softmax}(z^{\text{src}}_i / T)`, the sharpened prediction of
-    ``source_logits`` (the eval forward's, detached)."""
-    target = torch.softmax(source_logits.float() / temperature, 1).to(logits.dtype)
-    soft = -(target * torch.log_softmax(logits, 1)).sum(1)
-    return (dropped.to(logits.dtype) * soft).mean()

@@ -14,26 +14,35 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustweights.features import FeatureCapture
-from robustweights.functional.surrogate import fbr_prototypes, fbr_scaled_similarity
 from robustweights.losses import LossFn, per_sample_losses
 from robustweights.phases.health import FilterHealth, HealthReport
-from robustweights.recipe.calibration import class_thresholds, leave_one_out_directions
+from robustweights.recipe.calibration import (
+    class_thresholds,
+    heldout_directions,
+    leave_one_out_directions,
+)
+from robustweights.recipe.checkpoint import load_recipe_state_dict, recipe_state_dict
 from robustweights.recipe.config import RecipeConfig
 from robustweights.recipe.data import (
     Batch,
     CleanData,
     batches_per_pass,
+    check_class_labels,
     check_data,
     eval_mode,
     iterate,
 )
-from robustweights.recipe.options import pseudo_label_term, rate_rule_weights
-from robustweights.recipe.targets import Targets, agreement_pseudo_labels
+from robustweights.recipe.options import rate_rule_weights
+from robustweights.recipe.targets import Targets, pseudo_label_targets
 from robustweights.sample_store import SampleStore
 from robustweights.selection import drop_rate_at
-from robustweights.state import STATE_VERSION, check_state_dict
 from robustweights.surrogate import AlphaSchedule, SurrogateReweighter
-from robustweights.validation import check_loss_fn, check_nonneg_int, check_sample_ids
+from robustweights.validation import (
+    check_keywords_only,
+    check_loss_fn,
+    check_nonneg_int,
+    check_sample_ids,
+)
 
 __all__ = ["SurrogateRecipe"]
 
@@ -47,28 +56,29 @@ class SurrogateRecipe:
     Every epoch::
 
         recipe.start_epoch(epoch)                    # the schedule: warm-up, alpha
-        for xc, yc in recipe.clean_batches():        # the clean passes (your step)
-            step(recipe.clean_loss(net(xc), yc))
+        for xc, yc in recipe.clean_batches():        # the clean passes (your step), then
+            step(recipe.clean_loss(net(xc), yc))     # the prototypes are refreshed
         for x, y, idx in loader:                     # the pool (your step)
             logits = net(x)                          # first: its features feed the weights
-            w = recipe.weights(x, y, sample_ids=idx)
-            step(recipe.loss(logits, y, w))
+            w = recipe.weights(inputs=x, labels=y, sample_ids=idx, logits=logits)
+            t = recipe.targets(y, w, logits=logits.detach())   # pseudo-labels, if on
+            step(recipe.loss(logits, t.labels, t.weights))
 
     where ``step(loss)`` is yours (``opt.zero_grad(); loss.backward(); opt.step()``, AMP, ...).
     The steps are the authors' recipe (their public code): ``clean_passes`` shuffled passes over
     the clean set every epoch, warm-up included; prototypes from eval-mode penultimate features
-    (the input of ``head``) of ``prototype_data``, refreshed at the epoch's first
-    :meth:`weights` call and after clean steps; weights :math:`w_0` in the warm-up, then FBR's
-    from the batch's features (by default the training forward's, which the hook on ``head``
-    records; with ``eval_features``, the authors', a no-grad eval-mode forward of ``model``: the
-    network you train, or an EMA teacher or a peer), :math:`\alpha = 1/(C-1)` before
-    ``alpha_switch`` and 0 after; :meth:`loss` :math:`= \frac1B\sum_i w_i\,\ell(z_i, y_i)`,
-    the weights detached. ``docs/recipes.md`` maps every step to the authors' code. The schedule
-    and the options beyond it (a dropped-sample floor, smoothing, pseudo-labels, the *rate rule*,
-    class-balanced keeping) are one :class:`~robustweights.RecipeConfig`;
-    :meth:`RecipeConfig.authors` is the paper's code exactly (call :meth:`weights` before the
-    training forward, as they do). With ``health_data`` (trusted samples held out of
-    ``clean_data``), :meth:`end_epoch` reports whether the filter still discriminates.
+    (the input of ``head``) of ``prototype_data``, refreshed when the clean passes end
+    (:meth:`refresh_prototypes`); weights :math:`w_0` in the warm-up, then FBR's from the
+    batch's features (the training forward's, which the hook on ``head`` records, or with
+    ``eval_features`` the authors' no-grad eval-mode forward of ``model``: the network you
+    train, an EMA teacher or a peer), :math:`\alpha = 1/(C-1)` before ``alpha_switch`` and 0
+    after; :meth:`loss` :math:`= \frac1B\sum_i w_i\,\ell(z_i, y_i)`, weights detached.
+    ``docs/recipes.md`` maps every step to the authors' code. The schedule and the options
+    beyond it (per-class calibrated thresholds, pseudo-labels for dropped samples, a floor,
+    smoothing, the *rate rule*) are one :class:`~robustweights.RecipeConfig`. With
+    ``health_data`` (trusted samples held out of ``clean_data``), :meth:`end_epoch` reports
+    whether the filter still discriminates. The hook on ``head`` stays until :meth:`remove`
+    (or the end of a ``with`` block).
 
     Args:
         num_classes: :math:`C`.
@@ -82,6 +92,8 @@ class SurrogateRecipe:
             without augmentation when ``clean_data`` augments).
         health_data: held-out trusted samples for :meth:`end_epoch` (a pair of tensors or a
             re-iterable of batches, like ``clean_data``).
+        calibration_data: held-out trusted samples for ``thresholds="calibrated"`` (default:
+            each prototype image scored against prototypes that leave it out).
         config: the schedule and options, a :class:`~robustweights.RecipeConfig` (its defaults).
         options: fields of ``config`` to change, as keywords (``warmup_epochs=5``).
         loss_fn: per-sample loss ``loss_fn(logits, labels) -> (B,)`` (default cross-entropy).
@@ -102,7 +114,7 @@ class SurrogateRecipe:
         >>> for xb, yb in recipe.clean_batches():
         ...     opt.zero_grad(); recipe.clean_loss(net(xb), yb).backward(); opt.step()
         >>> x, y = torch.randn(5, 4), torch.zeros(5, dtype=torch.long)
-        >>> w = recipe.weights(x, y)
+        >>> w = recipe.weights(inputs=x, labels=y, logits=net(x))
         >>> w
         tensor([0.5000, 0.5000, 0.5000, 0.5000, 0.5000])
         >>> recipe.loss(net(x), y, w).backward()
@@ -175,20 +187,24 @@ class SurrogateRecipe:
         return next(iter(self.model.parameters()), torch.empty(0)).device
 
     def start_epoch(self, epoch: int) -> None:
-        """Start epoch ``epoch`` (from 0): the warm-up and alpha schedule follow it, and the
-        prototypes are recomputed at the epoch's first :meth:`weights` call."""
+        """Start epoch ``epoch`` (from 0): the warm-up and alpha schedule follow it. The
+        prototypes are then out of date until :meth:`clean_batches` ends or
+        :meth:`refresh_prototypes` runs."""
         self.epoch = check_nonneg_int(epoch, "epoch")
         self.reweighter.set_epoch(self.epoch)
         self._stale = True  # at least once an epoch (the network moved), also without passes
 
     def clean_batches(self) -> Iterator[Batch]:
         """This epoch's clean passes: ``clean_passes`` passes over ``clean_data``, as
-        ``(inputs, labels)`` batches on the model's device. Train on each; the prototypes are
-        refreshed at the next :meth:`weights` call."""
+        ``(inputs, labels)`` batches on the model's device. Train on each; after the last one
+        (also with no pass) the generator refreshes the prototypes
+        (:meth:`refresh_prototypes`), so iterate it to its end before :meth:`weights`."""
         for _ in range(self.config.clean_passes):
             for batch in self._iterate(self.clean_data, shuffle=True):
                 self._stale = True
                 yield batch
+                self._used = self._capture.count  # that forward was a clean batch's
+        self.refresh_prototypes()
 
     @property
     def clean_steps_per_epoch(self) -> int | None:
@@ -212,8 +228,10 @@ class SurrogateRecipe:
 
     # ------------------------------------------------------------------ prototypes
     @torch.no_grad()
-    def refresh_clean(self) -> None:
-        """Recompute the clean prototypes from eval-mode features of ``prototype_data``."""
+    def refresh_prototypes(self) -> None:
+        """Recompute the clean prototypes (and the calibrated thresholds) from eval-mode features
+        of ``prototype_data``. :meth:`clean_batches` calls it after its last batch; call it
+        yourself before :meth:`weights` if you do not iterate the clean passes."""
         feats, labels = [], []
         with eval_mode(self.model):
             for x, y in self._iterate(self.prototype_data, shuffle=False, chunk=512):
@@ -225,6 +243,7 @@ class SurrogateRecipe:
         if self.config.thresholds == "calibrated":
             self._thresholds = self._calibrate(feats_, labels_)
         self._stale = False
+        self._used = self._capture.count  # these forwards were not a pool batch's
 
     def _calibrate(self, feats: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Per-class thresholds from held-out trusted images (``calibration_data``) scored
@@ -233,55 +252,70 @@ class SurrogateRecipe:
         if self.calibration_data is None:
             d, valid = leave_one_out_directions(feats, labels, self.num_classes)
         else:
-            ds, ls = [], []
-            with eval_mode(self.model):
-                for x, y in self._iterate(self.calibration_data, shuffle=False, chunk=512):
-                    self.model(x)
-                    ds.append(self.reweighter.directions(features=self._capture.features,
-                                                         labels=y, alpha=0.0))
-                    ls.append(y)
-            d, labels = torch.cat(ds), torch.cat(ls)
+            d, labels = heldout_directions(
+                self.model, self._capture, self.reweighter,
+                self._iterate(self.calibration_data, shuffle=False, chunk=512))
         return class_thresholds(d, labels, self.num_classes,
                                 quantile=self.config.calibration_quantile, valid=valid)
 
-    # ------------------------------------------------------------------ weights and loss
-    def weights(self, inputs: torch.Tensor | None, labels: torch.Tensor, *,
-                sample_ids: torch.Tensor | None = None,
-                features: torch.Tensor | None = None) -> torch.Tensor:
-        """The weights (B,) of one pool batch, as the recipe says (class docstring).
+    # ------------------------------------------------------------------ weights and targets
+    def weights(self, *args: Any, labels: torch.Tensor | None = None,
+                inputs: torch.Tensor | None = None,
+                sample_ids: torch.Tensor | None = None, features: torch.Tensor | None = None,
+                logits: torch.Tensor | None = None) -> torch.Tensor:
+        """The weights (B,) of one pool batch, as the recipe says (class docstring). Every
+        input is checked in every epoch, warm-up included.
 
         Args:
-            inputs: the batch as the training forward gets it (augmented); unused in the
-                warm-up and with ``eval_features=False``.
-            labels: its (noisy) labels.
+            labels: the batch's (noisy) labels, integers in ``[0, C)``.
+            inputs: the batch as the training forward gets it (augmented); needed with
+                ``eval_features=True`` (the eval forward's input).
             sample_ids: the samples' dataset indices (needed by ``smoothing`` and by an
                 incremental-mode reweighter).
             features: with ``eval_features=False``, the training forward's penultimate features
                 (default: what the recipe's hook on ``head`` recorded at the latest forward).
+            logits: the training forward's logits, for the health report's agreement signal
+                (not needed with ``eval_features=True``, whose eval forward gives them).
         """
-        labels = labels.long()
-        if self.in_warmup:  # every weight w_init: no forward, no prototypes needed
-            floating = inputs is not None and inputs.is_floating_point()
-            w = torch.full(labels.shape, self.reweighter.w_init, device=labels.device,
-                           dtype=inputs.dtype if floating else None)  # type: ignore[union-attr]
-            self.last_fbr_weights = self.last_weights = w
-            self._eval_logits = None
-            return w
-        if not self.config.eval_features:  # read before a refresh's forward overwrites them
-            feats = self._capture.features if features is None else features.detach()
-            used = features is None and self._capture.count == self._used
-            if used or feats.shape[0] != labels.shape[0]:
-                raise ValueError(f"Expected the training forward's features of this batch "
-                                 f"({labels.shape[0]} rows), but got "
-                                 f"{'features already used' if used else feats.shape[0]}: run "
-                                 "the forward before `weights()` or pass `features=`")
-            self._eval_logits = None
-        if self._stale:
-            self.refresh_clean()
+        check_keywords_only(self, "weights", args, ("labels", "inputs"))
+        labels = self._check_labels(labels)
+        n = labels.shape[0]
+        if sample_ids is not None:
+            sample_ids = check_sample_ids(sample_ids, n)
+        if inputs is not None and (not isinstance(inputs, torch.Tensor) or
+                                   inputs.ndim == 0 or inputs.shape[0] != n):
+            raise ValueError(f"Expected `inputs` to be a tensor of {n} samples, but got "
+                             f"{getattr(inputs, 'shape', type(inputs).__name__)}")
+        self._eval_logits = None
         if self.config.eval_features:
             if inputs is None:
                 raise ValueError("Expected `inputs` to be given with `eval_features=True`, but "
                                  "got None")
+        else:  # read before anything else runs a forward
+            feats = self._capture.features if features is None else features.detach()
+            used = features is None and self._capture.count == self._used
+            if used or feats is None or feats.ndim != 2 or feats.shape[0] != n:
+                got = ("features already used" if used else
+                       tuple(feats.shape) if feats is not None else "no forward")
+                raise ValueError(f"Expected the training forward's features of this batch "
+                                 f"({n} rows), but got {got}: run the forward before "
+                                 "`weights()` or pass `features=`")
+        self._batch = None
+        if self.in_warmup:  # every weight w_init: no prototypes needed
+            floating = inputs is not None and inputs.is_floating_point()
+            w = torch.full((n,), self.reweighter.w_init, device=labels.device,
+                           dtype=inputs.dtype if floating else None)  # type: ignore[union-attr]
+            self.last_fbr_weights = self.last_weights = w
+            self._used = self._capture.count
+            if logits is not None:
+                agree = logits.detach().argmax(1) == labels.to(logits.device)
+                self.health.update_pool(agree=agree)
+            return w
+        if self._stale:
+            raise ValueError("Expected this epoch's prototypes before `weights()`: iterate "
+                             "`clean_batches()` to its end (it refreshes them) or call "
+                             "`refresh_prototypes()`")
+        if self.config.eval_features:
             with torch.no_grad(), eval_mode(self.model):
                 self._eval_logits = self.model(inputs).detach()
                 feats = self._capture.features
@@ -289,11 +323,15 @@ class SurrogateRecipe:
         self._used = self._capture.count  # these features are now used
         self._batch = (feats, labels)
         w = self._weights_from(feats, labels, sample_ids)
+        source = self._eval_logits if self._eval_logits is not None else logits
         self.health.update_pool(
             kept=cast(torch.Tensor, self.last_fbr_weights) > 0,
-            agree=None if self._eval_logits is None else self._eval_logits.argmax(1) == labels,
+            agree=None if source is None else source.detach().argmax(1) == labels.to(source.device),
             scores=self.reweighter.last_directions)
         return w
+
+    def _check_labels(self, labels: Any) -> torch.Tensor:
+        return check_class_labels(labels, self.num_classes)
 
     def _weights_from(self, feats: torch.Tensor, labels: torch.Tensor,
                       sample_ids: torch.Tensor | None) -> torch.Tensor:
@@ -318,32 +356,13 @@ class SurrogateRecipe:
                 missing_class_weight=rw.missing_class_weight).to(w.dtype)
         self.last_fbr_weights = w
         if self.config.smoothing:  # the running average per sample id
-            ids, m = check_sample_ids(sample_ids, w.shape[0]).to(w.device), self.config.smoothing
+            ids, m = cast(torch.Tensor, sample_ids).to(w.device), self.config.smoothing
             w = m * self._smoothed.gather(ids, like=w) + (1 - m) * w
             self._smoothed.scatter(ids, w)
         if self.config.dropped_weight:
             w = w.clamp_min(self.config.dropped_weight)
         self.last_weights = w
         return w
-
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor
-             ) -> torch.Tensor:
-        r"""The weighted loss of one pool batch from its training forward's ``logits``:
-        :math:`\frac1B\sum_i w_i\,\ell(z_i, y_i)`, plus the pseudo-label term if on."""
-        labels = labels.to(logits.device).long()
-        per_sample = per_sample_losses(self.loss_fn, logits, labels)
-        loss = (weights.detach().to(per_sample.dtype) * per_sample).mean()
-        if self._eval_logits is None:  # no eval forward (warm-up, eval_features=False): this one
-            self.health.update_pool(agree=logits.detach().argmax(1) == labels)
-        if self.config.pseudo_label_weight and not self.in_warmup:
-            fbr_w = self.last_fbr_weights
-            if fbr_w is None or fbr_w.shape != labels.shape:
-                raise RuntimeError("Expected `weights()` to be called on this batch before "
-                                   "`loss()` when `pseudo_label_weight` > 0")
-            source = self._eval_logits if self._eval_logits is not None else logits.detach()
-            loss = loss + self.config.pseudo_label_weight * pseudo_label_term(
-                logits, source, fbr_w == 0, self.config.pseudo_label_temperature)
-        return loss
 
     @torch.no_grad()
     def targets(self, labels: torch.Tensor, weights: torch.Tensor, *,
@@ -354,7 +373,7 @@ class SurrogateRecipe:
         clean prototype and network prediction agree (and a peer's, with ``peer_logits``) at
         softmax probability :math:`\ge \kappa`. Such a sample gets weight
         :math:`w_{\max}\,\min(1, (t - t_w + 1)/T_p)` in epoch :math:`t` (warm-up :math:`t_w`,
-        ramp :math:`T_p`); nothing else changes. Pure: no state is written.
+        ramp :math:`T_p`). Pure: no state is written.
 
         Args:
             labels: the batch's given labels, as passed to :meth:`weights`.
@@ -363,7 +382,7 @@ class SurrogateRecipe:
                 with ``pseudo_labels`` unless ``eval_features`` ran an eval forward.
             peer_logits: a second network's logits of the batch: a third view that must agree.
         """
-        labels = labels.long().to(weights.device)
+        labels = self._check_labels(labels).to(weights.device)
         if weights.shape != labels.shape:
             raise ValueError(f"Expected `weights` of shape {tuple(labels.shape)}, but got "
                              f"{tuple(weights.shape)}")
@@ -371,7 +390,7 @@ class SurrogateRecipe:
         none = torch.zeros_like(labels, dtype=torch.bool)
         if self.in_warmup:
             return Targets(w, labels, ~none, none)
-        if self._batch is None or self._batch[1].shape != labels.shape:
+        if self._batch is None or not torch.equal(self._batch[1].to(labels.device), labels):
             raise ValueError("Expected `weights()` to be called on this batch before `targets()`")
         kept = cast(torch.Tensor, self.last_fbr_weights).to(w.device) > 0
         if not self.config.pseudo_labels:
@@ -380,24 +399,32 @@ class SurrogateRecipe:
         if source is None:
             raise ValueError("Expected `logits` to be given with `pseudo_labels` and "
                              "`eval_features=False`, but got None")
-        feats = self._batch[0]
-        mu, protos, present = fbr_prototypes(self.reweighter.clean["class_sums"],
-                                             self.reweighter.clean["class_counts"])
-        sim = fbr_scaled_similarity(feats, mu.to(feats.device), protos.to(feats.device))[0]
-        nearest = sim.masked_fill(~present.to(sim.device), float("-inf")).argmax(1)
-        pseudo_labels, accept = agreement_pseudo_labels(
-            nearest.to(w.device), source.to(w.device), confidence=self.config.pseudo_confidence,
-            peer_logits=None if peer_logits is None else peer_logits.to(w.device))
-        accept &= ~kept & present.to(w.device)[labels]
-        ramp = self.config.pseudo_ramp_epochs
-        t = self.epoch - self.config.warmup_epochs + 1
-        scale = self.reweighter.w_max * (min(1.0, t / ramp) if ramp else 1.0)
-        return Targets(torch.where(accept, torch.full_like(w, scale), w),
-                       torch.where(accept, pseudo_labels, labels), kept, accept)
+        ramp, t = self.config.pseudo_ramp_epochs, self.epoch - self.config.warmup_epochs + 1
+        clean = self.reweighter.clean
+        return pseudo_label_targets(
+            w, labels, kept, self._batch[0], clean["class_sums"], clean["class_counts"],
+            source, confidence=self.config.pseudo_confidence, peer_logits=peer_logits,
+            weight=self.reweighter.w_max * (min(1.0, t / ramp) if ramp else 1.0))
+
+    # ------------------------------------------------------------------ losses (pure)
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor
+             ) -> torch.Tensor:
+        r"""The weighted loss of one pool batch from its training forward's ``logits``:
+        :math:`\frac1B\sum_i w_i\,\ell(z_i, y_i)`, weights detached (0 for an empty batch).
+        Pure: no state is read or written. For :meth:`targets`, pass ``t.labels, t.weights``."""
+        labels = labels.to(logits.device).long()
+        if labels.numel() == 0:
+            return logits.sum() * 0.0
+        per_sample = per_sample_losses(self.loss_fn, logits, labels)
+        if weights.shape != per_sample.shape:
+            raise ValueError(f"Expected `weights` of shape {tuple(per_sample.shape)}, but got "
+                             f"{tuple(weights.shape)}")
+        return (weights.detach().to(per_sample) * per_sample).mean()
 
     def clean_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The plain mean loss of a clean batch: ``loss_fn`` averaged."""
-        self._used = self._capture.count  # (its features are the clean batch's)
+        """The plain mean loss of a clean batch: ``loss_fn`` averaged. Pure."""
+        if labels.numel() == 0:
+            return logits.sum() * 0.0
         return self.loss_fn(logits, labels.to(logits.device).long()).mean()
 
     # ------------------------------------------------------------------ health
@@ -416,13 +443,14 @@ class SurrogateRecipe:
                     if not self.in_warmup and not self.reweighter.clean.empty:
                         kept = self._heldout_kept(self._capture.features, y)
                     self.health.update_heldout(kept=kept, correct=logits.argmax(1) == y)
+            self._used = self._capture.count  # not a pool batch's features
         return self.health.end_epoch(self.epoch)
 
     def _heldout_kept(self, feats: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.config.thresholds == "calibrated":
-            d = self.directions(None, labels, features=feats, alpha=0.0).float()
+            d = self.directions(labels=labels, features=feats, alpha=0.0).float()
             return d > cast(torch.Tensor, self._thresholds).to(d)[labels.to(d.device)]
-        d = self.directions(None, labels, features=feats).float()
+        d = self.directions(labels=labels, features=feats).float()
         if self.config.drop_rate is None:
             return d > 0
         cutoff = self.health.score_quantile(  # judged as the epoch's pool was
@@ -430,64 +458,53 @@ class SurrogateRecipe:
         return d >= (0.0 if cutoff is None else cutoff.to(d.device))
 
     @torch.no_grad()
-    def directions(self, inputs: torch.Tensor | None, labels: torch.Tensor, *,
+    def directions(self, *args: Any, labels: torch.Tensor | None = None,
+                   inputs: torch.Tensor | None = None,
                    features: torch.Tensor | None = None,
                    alpha: float | None = None) -> torch.Tensor:
         r"""FBR's directions :math:`d_i` (B,) of samples against the current prototypes, without
         changing any state: a diagnostic (with ``alpha=0``, :math:`d_i > 0` exactly when
         :math:`y_i` is the class of the nearest centred prototype). The features are those of
         an eval-mode forward of ``model`` on ``inputs``, or ``features`` if given; ``alpha``
-        defaults to the schedule's current value. The prototypes are computed first if none
-        exist yet."""
+        defaults to the schedule's current value. Its forward counts as used features: a
+        :meth:`weights` call after it needs a new training forward."""
+        check_keywords_only(self, "directions", args, ("labels", "inputs"))
+        labels = self._check_labels(labels)
         if self.reweighter.clean.empty:
-            self.refresh_clean()
+            raise ValueError("Expected prototypes before `directions()`: iterate "
+                             "`clean_batches()` or call `refresh_prototypes()` first")
         if features is None:
             if inputs is None:
                 raise ValueError("Expected `inputs` or `features` to be given, but got neither")
             with eval_mode(self.model):
                 self.model(inputs)
             features = self._capture.features
+            self._used = self._capture.count
         return cast(torch.Tensor, self.reweighter.directions(
             features=features, labels=labels.to(features.device), alpha=alpha))
 
     # ------------------------------------------------------------------ state
-    _STATE = ("epoch", "generator", "smoothed", "stale", "reweighter", "health", "thresholds")
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly (epoch, RNG, stores, the reweighter's prototypes,
-        the health counts) and the configuration, checked on load; CPU tensors and plain values.
-        The model, optimizer and data are yours to save, as for an LR scheduler."""
-        return {"_version": STATE_VERSION, "num_classes": self.num_classes,
-                "config": self.config.to_dict(), "epoch": self.epoch,
-                "generator": self.generator.get_state(),
-                "smoothed": self._smoothed.state_dict(), "stale": self._stale,
-                "reweighter": self.reweighter.state_dict(), "health": self.health.state_dict(),
-                "thresholds": None if self._thresholds is None else self._thresholds.cpu()}
+        the thresholds, the health counts) and the configuration, checked on load; CPU tensors
+        and plain values. The model, optimizer and data are yours to save, as for an LR
+        scheduler (give your pool ``DataLoader`` its own ``generator=`` and save it too)."""
+        return recipe_state_dict(self)
 
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
-        """Restore a :meth:`state_dict`; a ``ValueError`` names an unexpected or missing key
-        (``strict``), a newer layout or a configuration mismatch (e.g. ``smoothing``)."""
-        check_state_dict(state_dict, owner="SurrogateRecipe",
-                         keys=("num_classes", "config", *self._STATE), strict=strict,
-                         config={"num_classes": self.num_classes,
-                                 "config": self.config.to_dict()})
-        if "epoch" in state_dict:
-            self.epoch = check_nonneg_int(state_dict["epoch"], "state_dict['epoch']")
-            self.reweighter.set_epoch(self.epoch)
-        if "generator" in state_dict:
-            self.generator.set_state(state_dict["generator"])
-        if "smoothed" in state_dict:
-            self._smoothed.load_state_dict(state_dict["smoothed"])
-        if "stale" in state_dict:
-            self._stale = bool(state_dict["stale"])
-        if "reweighter" in state_dict:
-            self.reweighter.load_state_dict(state_dict["reweighter"], strict=strict)
-        if "health" in state_dict:
-            self.health.load_state_dict(state_dict["health"], strict=strict)
-        if "thresholds" in state_dict:
-            t = state_dict["thresholds"]
-            self._thresholds = None if t is None else t.to(self.device)
+        """Restore a :meth:`state_dict`, atomically: a ``ValueError`` (an unexpected or missing
+        key with ``strict``, a newer layout, a configuration mismatch, a bad entry) leaves the
+        recipe as it was."""
+        load_recipe_state_dict(self, state_dict, strict)
+
+    def __enter__(self) -> SurrogateRecipe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
 
     def remove(self) -> None:
-        """Remove the feature hook from the head."""
+        """Remove the feature hook the recipe installed on ``head`` (also what leaving a
+        ``with SurrogateRecipe(...) as recipe:`` block does)."""
         self._capture.remove()

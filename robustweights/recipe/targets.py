@@ -17,7 +17,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Targets", "agreement_pseudo_labels", "mixup", "soft_cross_entropy"]
+from robustweights.functional.surrogate import fbr_prototypes, fbr_scaled_similarity
+
+__all__ = ["Targets", "agreement_pseudo_labels", "mixup", "nearest_prototype",
+           "pseudo_label_targets", "soft_cross_entropy"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,24 @@ class Targets:
     labels: torch.Tensor
     kept: torch.Tensor
     pseudo: torch.Tensor
+
+
+def nearest_prototype(features: torch.Tensor, class_sums: torch.Tensor,
+                      class_counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The class of each sample's most similar centred clean prototype,
+    :math:`\arg\max_{c \in \mathcal P} \langle f_i - \mu, P_c\rangle` over the classes
+    :math:`\mathcal P` present in the clean set (FBR's similarity, steps 1-2), and the
+    present-class mask (C,).
+
+    Example:
+        >>> sums = torch.tensor([[2.0, 0.0], [0.0, 2.0], [0.0, 0.0]])
+        >>> nearest_prototype(torch.tensor([[1.0, 0.1], [0.0, 3.0]]), sums,
+        ...                   torch.tensor([2.0, 2.0, 0.0]))
+        (tensor([0, 1]), tensor([ True,  True, False]))
+    """
+    mu, protos, present = fbr_prototypes(class_sums, class_counts)
+    sim = fbr_scaled_similarity(features, mu.to(features.device), protos.to(features.device))[0]
+    return sim.masked_fill(~present.to(sim.device), float("-inf")).argmax(1), present
 
 
 def agreement_pseudo_labels(prototype_class: torch.Tensor, logits: torch.Tensor, *,
@@ -86,6 +107,25 @@ def agreement_pseudo_labels(prototype_class: torch.Tensor, logits: torch.Tensor,
                              f"{tuple(peer_logits.shape)}")
         accept &= peer_logits.detach().argmax(1) == prototype_class
     return prototype_class, accept
+
+
+def pseudo_label_targets(weights: torch.Tensor, labels: torch.Tensor, kept: torch.Tensor,
+                         features: torch.Tensor, class_sums: torch.Tensor,
+                         class_counts: torch.Tensor, logits: torch.Tensor, *, confidence: float,
+                         weight: float, peer_logits: torch.Tensor | None = None) -> Targets:
+    r"""The :class:`Targets` of a batch whose dropped samples (``~kept``) take the class of
+    their nearest clean prototype (:func:`nearest_prototype` of ``features``) where
+    :func:`agreement_pseudo_labels` accepts it, at weight ``weight``; every other sample keeps
+    its weight and given label. A sample whose given class has no clean sample is never
+    relabelled."""
+    dev = weights.device
+    nearest, present = nearest_prototype(features, class_sums, class_counts)
+    pseudo, accept = agreement_pseudo_labels(
+        nearest.to(dev), logits.to(dev), confidence=confidence,
+        peer_logits=None if peer_logits is None else peer_logits.to(dev))
+    accept &= ~kept & present.to(dev)[labels]
+    return Targets(torch.where(accept, torch.full_like(weights, weight), weights),
+                   torch.where(accept, pseudo, labels), kept, accept)
 
 
 def mixup(inputs: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, *,

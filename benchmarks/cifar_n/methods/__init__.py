@@ -19,11 +19,11 @@ METHODS: dict[str, type[Method]] = {
 __all__ = [
     "AUGMENTATIONS",
     "CE",
-    "CEMixup",
     "FBR",
     "FINE",
     "L2RW",
     "METHODS",
+    "CEMixup",
     "CleanOnly",
     "CoTeaching",
     "CoTeachingPlus",

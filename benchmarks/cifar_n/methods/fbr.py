@@ -51,9 +51,11 @@ class FBR(Method):
     ``SurrogateRecipe`` and two feature sources other than the trained network.
 
     Params beyond the authors' recipe: ``dropped_weight``, ``smoothing``,
-    ``pseudo_label_weight``, ``drop_rate`` (None: the threshold rule; a fraction, or
+    ``drop_rate`` (None: the threshold rule; a fraction, or
     ``"nominal"`` for the noise type's nominal rate, as Co-teaching is given), ``drop_ramp``
-    (epochs of the drop-rate ramp), ``class_balanced``, ``health_holdout`` (that many trusted
+    (epochs of the drop-rate ramp), ``class_balanced``, ``calibration_holdout`` (that many
+    trusted images, the same number per class, are held out of the clean set to calibrate the
+    per-class thresholds), ``health_holdout`` (that many trusted
     images, drawn at random, are held out of the recipe's clean set and only score the filter's
     health each epoch; 0: none), ``mode`` (the reweighter's
     ``"recompute"`` or ``"incremental"``), and ``features``: ``"self"`` (the trained network's,
@@ -72,12 +74,13 @@ class FBR(Method):
     @classmethod
     def defaults(cls) -> dict[str, Any]:
         return {"warmup": 10, "clean_passes": 30, "alpha_switch": 40, "eval_features": True,
-                "dropped_weight": 0.0, "smoothing": 0.0, "pseudo_label_weight": 0.0,
+                "dropped_weight": 0.0, "smoothing": 0.0,
                 "drop_rate": None, "drop_ramp": 10, "class_balanced": False,
                 "mode": "recompute", "features": "self", "ema_decay": 0.999,
                 "health_holdout": 0, "noise_rate": 0.2, "loss_norm": "batch",
                 "thresholds": "global", "calibration_quantile": 0.2, "pseudo_labels": False,
-                "pseudo_confidence": 0.95, "pseudo_ramp": 10, "mixup": 0.0}
+                "pseudo_confidence": 0.95, "pseudo_ramp": 10, "mixup": 0.0,
+                "calibration_holdout": 0}
 
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
@@ -88,8 +91,6 @@ class FBR(Method):
         if p["loss_norm"] not in ("batch", "weights"):
             raise ValueError(f"Expected `loss_norm` to be 'batch' or 'weights', but got "
                              f"{p['loss_norm']!r}")
-        if p["loss_norm"] == "weights" and float(p["pseudo_label_weight"]):
-            raise ValueError("Expected `pseudo_label_weight` = 0 with `loss_norm='weights'`")
         if p["features"] != "self" and not p["eval_features"]:
             raise ValueError("Expected `eval_features` with features from another network "
                              f"({p['features']!r}): the training forward is the trained one's")
@@ -118,6 +119,16 @@ class FBR(Method):
         x, y = ctx.memory_format(ctx.clean_x), ctx.clean_y
         self.clean = (x[order[k_out:]], y[order[k_out:]]) if k_out else (x, y)
         self.held = (x[order[:k_out]], y[order[:k_out]]) if k_out else None
+        self.calib = None
+        per_class = int(p["calibration_holdout"]) // ctx.num_classes
+        if per_class:  # the same number of trusted images of every class, never trained on
+            if k_out:
+                raise ValueError("Expected `health_holdout` = 0 with `calibration_holdout`")
+            yo = y[order]
+            rank = torch.stack([(yo[: i + 1] == yo[i]).sum() for i in range(len(yo))]) - 1
+            out = order[rank < per_class]
+            keep = order[rank >= per_class]
+            self.clean, self.calib = (x[keep], y[keep]), (x[out], y[out])
         self.recipes = [self._recipe(ctx, scorer, k) for k, scorer in enumerate(scorers)]
         self.recipe = self.recipes[0]
 
@@ -132,12 +143,11 @@ class FBR(Method):
                                                              int(p["alpha_switch"])))
         return SurrogateRecipe(
             ctx.num_classes, model=scorer, head=head(inner),
-            clean_data=self.clean, health_data=self.held,
+            clean_data=self.clean, health_data=self.held, calibration_data=self.calib,
             warmup_epochs=int(p["warmup"]), alpha_switch=int(p["alpha_switch"]),
             clean_passes=int(p["clean_passes"]), clean_batch_size=ctx.config.batch_size,
             eval_features=bool(p["eval_features"]), dropped_weight=float(p["dropped_weight"]),
             smoothing=float(p["smoothing"]),
-            pseudo_label_weight=float(p["pseudo_label_weight"]),
             drop_rate=None if rate is None else float(rate), drop_ramp_epochs=int(p["drop_ramp"]),
             class_balanced=bool(p["class_balanced"]), reweighter=reweighter,
             thresholds=str(p["thresholds"]),
@@ -165,6 +175,9 @@ class FBR(Method):
                 if k == 0:
                     clean_total, clean_n = clean_total + float(loss.detach()) * len(yc), \
                         clean_n + len(yc)
+        if len(self.recipes) > 1:  # the peer exchange: each scores the other, trained since
+            for recipe in self.recipes:
+                recipe.refresh_prototypes()
         weights = np.full(c.n_pool, np.nan)
         pseudo = np.full(c.n_pool, -1, dtype=np.int64)
         mix = float(self.params["mixup"])
@@ -174,19 +187,19 @@ class FBR(Method):
             x, y = c.train_view(c.pool_x[idx]), c.pool_y[idx]
             for k, recipe in enumerate(self.recipes):
                 if mix > 0:  # targets from the un-mixed batch's eval forward, then mixup
-                    w = recipe.weights(x, y, sample_ids=idx)
+                    w = recipe.weights(inputs=x, labels=y, sample_ids=idx)
                     t = recipe.targets(y, w)
                     xm, q, wm = mixup(x, t.labels, t.weights, num_classes=c.num_classes,
                                       alpha=mix, generator=c.generator)
                     loss = soft_cross_entropy(self.nets[k](xm), q, wm)
                 elif recipe.config.eval_features:  # the eval forward, then the training one
-                    w = recipe.weights(x, y, sample_ids=idx)
+                    w = recipe.weights(inputs=x, labels=y, sample_ids=idx)
                     logits = self.nets[k](x)
                     t = recipe.targets(y, w)
                     loss = recipe.loss(logits, t.labels, t.weights)
                 else:  # the training forward's features: forward first
                     logits = self.nets[k](x)
-                    w = recipe.weights(x, y, sample_ids=idx)
+                    w = recipe.weights(inputs=x, labels=y, sample_ids=idx)
                     t = recipe.targets(y, w, logits=logits.detach())
                     loss = recipe.loss(logits, t.labels, t.weights)
                 if self.params["loss_norm"] == "weights":  # sum w l / sum w, not / B
@@ -222,7 +235,8 @@ class FBR(Method):
         if self.recipe.in_warmup:
             return None
         c = self.c
-        return torch.cat([self.recipe.directions(c.memory_format(xb), yb, alpha=0.0)
+        return torch.cat([self.recipe.directions(inputs=c.memory_format(xb), labels=yb,
+                                                 alpha=0.0)
                           for xb, yb in zip(x.split(c.config.eval_batch_size),
                                             labels.split(c.config.eval_batch_size),
                                             strict=True)])

@@ -1,0 +1,268 @@
+"""Targets for what the filter drops: agreement-gated pseudo-labels, per-class thresholds
+calibrated on the trusted set, mixup and the soft-target loss, on hand-checkable cases and
+against literal references."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from robustweights import RecipeConfig, SurrogateRecipe, SurrogateReweighter
+from robustweights.recipe.calibration import class_thresholds, leave_one_out_directions
+from robustweights.recipe.targets import (
+    Targets,
+    agreement_pseudo_labels,
+    mixup,
+    soft_cross_entropy,
+)
+
+
+# ---------------------------------------------------------------------- agreement gating
+def test_pseudo_labels_need_agreement_and_confidence() -> None:
+    # sample 0: agree, p = e^4/(1+e^4) = 0.982 -> accepted; 1: agree but p = 0.525 < 0.9;
+    # 2: the network says 1, the prototype 0 -> refused; 3: agree, confident, peer disagrees
+    z = torch.tensor([[4.0, 0.0], [0.0, 0.1], [0.0, 4.0], [0.0, 5.0]])
+    proto = torch.tensor([0, 1, 0, 1])
+    labels, ok = agreement_pseudo_labels(proto, z, confidence=0.9)
+    assert labels.tolist() == [0, 1, 0, 1]
+    assert ok.tolist() == [True, False, False, True]
+    peer = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+    _, ok = agreement_pseudo_labels(proto, z, confidence=0.9, peer_logits=peer)
+    assert ok.tolist() == [True, False, False, False]
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"confidence": 1.5}, "`confidence`"),
+    ({"peer_logits": torch.zeros(4, 3)}, "`peer_logits`"),
+])
+def test_pseudo_label_errors(kw: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        agreement_pseudo_labels(torch.zeros(4, dtype=torch.long), torch.zeros(4, 2), **kw)
+    with pytest.raises(ValueError, match="`logits`"):
+        agreement_pseudo_labels(torch.zeros(3, dtype=torch.long), torch.zeros(4, 2))
+
+
+# ---------------------------------------------------------------------- calibration
+def _loo_reference(g: torch.Tensor, y: torch.Tensor, c: int) -> torch.Tensor:
+    """Literal: for each sample, drop it, rebuild the centred prototypes, and take its alpha-0
+    direction (own similarity minus the best other class, as FBR's shift gives when the own
+    class wins, and own minus the second best when it does not)."""
+    out = []
+    for j in range(len(y)):
+        keep = torch.arange(len(y)) != j
+        means = torch.stack([g[keep & (y == k)].mean(0) for k in range(c)])
+        mu = means.mean(0)
+        s = torch.stack([(g[j] - mu) @ (means[k] - mu) for k in range(c)])
+        second = s.topk(2).values[1]
+        out.append(s[y[j]] - second)
+    return torch.stack(out)
+
+
+def test_leave_one_out_directions_match_the_literal_loop() -> None:
+    g = torch.randn(24, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = torch.arange(24) % 3
+    g = g + torch.eye(3, 5, dtype=torch.float64)[y] * 2
+    d, ok = leave_one_out_directions(g, y, 3)
+    assert ok.all()
+    torch.testing.assert_close(d, _loo_reference(g, y, 3))
+
+
+def test_leave_one_out_is_not_the_plain_direction() -> None:
+    # a sample alone pulls its own prototype towards itself: its plain direction is higher
+    g = torch.randn(18, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y = torch.arange(18) % 3
+    g = g + torch.eye(3, 4, dtype=torch.float64)[y]
+    d_loo, _ = leave_one_out_directions(g, y, 3)
+    rw = SurrogateReweighter(3, alpha=0.0)
+    rw.set_clean(features=g, labels=y)
+    d = rw.directions(features=g, labels=y)
+    assert (d >= d_loo - 1e-12).all() and (d > d_loo).sum() >= 9
+
+
+def test_singleton_class_is_invalid_and_gets_threshold_zero() -> None:
+    g = torch.tensor([[1.0, 0.0], [1.1, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    y = torch.tensor([0, 0, 1])
+    d, ok = leave_one_out_directions(g, y, 3)
+    assert ok.tolist() == [True, True, False] and d[2] == 0
+    t = class_thresholds(d, y, 3, quantile=0.5, valid=ok)
+    assert t[1] == 0 and t[2] == 0  # no valid sample of class 1, none of class 2 at all
+    assert t[0] == d[:2].median() or torch.isclose(t[0], d[:2].mean())
+
+
+def test_thresholds_are_per_class_quantiles() -> None:
+    d = torch.tensor([-3.0, -1.0, 1.0, 3.0, 10.0, 20.0])
+    y = torch.tensor([0, 0, 0, 0, 1, 1])
+    t = class_thresholds(d, y, 2, quantile=0.25)
+    torch.testing.assert_close(t, torch.tensor([-1.5, 12.5], dtype=torch.float64))
+    with pytest.raises(ValueError, match="`quantile`"):
+        class_thresholds(d, y, 2, quantile=1.0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.floats(0.0, 0.9))
+def test_calibrated_share_kept_is_the_same_in_every_class(seed: int, q: float) -> None:
+    # the trusted scores themselves: each class keeps (strictly above t_c) 1 - q of them
+    # to within one sample (a quantile interpolates between two order statistics)
+    gen = torch.Generator().manual_seed(seed)
+    d = torch.randn(60, generator=gen, dtype=torch.float64) + torch.arange(60) % 3
+    y = torch.arange(60) % 3
+    t = class_thresholds(d, y, 3, quantile=q)
+    for c in range(3):
+        share = (d[y == c] > t[c]).double().mean()
+        assert abs(share - (1 - q)) <= 1 / 20 + 1e-9
+
+
+# ---------------------------------------------------------------------- mixup and the loss
+def test_mixup_mixes_inputs_targets_and_weights_alike() -> None:
+    x = torch.arange(8.0).reshape(4, 2)
+    y = torch.tensor([0, 1, 2, 0])
+    w = torch.tensor([1.0, 0.0, 0.5, 1.0])
+    gen = torch.Generator().manual_seed(3)
+    xm, q, wm = mixup(x, y, w, num_classes=3, alpha=1.0, generator=gen)
+    gen = torch.Generator().manual_seed(3)  # replay the same draws by hand
+    a = torch._standard_gamma(torch.full((2,), 1.0), generator=gen)
+    lam = float(a[0] / a.sum())
+    perm = torch.randperm(4, generator=gen)
+    torch.testing.assert_close(xm, lam * x + (1 - lam) * x[perm])
+    torch.testing.assert_close(q, lam * F.one_hot(y, 3).float() + (1 - lam) * F.one_hot(y[perm], 3))
+    torch.testing.assert_close(wm, lam * w + (1 - lam) * w[perm])
+    assert torch.allclose(q.sum(1), torch.ones(4))
+
+
+def test_mixup_keeps_a_pair_of_dropped_samples_at_zero() -> None:
+    x, y = torch.randn(6, 3), torch.arange(6) % 2
+    _, _, wm = mixup(x, y, torch.zeros(6), num_classes=2, generator=torch.Generator())
+    assert (wm == 0).all()
+    with pytest.raises(ValueError, match="`alpha`"):
+        mixup(x, y, torch.zeros(6), num_classes=2, alpha=0.0)
+    with pytest.raises(ValueError, match="samples"):
+        mixup(x, y, torch.zeros(5), num_classes=2)
+
+
+def test_soft_cross_entropy_gradient_by_hand() -> None:
+    # d/dz_i of (1/B) sum_i w_i (-sum_c q_ic log softmax(z_i)_c) = (w_i / B)(softmax(z_i) - q_i)
+    z = torch.tensor([[1.0, 2.0, 0.0], [0.5, -1.0, 0.0]], requires_grad=True)
+    q = torch.tensor([[0.2, 0.8, 0.0], [1.0, 0.0, 0.0]])
+    w = torch.tensor([0.5, 2.0])
+    soft_cross_entropy(z, q, w).backward()
+    p = torch.softmax(z.detach(), 1)
+    torch.testing.assert_close(z.grad, (w / 2).unsqueeze(1) * (p - q))
+    # with one-hot targets it is the weighted mean cross-entropy
+    yy = torch.tensor([1, 0])
+    torch.testing.assert_close(soft_cross_entropy(z, F.one_hot(yy, 3).float(), w),
+                               (w * F.cross_entropy(z, yy, reduction="none")).mean())
+    assert float(soft_cross_entropy(torch.zeros(0, 3), torch.zeros(0, 3))) == 0.0
+    with pytest.raises(ValueError, match="`soft_targets`"):
+        soft_cross_entropy(z, q[:1])
+    with pytest.raises(ValueError, match="`weights`"):
+        soft_cross_entropy(z, q, w[:1])
+
+
+# ---------------------------------------------------------------------- the recipe step
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Identity()
+        self.fc = nn.Linear(3, 3, bias=False)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.eye(3) * 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(x))
+
+
+def _recipe(**kw: object) -> SurrogateRecipe:
+    """A recipe on the identity-feature net, started at epoch 0 with its prototypes."""
+    net = Net()
+    xc = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.2, 0.0], [0.0, 1.0, 0.0], [0.2, 1.0, 0.0],
+                       [0.0, 0.0, 1.0], [0.0, 0.1, 1.0]])
+    yc = torch.tensor([0, 0, 1, 1, 2, 2])
+    recipe = SurrogateRecipe(3, model=net, head=net.fc, clean_data=(xc, yc),
+                             config=RecipeConfig(warmup_epochs=0, alpha_switch=0,
+                                                 clean_passes=0, **kw))  # type: ignore[arg-type]
+    recipe.start_epoch(0)
+    list(recipe.clean_batches())  # no pass; its end refreshes the prototypes
+    return recipe
+
+
+def test_targets_give_dropped_samples_the_agreed_pseudo_label() -> None:
+    # features = inputs (identity body); prototypes: class k near the k-th unit vector.
+    # Sample 0 labelled 0 near class 0: kept. Sample 1 labelled 0 near class 1, and the network
+    # (logits 10x the features) is sure of class 1: dropped, pseudo-label 1. Sample 2 labelled 1
+    # nearer class 0, the network unsure (logits 6.2 and 6.0): dropped, no pseudo-label.
+    r = _recipe(pseudo_labels=True, pseudo_confidence=0.9, pseudo_ramp_epochs=4)
+    r.start_epoch(1)  # ramp (1 - 0 + 1) / 4 = 0.5
+    r.refresh_prototypes()
+    x = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.62, 0.6, 0.0]])
+    y = torch.tensor([0, 0, 1])
+    logits = r.model(x)
+    w = r.weights(inputs=x, labels=y)
+    t = r.targets(y, w, logits=logits.detach())
+    assert isinstance(t, Targets)
+    assert t.kept.tolist() == [True, False, False]
+    assert t.pseudo.tolist() == [False, True, False]
+    assert t.labels.tolist() == [0, 1, 1]
+    torch.testing.assert_close(t.weights, torch.tensor([1.0, 0.5, 0.0]))
+
+
+def test_targets_without_pseudo_labels_are_the_weights() -> None:
+    r = _recipe()
+    x, y = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), torch.tensor([0, 0])
+    r.model(x)
+    w = r.weights(inputs=x, labels=y)
+    t = r.targets(y, w)
+    assert t.pseudo.tolist() == [False, False] and t.labels.tolist() == [0, 0]
+    assert torch.equal(t.weights, w)
+
+
+def test_targets_errors() -> None:
+    r = _recipe(pseudo_labels=True)
+    x, y = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), torch.tensor([0, 0])
+    with pytest.raises(ValueError, match="`weights\\(\\)` to be called"):
+        r.targets(y, torch.ones(2))
+    r.model(x)
+    w = r.weights(inputs=x, labels=y)
+    with pytest.raises(ValueError, match="`logits`"):
+        r.targets(y, w)
+    with pytest.raises(ValueError, match="`weights` of shape"):
+        r.targets(y, w[:1])
+
+
+def test_calibrated_thresholds_change_who_is_kept() -> None:
+    # with the global rule a sample is kept when its label's prototype is the nearest; with
+    # q = 0 the threshold of each class is its lowest leave-one-out trusted direction
+    g = torch.Generator().manual_seed(0)
+    yc = torch.arange(60) // 20
+    xc = torch.randn(60, 3, generator=g) * 0.3 + torch.eye(3)[yc]
+    net = Net()
+    r = SurrogateRecipe(3, model=net, head=net.fc, clean_data=(xc, yc),
+                        config=RecipeConfig(warmup_epochs=0, alpha_switch=0, clean_passes=0,
+                                            thresholds="calibrated", calibration_quantile=0.0))
+    r.start_epoch(0)
+    r.refresh_prototypes()
+    x = torch.tensor([[0.55, 0.45, 0.0], [0.45, 0.55, 0.0], [0.2, 0.5, 0.6]])
+    y = torch.tensor([0, 0, 0])
+    net(x)
+    w = r.weights(inputs=x, labels=y)
+    d_loo, _ = leave_one_out_directions(xc, yc, 3)
+    t0 = d_loo[yc == 0].min()
+    d = r.directions(labels=y, features=x, alpha=0.0)
+    assert torch.equal(w > 0, d > t0.to(d))
+    assert not torch.equal(w > 0, d > 0)  # the calibrated rule is not the global one here
+
+
+def test_config_checks_the_new_options() -> None:
+    with pytest.raises(ValueError, match="`thresholds`"):
+        RecipeConfig(thresholds="local")
+    with pytest.raises(ValueError, match="`drop_rate`"):
+        RecipeConfig(thresholds="calibrated", drop_rate=0.3)
+    with pytest.raises(ValueError, match="`calibration_quantile`"):
+        RecipeConfig(calibration_quantile=1.0)
+    with pytest.raises(ValueError, match="`pseudo_confidence`"):
+        RecipeConfig(pseudo_confidence=1.5)
+    with pytest.raises(TypeError, match="`pseudo_labels`"):
+        RecipeConfig(pseudo_labels=1)  # type: ignore[arg-type]
