@@ -106,5 +106,6 @@ def test_results_pages_are_checked():
 def test_docs_pages_embed_the_examples_they_describe():
     text = "".join(p.read_text() for p in DOCS.glob("*.md"))
     for name in ("custom_loop.py", "recipe_loop.py", "lightning_example.py",
-                 "hf_trainer_example.py"):
+                 "hf_trainer_example.py", "ddp_example.py", "phase_monitor.py",
+                 "peer_recipe.py"):
         assert f'--8<-- "examples/{name}"' in text, f"the docs no longer include {name}"
