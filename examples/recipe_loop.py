@@ -3,30 +3,35 @@ from robustweights import SurrogateRecipe
 
 torch.manual_seed(0)
 X = torch.randn(2000, 20); y_true = (X[:, 0] + X[:, 1] > 0).long()
-flip = torch.rand(2000) < 0.35                          # 35% of the labels are wrong
+flip = torch.rand(2000) < 0.35                  # 35% of the labels are wrong
 y = torch.where(flip, 1 - y_true, y_true)
-Xc = torch.randn(100, 20); yc = (Xc[:, 0] + Xc[:, 1] > 0).long()  # small trusted clean set
+Xc = torch.randn(100, 20)                       # a small trusted clean set
+yc = (Xc[:, 0] + Xc[:, 1] > 0).long()
 
-model = nn.Sequential(nn.Linear(20, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 2))
+model = nn.Sequential(nn.Linear(20, 64), nn.BatchNorm1d(64), nn.ReLU(),
+                      nn.Linear(64, 2))
 opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-recipe = SurrogateRecipe(2, model=model, head=model[3], clean_data=(Xc, yc), warmup_epochs=2,
-                         alpha_switch=1000, clean_passes=5)
-# (alpha_switch=1000: with 2 classes alpha must stay > 0, see "The methods, precisely")
-def step(loss):                                         # yours: AMP, clipping, schedulers...
+recipe = SurrogateRecipe(2, model=model, head=model[3], clean_data=(Xc, yc),
+                         warmup_epochs=2, alpha_switch=1000, clean_passes=5)
+# (alpha_switch=1000: with 2 classes alpha must stay > 0; see the FBR method page)
+def step(loss):                                 # yours: AMP, clipping, schedulers...
     opt.zero_grad(); loss.backward(); opt.step()
 
 for epoch in range(15):
-    recipe.start_epoch(epoch)                           # warm-up and alpha schedule
+    recipe.start_epoch(epoch)                   # warm-up and alpha schedule
     model.train()
-    for xb, yb in recipe.clean_batches():               # the clean passes, then the
-        step(recipe.clean_loss(model(xb), yb))          # prototypes are refreshed
-    for idx in torch.randperm(2000).split(100):         # the noisy pool
-        logits = model(X[idx])                          # your forward (its features are hooked)
-        w = recipe.weights(inputs=X[idx], labels=y[idx], logits=logits)  # features -> weights
-        step(recipe.loss(logits, y[idx], w))            # mean of w_i * loss_i
+    for xb, yb in recipe.clean_batches():       # the clean passes; at their end
+        step(recipe.clean_loss(model(xb), yb))  # the prototypes are refreshed
+    for idx in torch.randperm(2000).split(100): # the noisy pool
+        logits = model(X[idx])                  # your forward (its features are hooked)
+        w = recipe.weights(inputs=X[idx], labels=y[idx],
+                           logits=logits)       # its features -> FBR weights
+        step(recipe.loss(logits, y[idx], w))    # mean of w_i * loss_i
 model.eval()
 with torch.no_grad():
     accuracy = (model(X).argmax(1) == y_true).float().mean().item()
-    kept = recipe.directions(inputs=X, labels=y) > 0    # FBR's kept set (weight above w0)
-print(f"accuracy on true labels {accuracy:.3f}; kept {kept.float().mean():.2f} of samples, "
-      f"{(~flip[kept]).float().mean():.3f} correctly labelled (pool {(~flip).float().mean():.3f})")
+    kept = recipe.directions(inputs=X, labels=y) > 0  # FBR's kept set
+print(f"accuracy on true labels {accuracy:.3f}; "
+      f"kept {kept.float().mean():.2f} of samples, "
+      f"{(~flip[kept]).float().mean():.3f} correctly labelled "
+      f"(pool {(~flip).float().mean():.3f})")

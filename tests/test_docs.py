@@ -106,5 +106,44 @@ def test_results_pages_are_checked():
 def test_docs_pages_embed_the_examples_they_describe():
     text = "".join(p.read_text() for p in DOCS.glob("*.md"))
     for name in ("custom_loop.py", "recipe_loop.py", "lightning_example.py",
-                 "hf_trainer_example.py"):
+                 "hf_trainer_example.py", "ddp_example.py", "phase_monitor.py",
+                 "peer_recipe.py"):
         assert f'--8<-- "examples/{name}"' in text, f"the docs no longer include {name}"
+
+
+#: The widest code line the site's text column shows without cutting it off (Material's column
+#: is about 690 px at the default font size).
+CODE_COLUMNS = 88
+_CODE_BLOCK = re.compile(r"^( *)```[^\n]*\n(.*?)^\1```", re.S | re.M)
+_SNIPPET = re.compile(r'^\s*--8<-- "([^"]+)"\s*$')
+
+
+def _menu_pages() -> list[Path]:
+    """The pages of the site's menu: the hand-written pages and each results page (the per-run
+    records in deeper folders are linked, not in the menu)."""
+    pages = [*DOCS.glob("*.md"), *DOCS.glob("methods/*.md"), *DOCS.glob("results/*.md"),
+             *DOCS.glob("results/*/README.md"), *DOCS.glob("results/*/results.md"),
+             DOCS / "results" / "cifar_n_memorise" / "fbr_plus_strict" / "results.md"]
+    return sorted(set(pages))
+
+
+def _wide_code_lines(page: Path) -> list[str]:
+    wide = []
+    for indent, body in _CODE_BLOCK.findall(page.read_text()):
+        for line in body.splitlines():
+            line = line[len(indent):]
+            if (snippet := _SNIPPET.match(line)) is not None:
+                source = ROOT / snippet.group(1)
+                wide += [f"{snippet.group(1)}:{n}" for n, text in
+                         enumerate(source.read_text().splitlines(), 1)
+                         if len(text) > CODE_COLUMNS]
+            elif len(line) > CODE_COLUMNS:
+                wide.append(line.strip()[:60])
+    return wide
+
+
+@pytest.mark.parametrize("page", _menu_pages(), ids=lambda p: str(p.relative_to(DOCS)))
+def test_code_lines_fit_the_text_column(page):
+    wide = _wide_code_lines(page)
+    assert not wide, (f"{page.relative_to(ROOT)}: code lines over {CODE_COLUMNS} characters "
+                      f"are cut off on the site: {wide}")

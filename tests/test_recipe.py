@@ -481,7 +481,7 @@ def test_authors_configuration() -> None:
     fast = RecipeConfig.fast(dropped_weight=0.3)
     assert (fast.clean_passes, fast.eval_features, fast.dropped_weight) == (3, False, 0.3)
     default = SurrogateRecipe(3, **kw).config  # type: ignore[arg-type]
-    # The measured default (README, "Which recipe should I use?"): the authors' rule with 3
+    # The measured default (docs/choosing.md): the authors' rule with 3
     # clean passes and the training forward's features, warm-up 5, switch 40.
     assert default == RecipeConfig() == RecipeConfig.fast() == RecipeConfig.authors(
         warmup_epochs=5, clean_passes=3, eval_features=False)

@@ -26,7 +26,7 @@ class RecipeConfig:
     r"""Every choice of the FBR training recipe.
 
     The defaults (also named :meth:`fast`) are the best configuration we measured where label
-    noise hurts, the network memorising the wrong labels (README, *Which recipe should I use?*):
+    noise hurts, the network memorising the wrong labels (docs, *Choosing a configuration*):
     the authors' threshold rule with 3 clean passes per epoch instead of 30 and the features of
     the training forward instead of a second, eval-mode forward, at 1.12x CE's CPU time
     per epoch instead of 2.6x. :meth:`authors` is the authors' exact recipe (for reproducing the
