@@ -13,11 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustweights.features import FeatureCapture
-from robustweights.losses import LossFn, per_sample_losses
-from robustweights.phases.health import FilterHealth, HealthReport
-from robustweights.recipe.config import RecipeConfig
-from robustweights.recipe.data import (
+from robustweights._data import (
     Batch,
     CleanData,
     batches_per_pass,
@@ -25,6 +21,10 @@ from robustweights.recipe.data import (
     eval_mode,
     iterate,
 )
+from robustweights.features import FeatureCapture
+from robustweights.losses import LossFn, per_sample_losses
+from robustweights.phases.health import FilterHealth, HealthReport
+from robustweights.recipe.config import RecipeConfig
 from robustweights.recipe.options import pseudo_label_term, rate_rule_weights
 from robustweights.sample_store import SampleStore
 from robustweights.selection import drop_rate_at
