@@ -15,6 +15,7 @@ One clean-set rule for every reweighter: :meth:`Reweighter.set_clean` /
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -212,29 +213,59 @@ class Reweighter(abc.ABC):
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
         """Restore a :meth:`state_dict`, e.g. after ``torch.load`` on any device.
 
+        All or nothing: every key is checked before any is assigned, so a refused state leaves
+        the reweighter (and its :meth:`state_dict`) as it was.
+
         Raises:
-            ValueError: for unexpected or missing keys (``strict``), a newer state layout, or a
-                configuration mismatch (e.g. ``num_classes``); the message names the key.
+            ValueError: for unexpected or missing keys (``strict``), a newer state layout, a
+                configuration mismatch (e.g. ``num_classes``) or clean statistics of other
+                names or shapes than this reweighter's; the message names the key.
+            TypeError: for a state that is not a mapping or a value of the wrong type.
         """
         keys = (*self._state_config, "clean", *self._extra_state())
         check_state_dict(state_dict, owner=type(self).__name__, keys=keys, strict=strict,
                          config={key: getattr(self, key) for key in self._state_config})
+        clean = None
         if "clean" in state_dict:
-            self._check_clean_state(state_dict["clean"])
-            self.clean.load_state_dict(state_dict["clean"])
-        self._load_extra_state(state_dict)
+            clean = CleanStatistics.from_state_dict(state_dict["clean"])
+            self._check_clean_state(clean)
+        commit = self._stage_extra_state(state_dict)
+        # every check passed: assign
+        if clean is not None:
+            self.clean.replace(clean)
+        commit()
 
-    def _check_clean_state(self, clean: Any) -> None:
-        """Refuse saved clean statistics this reweighter cannot use (a subclass hook)."""
-        return None
+    #: What the clean statistics must hold, for messages.
+    _clean_layout_name = "the clean statistics of this reweighter"
+
+    def _clean_layout(self) -> dict[str, tuple[int | None, ...]]:
+        """The name and shape of every clean statistic (None: any size), checked on load."""
+        return {}
+
+    def _check_clean_state(self, clean: CleanStatistics) -> None:
+        """Refuse saved clean statistics of other names or shapes than :meth:`_clean_layout`."""
+        shapes, layout = clean.shapes(), self._clean_layout()
+        if not shapes:  # nothing cached
+            return
+        if set(shapes) != set(layout):
+            raise ValueError(f"Expected `state_dict['clean']` to hold {self._clean_layout_name}, "
+                             f"but these keys differ: {sorted(set(shapes) ^ set(layout))[:5]}")
+        for name, want in layout.items():
+            got = shapes[name]
+            if len(got) != len(want) or any(w is not None and w != g
+                                            for w, g in zip(want, got, strict=True)):
+                shown = ", ".join("D" if w is None else str(w) for w in want)
+                raise ValueError(f"Expected `state_dict['clean']` statistic `{name}` to have "
+                                 f"shape ({shown}{',' if len(want) == 1 else ''}), but got {got}")
 
     def _extra_state(self) -> dict[str, Any]:
         """Subclass state beyond the clean statistics (CPU tensors and plain values)."""
         return {}
 
-    def _load_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`_extra_state` wrote (keys may be absent when not strict)."""
-        return None
+    def _stage_extra_state(self, state: dict[str, Any]) -> Callable[[], None]:
+        """Check what :meth:`_extra_state` wrote (keys may be absent when not strict) and return
+        the assignment to run once every key has passed; raise before assigning anything."""
+        return lambda: None
 
     def __getstate__(self) -> dict[str, Any]:
         # A process group is a handle to live communicators: it cannot be pickled. An unpickled

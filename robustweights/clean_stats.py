@@ -16,7 +16,7 @@ all-reduce, not K. A rank with no clean sample adds zeros.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -124,20 +124,51 @@ class CleanStatistics:
 
         return {"reduced": cpu(self._state), "pending": cpu(self._pending)}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Replace the statistics; they move to the next batch's device lazily."""
-        if not isinstance(state, dict) or set(state) != {"reduced", "pending"}:
-            raise ValueError("Expected the clean statistics' state to have the keys "
-                             f"['pending', 'reduced'], but got {state!r:.80}")
-        loaded = []
+    def load_state_dict(self, state: Any) -> None:
+        """Replace the statistics; they move to the next batch's device lazily. All or nothing:
+        a state that is refused leaves the statistics as they were.
+
+        Raises:
+            ValueError: for a state without exactly the parts ``reduced`` and ``pending``, or
+                whose two parts disagree on the names or shapes of the statistics.
+            TypeError: for a statistic that is not a tensor.
+        """
+        self.replace(CleanStatistics.from_state_dict(state))
+
+    @classmethod
+    def from_state_dict(cls, state: Any) -> CleanStatistics:
+        """New statistics from a :meth:`state_dict`, checked (see :meth:`load_state_dict`)."""
+        if not isinstance(state, Mapping) or set(state) != {"reduced", "pending"}:
+            raise ValueError("Expected `state_dict['clean']` to have the keys ['pending', "
+                             f"'reduced'], but got {state!r:.80}")
+        parts = []
         for part in ("reduced", "pending"):
+            if not isinstance(state[part], Mapping):
+                raise ValueError(f"Expected `state_dict['clean']['{part}']` to be a mapping of "
+                                 f"tensors, but got {type(state[part]).__name__}")
             for name, value in state[part].items():
                 if not isinstance(value, torch.Tensor):
                     raise TypeError(f"Expected clean statistic `{name}` to be a tensor, but got "
                                     f"{type(value).__name__}")
-            loaded.append({name: value.detach().clone() for name, value in state[part].items()})
-        self._state, self._pending = loaded
+            parts.append({name: value.detach().clone() for name, value in state[part].items()})
+        reduced, pending = parts
+        if reduced and pending and (set(reduced) != set(pending) or any(
+                reduced[k].shape != pending[k].shape for k in reduced)):
+            raise ValueError("Expected the reduced and pending clean statistics to have the same "
+                             f"names and shapes, but got {_shapes(reduced)} and "
+                             f"{_shapes(pending)}")
+        out = cls()
+        out._state, out._pending = reduced, pending
+        return out
+
+    def replace(self, other: CleanStatistics) -> None:
+        """Take ``other``'s statistics (reduced and pending) as this object's own."""
+        self._state, self._pending = dict(other._state), dict(other._pending)
         self.version += 1
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """The name and shape of every statistic, reduced or pending (no sync needed)."""
+        return {**_shapes(self._pending), **_shapes(self._state)}
 
     def to(self, device: torch.device) -> CleanStatistics:
         """Move the state to ``device`` in place (a no-op when it is there) and return self."""
@@ -147,3 +178,7 @@ class CleanStatistics:
                     store[name] = value.to(device)
                     self.version += 1
         return self
+
+
+def _shapes(stats: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(value.shape) for name, value in stats.items()}

@@ -117,6 +117,10 @@ class MetaReweighter(Reweighter):
         return l2rw_weights_from_scores(u, c, normalization=self.normalization, lr=self.lr,
                                         total=total, count=count)
 
+    def _clean_layout(self) -> dict[str, tuple[int | None, ...]]:
+        return {"resid_feat_sum": (self.num_classes, None), "resid_sum": (self.num_classes,),
+                "count": ()}
+
     # ------------------------------------------------------------ repr
     def _repr_args(self) -> dict[str, Any]:
         return {"num_classes": self.num_classes, "normalization": self.normalization,

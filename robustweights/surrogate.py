@@ -199,15 +199,25 @@ class SurrogateReweighter(Reweighter):
         # The epoch sets a scheduled alpha; the store is the incremental mode's memory.
         return {"epoch": self.epoch, "sample_weights": self._store.state_dict()["values"]}
 
-    def _load_extra_state(self, state: dict[str, Any]) -> None:
+    def _stage_extra_state(self, state: dict[str, Any]) -> Callable[[], None]:
+        epoch = self.epoch
         if "epoch" in state:
-            self.epoch = int(state["epoch"])
+            epoch = check_nonneg_int(state["epoch"], "state_dict['epoch']")
+        store = self._store
         if "sample_weights" in state:
             w = state["sample_weights"]
             if w is not None and (not isinstance(w, torch.Tensor) or w.ndim != 1):
                 raise ValueError("Expected `state_dict['sample_weights']` to be None or a 1-D "
-                                 f"tensor, but got {w!r}")
-            self._store.load_state_dict({"values": w})
+                                 f"tensor, but got {w!r:.80}")
+            store = SampleStore(fill=self.w_init)
+            store.load_state_dict({"values": w})
+
+        def commit() -> None:
+            self.epoch, self._store = epoch, store
+        return commit
+
+    def _clean_layout(self) -> dict[str, tuple[int | None, ...]]:
+        return {"class_sums": (self.num_classes, None), "class_counts": (self.num_classes,)}
 
     def _repr_args(self) -> dict[str, Any]:
         return {"num_classes": self.num_classes, "alpha": self.alpha, "ratio": self.ratio,

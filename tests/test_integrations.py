@@ -238,6 +238,32 @@ def test_lightning_callback_refuses_a_one_shot_iterator(lightning_example):
         ReweighterCallback(SurrogateReweighter(2), FeatureCapture(torch.nn.Linear(2, 2)), batches)
 
 
+def test_lightning_callback_refused_load_changes_nothing(lightning_example):
+    from robustweights import FeatureCapture, SurrogateReweighter
+    from robustweights.integrations.lightning import ReweighterCallback
+
+    def make() -> ReweighterCallback:
+        return ReweighterCallback(SurrogateReweighter(3, alpha=0.5),
+                                  FeatureCapture(torch.nn.Linear(8, 3)),
+                                  (torch.randn(12, 8), torch.arange(12) % 3))
+
+    saved = make()
+    saved.refreshes = 4
+    saved.reweighter.set_epoch(7)
+    good = saved.state_dict()
+    cb = make()
+    bad = {**good, "reweighter": {**good["reweighter"], "sample_weights": object()}}
+    with pytest.raises(ValueError, match=r"Expected `state_dict\['sample_weights'\]`"):
+        cb.load_state_dict(bad)
+    assert cb.refreshes == 0 and cb.reweighter.epoch == 0
+    with pytest.raises(ValueError, match=r"Expected `state_dict\['refreshes'\]` to be a "
+                                         r"non-negative integer, but got -1"):
+        cb.load_state_dict({**good, "refreshes": -1})
+    assert cb.refreshes == 0 and cb.reweighter.epoch == 0
+    cb.load_state_dict(good)
+    assert cb.refreshes == 4 and cb.reweighter.epoch == 7
+
+
 # ---------------------------------------------------------------------- Hugging Face Trainer
 @pytest.fixture(scope="module")
 def hf_example():
