@@ -33,11 +33,14 @@ from robustweights.validation import (
     check_clean_classes,
     check_fraction,
     check_keywords_only,
+    check_missing_class,
+    check_missing_classes,
     check_nonneg_float,
     check_nonneg_int,
     check_num_classes,
     check_positive_float,
     check_weight_bounds,
+    missing_classes,
 )
 
 __all__ = ["AlphaSchedule", "SurrogateReweighter"]
@@ -121,9 +124,13 @@ class SurrogateReweighter(Reweighter):
             when a ``DistributedSampler`` reshuffles); with ``"local"`` each rank keeps only the
             ids it has seen.
         eta: the fixed step of the incremental mode (0.01).
-        missing_class_weight: the weight of a sample whose label has no clean sample (its class
-            prototype is undefined, so it has no direction). Default 0: such samples are dropped,
-            as samples not pushed up are. Set it to ``w_init`` or ``w_max`` to keep them.
+        missing_class: what a batch using a class without a clean sample does (its class
+            prototype is undefined, so its samples have no direction): ``"error"`` (default) a
+            ``ValueError`` naming the classes; ``"warn"`` a ``UserWarning`` naming them, and the
+            samples get ``missing_class_weight``; ``"ignore"`` the same without a word.
+        missing_class_weight: the weight of such a sample under ``missing_class="warn"`` or
+            ``"ignore"``. Default 0: such samples are dropped, as samples not pushed up are. Set
+            it to ``w_init`` or ``w_max`` to keep them.
         validate: see :class:`~robustweights.base.Reweighter`.
         sync: see :class:`~robustweights.base.Reweighter`. Under ``torch.distributed`` the clean
             class sums and counts are summed over ranks.
@@ -149,6 +156,7 @@ class SurrogateReweighter(Reweighter):
                  ratio: float | None = None, w_init: float = 0.5, w_max: float = 1.0,
                  threshold: float | None = None,
                  mode: Literal["recompute", "incremental"] = "recompute", eta: float = 0.01,
+                 missing_class: Literal["error", "warn", "ignore"] = "error",
                  missing_class_weight: float = 0.0, validate: bool = True, sync: bool = True,
                  batch_scope: Literal["global", "local"] = "global",
                  process_group: Any = None) -> None:
@@ -167,6 +175,7 @@ class SurrogateReweighter(Reweighter):
         self.w_init, self.w_max, self.threshold, self.missing_class_weight = check_weight_bounds(
             w_init=w_init, w_max=w_max, threshold=threshold,
             missing_class_weight=missing_class_weight)
+        self.missing_class = check_missing_class(missing_class)
         if mode not in ("recompute", "incremental"):
             raise ValueError(
                 f"Expected `mode` to be 'recompute' or 'incremental', but got {mode!r}"
@@ -177,6 +186,7 @@ class SurrogateReweighter(Reweighter):
         self._store = SampleStore(fill=self.w_init)  # incremental mode: weight per sample id
         self.last_directions: torch.Tensor | None = None
         self._proto_cache: tuple[Any, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
+        self._coverage: tuple[Any, bool] | None = None  # (clean version, every class present)
 
     def set_epoch(self, epoch: int) -> None:
         """Set the counter a callable ``alpha`` is evaluated at."""
@@ -223,6 +233,7 @@ class SurrogateReweighter(Reweighter):
         return {"num_classes": self.num_classes, "alpha": self.alpha, "ratio": self.ratio,
                 "mode": self.mode, "w_init": self.w_init, "w_max": self.w_max,
                 "threshold": self.threshold, "eta": self.eta,
+                "missing_class": self.missing_class,
                 "missing_class_weight": self.missing_class_weight}
 
     def _clean_sums(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -263,6 +274,10 @@ class SurrogateReweighter(Reweighter):
                  **batch: torch.Tensor) -> torch.Tensor:
         self.last_directions, d, valid, scale = self._directions(stats, batch,
                                                                  self.current_alpha())
+        if self.missing_class != "ignore" and not self._covers_every_class(stats):
+            check_missing_classes(missing_classes(batch["labels"], valid),
+                                  mode=self.missing_class, weight=self.missing_class_weight,
+                                  stacklevel=4)
         if self.mode == "recompute":
             step = (self._global_step(d, valid, scale) if self._global_batch()
                     else fbr_step(d, valid, w_init=self.w_init, ratio=self.ratio))
@@ -306,6 +321,17 @@ class SurrogateReweighter(Reweighter):
         eta = distributed.k_smallest(steps, k, group)[k - 1]
         eta = torch.where(torch.isfinite(eta), eta, torch.zeros_like(eta))
         return (eta * s2).to(d.dtype), torch.tensor(n_neg > 0, device=steps.device)
+
+    def _covers_every_class(self, stats: CleanStatistics) -> bool:
+        """Whether every class has a clean sample: one host synchronisation per clean refresh
+        for the cached clean set (then no batch needs a check), per call for a clean batch."""
+        key = (stats.version, id(stats))
+        if stats is self.clean and self._coverage is not None and self._coverage[0] == key:
+            return self._coverage[1]
+        covered = bool((stats["class_counts"] > 0).all())
+        if stats is self.clean:
+            self._coverage = (key, covered)
+        return covered
 
     def _prototypes(self, stats: CleanStatistics
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -33,6 +34,8 @@ __all__ = [
     "check_loss_fn",
     "check_mask",
     "check_matrix",
+    "check_missing_class",
+    "check_missing_classes",
     "check_module",
     "check_nonneg_float",
     "check_nonneg_int",
@@ -46,6 +49,7 @@ __all__ = [
     "check_weight_bounds",
     "check_weights",
     "convert_batch",
+    "missing_classes",
 ]
 
 #: Dtypes the kernels accept for features and logits.
@@ -101,6 +105,45 @@ def check_weight_bounds(*, w_init: Any, w_max: Any, threshold: Any,
         raise ValueError(f"Expected `missing_class_weight` to be at most `w_max` = {w_max}, but "
                          f"got {missing_class_weight!r}")
     return w_init_, w_max, tau, missing
+
+
+#: What to do when a batch uses a class without a clean sample (see :func:`check_missing_classes`).
+MISSING_CLASS_MODES = ("error", "warn", "ignore")
+
+
+def check_missing_class(value: Any) -> str:
+    if value not in MISSING_CLASS_MODES:
+        raise ValueError(f"Expected `missing_class` to be 'error', 'warn' or 'ignore', but got "
+                         f"{value!r}")
+    return str(value)
+
+
+def missing_classes(labels: torch.Tensor, valid: torch.Tensor) -> list[int]:
+    """The classes of the samples without an FBR direction (``valid`` False: their class has no
+    clean sample), sorted: one host synchronisation, two when some class is missing."""
+    hit = ~valid
+    if not bool(hit.any()):
+        return []
+    return sorted({int(c) for c in labels[hit].tolist()})
+
+
+def check_missing_classes(missing: Sequence[int], *, mode: str, weight: float,
+                          name: str = "labels", stacklevel: int = 3) -> None:
+    """A batch using classes without a clean sample is never silent: their samples have no FBR
+    direction and get ``missing_class_weight``. ``mode`` ``"error"`` raises a ``ValueError``
+    naming the classes, ``"warn"`` issues a ``UserWarning`` naming them, ``"ignore"`` says
+    nothing."""
+    if not missing or mode == "ignore":
+        return
+    what = (f"classes {list(missing)}, which have no sample in the clean set (their samples have "
+            f"no FBR direction)")
+    if mode == "error":
+        raise ValueError(f"Expected `{name}` to use only classes present in the clean set, but "
+                         f"got {what}: add clean samples of these classes, or pass "
+                         "missing_class='warn' or 'ignore' to give their samples "
+                         f"`missing_class_weight` ({weight})")
+    warnings.warn(f"`{name}` uses {what}: their samples get `missing_class_weight` = {weight} "
+                  "(missing_class='ignore' silences this)", UserWarning, stacklevel=stacklevel)
 
 
 def check_clean_classes(class_counts: torch.Tensor) -> None:

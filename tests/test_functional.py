@@ -40,11 +40,25 @@ def _data(seed: int, dtype: torch.dtype, C: int = 4, missing: bool = False):
        st.sampled_from([0.0, 0.5]))
 def test_surrogate_weights_equal_the_class(seed, dtype, alpha, ratio, missing, missing_weight):
     F, y, G, yc, _, _ = _data(seed, dtype, missing=missing)
-    opts = dict(alpha=alpha, ratio=ratio, missing_class_weight=missing_weight)
+    opts = dict(alpha=alpha, ratio=ratio, missing_class="ignore",
+                missing_class_weight=missing_weight)
     want = SurrogateReweighter(4, **opts).weights(features=F, labels=y, clean_features=G,
                                                   clean_labels=yc)
     got = surrogate_weights(F, y, G, yc, num_classes=4, **opts)
     assert got.dtype == want.dtype and torch.equal(got, want), (got, want)
+
+
+def test_surrogate_weights_missing_clean_class_is_an_error_by_default():
+    F, y, G, yc, _, _ = _data(0, torch.float64, missing=True)
+    with pytest.raises(ValueError, match=r"Expected `labels` to use only classes present in the "
+                                         r"clean set, but got classes \[0\]"):
+        surrogate_weights(F, y, G, yc, alpha=0.3, num_classes=4)
+    with pytest.warns(UserWarning, match=r"`labels` uses classes \[0\]"):
+        w = surrogate_weights(F, y, G, yc, alpha=0.3, num_classes=4, missing_class="warn")
+    assert bool((w[y == 0] == 0).all())
+    with pytest.raises(ValueError, match=r"Expected `missing_class` to be 'error', 'warn' or "
+                                         r"'ignore', but got None"):
+        surrogate_weights(F, y, G, yc, alpha=0.3, missing_class=None)  # type: ignore[arg-type]
 
 
 @settings(max_examples=60, deadline=None)

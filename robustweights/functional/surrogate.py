@@ -16,7 +16,7 @@ inputs are rescaled by exact powers of two so that no magnitude overflows
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -25,11 +25,14 @@ from robustweights.validation import (
     check_batch,
     check_clean_classes,
     check_fraction,
+    check_missing_class,
+    check_missing_classes,
     check_nonneg_float,
     check_num_classes,
     check_values,
     check_weight_bounds,
     convert_batch,
+    missing_classes,
 )
 
 __all__ = ["surrogate_weights"]
@@ -235,6 +238,7 @@ def fbr_incremental_weights(previous: torch.Tensor, d: torch.Tensor, valid: torc
 def surrogate_weights(features: Any, labels: Any, clean_features: Any, clean_labels: Any, *,
                       alpha: float, num_classes: int | None = None, ratio: float | None = None,
                       w_init: float = 0.5, w_max: float = 1.0, threshold: float | None = None,
+                      missing_class: Literal["error", "warn", "ignore"] = "error",
                       missing_class_weight: float = 0.0) -> torch.Tensor:
     r"""FBR weights of one training batch against one clean set, statelessly (recompute mode).
 
@@ -259,8 +263,9 @@ def surrogate_weights(features: Any, labels: Any, clean_features: Any, clean_lab
         alpha: the modulation :math:`\alpha \ge 0` (the reference: :math:`1/(C-1)` early in
             training, then 0).
         num_classes: :math:`C`; default: one more than the largest label given.
-        ratio, w_init, w_max, threshold, missing_class_weight: as for
-            :class:`~robustweights.SurrogateReweighter`.
+        ratio, w_init, w_max, threshold, missing_class, missing_class_weight: as for
+            :class:`~robustweights.SurrogateReweighter` (by default a class of ``labels``
+            without a clean sample is a ``ValueError`` naming it).
 
     Returns:
         (B,) torch tensor of weights in :math:`[0, w_{\max}]`, in the features' floating dtype.
@@ -280,6 +285,7 @@ def surrogate_weights(features: Any, labels: Any, clean_features: Any, clean_lab
     w_init, w_max, threshold, missing_class_weight = check_weight_bounds(
         w_init=w_init, w_max=w_max, threshold=threshold,
         missing_class_weight=missing_class_weight)
+    missing_class = check_missing_class(missing_class)
     names = ("features", "labels")
     x = convert_batch({"features": features, "labels": labels}, names)
     xc = convert_batch({"features": clean_features, "labels": clean_labels}, names,
@@ -294,6 +300,9 @@ def surrogate_weights(features: Any, labels: Any, clean_features: Any, clean_lab
     check_clean_classes(sums["class_counts"])
     mu, protos, present = fbr_prototypes(sums["class_sums"], sums["class_counts"])
     d, valid, _ = fbr_scaled_directions(x["features"], x["labels"], mu, protos, present, alpha)
+    if missing_class != "ignore":
+        check_missing_classes(missing_classes(x["labels"], valid), mode=missing_class,
+                              weight=missing_class_weight)
     w = fbr_recompute_weights(d, valid, w_init=w_init, w_max=w_max, threshold=threshold,
                               ratio=ratio, missing_class_weight=missing_class_weight)
     return as_output(w, x["features"])
