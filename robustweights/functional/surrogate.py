@@ -285,7 +285,7 @@ def surrogate_weights(features: Any, labels: Any, clean_features: Any, clean_lab
     w_init, w_max, threshold, missing_class_weight = check_weight_bounds(
         w_init=w_init, w_max=w_max, threshold=threshold,
         missing_class_weight=missing_class_weight)
-    missing_class = check_missing_class(missing_class)
+    missing_mode = check_missing_class(missing_class)
     names = ("features", "labels")
     x = convert_batch({"features": features, "labels": labels}, names)
     xc = convert_batch({"features": clean_features, "labels": clean_labels}, names,
@@ -300,8 +300,8 @@ def surrogate_weights(features: Any, labels: Any, clean_features: Any, clean_lab
     check_clean_classes(sums["class_counts"])
     mu, protos, present = fbr_prototypes(sums["class_sums"], sums["class_counts"])
     d, valid, _ = fbr_scaled_directions(x["features"], x["labels"], mu, protos, present, alpha)
-    if missing_class != "ignore":
-        check_missing_classes(missing_classes(x["labels"], valid), mode=missing_class,
+    if missing_mode != "ignore":
+        check_missing_classes(missing_classes(x["labels"], valid), mode=missing_mode,
                               weight=missing_class_weight)
     w = fbr_recompute_weights(d, valid, w_init=w_init, w_max=w_max, threshold=threshold,
                               ratio=ratio, missing_class_weight=missing_class_weight)
