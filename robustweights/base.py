@@ -116,14 +116,14 @@ class Reweighter(abc.ABC):
         self._sync(self.clean)
 
     def _sync(self, stats: CleanStatistics) -> None:
-        if not stats.pending:
-            return
-        stats.sync(self._reduce)
-        if self.validate and self._shards_clean():  # once per refresh: every shard was empty?
-            total = float(sum(float(stats[k].sum()) for k in stats if "count" in k))
-            if total == 0:
-                raise ValueError("Expected the clean set to hold at least one sample over all "
-                                 "ranks, but got none")
+        if stats.pending:
+            stats.sync(self._reduce)
+            if self.validate and self._shards_clean():  # once per refresh: every shard empty?
+                total = float(sum(float(stats[k].sum()) for k in stats if "count" in k))
+                stats.empty_everywhere = total == 0
+        if stats.empty_everywhere:  # on every use of that clean set, not only the first
+            raise ValueError("Expected the clean set to hold at least one sample over all "
+                             "ranks, but got none")
 
     def _shards_clean(self) -> bool:
         """Whether a clean batch may be empty: only when ranks share a clean set (Python only)."""

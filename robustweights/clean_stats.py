@@ -43,6 +43,9 @@ class CleanStatistics:
         self._pending: dict[str, torch.Tensor] = {}  # this rank's sums since the last sync
         #: Bumped on every change, so derived quantities (e.g. FBR prototypes) can be cached.
         self.version = 0
+        #: Set by a reweighter whose synced statistics count no sample on any rank; cleared by
+        #: every change of the statistics.
+        self.empty_everywhere = False
 
     def add(self, **sums: torch.Tensor) -> None:
         """Add this rank's per-batch sums (the first call defines the state's names). Nothing is
@@ -66,6 +69,7 @@ class CleanStatistics:
             else:
                 self._pending[name] = value.clone()
         self.version += 1
+        self.empty_everywhere = False
 
     @property
     def pending(self) -> bool:
@@ -93,6 +97,7 @@ class CleanStatistics:
         self._state = {}
         self._pending = {}
         self.version += 1
+        self.empty_everywhere = False
 
     @property
     def empty(self) -> bool:
@@ -165,6 +170,7 @@ class CleanStatistics:
         """Take ``other``'s statistics (reduced and pending) as this object's own."""
         self._state, self._pending = dict(other._state), dict(other._pending)
         self.version += 1
+        self.empty_everywhere = False
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """The name and shape of every statistic, reduced or pending (no sync needed)."""

@@ -44,6 +44,14 @@ __all__ = ["model_meta_weights"]
 COUNT = "__count__"
 
 
+def full_precision(inputs: torch.Tensor) -> torch.autocast:
+    """Autocast off on the inputs' device: the clean gradient and the JVP are taken in the
+    parameters' dtype, as outside autocast. Forward-mode AD under autocast fails inside torch
+    (e.g. an eval-mode BatchNorm mixing float32 and bfloat16 tangents), and the scores are an
+    inner product of two gradients that low precision would distort."""
+    return torch.autocast(device_type=inputs.device.type, enabled=False)
+
+
 @contextmanager
 def preserved_state(model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
     """Run extra passes without side effects on ``model``.
@@ -57,13 +65,28 @@ def preserved_state(model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
         yield {name: b.clone() for name, b in model.named_buffers()}
 
 
+def labelled_losses(loss_fn: LossFn, outputs: torch.Tensor, labels: torch.Tensor,
+                    name: str = "labels") -> torch.Tensor:
+    """Per-sample losses; a label the loss cannot index (e.g. ``>= C`` for cross entropy, which
+    raises ``IndexError`` on the CPU) is a ``ValueError`` naming ``name``. Without
+    ``num_classes`` this is the only check of the labels' upper end (on a GPU torch's own
+    device-side assert fires instead: pass ``num_classes``)."""
+    try:
+        return per_sample_losses(loss_fn, outputs, labels)
+    except IndexError as exc:
+        raise ValueError(f"Expected `{name}` to be class indices `loss_fn` accepts for outputs of "
+                         f"shape {tuple(outputs.shape)}, but it raised IndexError ({exc}): pass "
+                         "`num_classes` to have labels checked up front") from exc
+
+
 def trainable(model: nn.Module) -> dict[str, torch.Tensor]:
     """The parameters the scores are taken over: those that require a gradient, by name."""
     return {k: v for k, v in model.named_parameters() if v.requires_grad}
 
 
 def clean_gradient_sums(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor,
-                        labels: torch.Tensor) -> dict[str, torch.Tensor]:
+                        labels: torch.Tensor, *, name: str = "clean_labels"
+                        ) -> dict[str, torch.Tensor]:
     r"""Additive clean statistics: the gradient of the *summed* clean loss
     :math:`\nabla_\theta\sum_j \ell_j(\theta)` keyed by parameter name, and the count
     :math:`M` under :data:`COUNT` (in the gradient's dtype: one buffer, one collective). Sums
@@ -73,10 +96,10 @@ def clean_gradient_sums(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor,
     if inputs.shape[0] == 0:
         sums = {k: torch.zeros_like(v).detach() for k, v in params.items()}
     else:
-        with preserved_state(model) as buffers:
+        with preserved_state(model) as buffers, full_precision(inputs):
             leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
             out = functional_call(model, (leaves, buffers), (inputs,))
-            total = per_sample_losses(loss_fn, out, labels).sum()
+            total = labelled_losses(loss_fn, out, labels, name).sum()
             grads = torch.autograd.grad(total, list(leaves.values()), allow_unused=True)
         sums = {k: (g if g is not None else torch.zeros_like(v)).detach()
                 for (k, v), g in zip(leaves.items(), grads, strict=True)}
@@ -138,10 +161,10 @@ def losses_and_jvp(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor,
     # Dual tensors (torch.autograd.forward_ad) rather than torch.func.jvp: BatchNorm's in-place
     # running-statistic updates are allowed this way. Parameters that require grad keep their
     # reverse-mode graph through make_dual, which the fused path relies on.
-    with fwAD.dual_level():
+    with fwAD.dual_level(), full_precision(inputs):
         duals = {k: fwAD.make_dual(p, clean_grad[k].to(p)) for k, p in params.items()}
         out = functional_call(model, (duals, buffers), (inputs,))
-        primal, tangent = fwAD.unpack_dual(per_sample_losses(loss_fn, out, labels))
+        primal, tangent = fwAD.unpack_dual(labelled_losses(loss_fn, out, labels))
     if tangent is None:  # the losses do not depend on any trainable parameter
         tangent = torch.zeros(inputs.shape[0], device=inputs.device, dtype=primal.dtype)
     return primal, tangent
