@@ -26,13 +26,11 @@ from robustweights._numerics import as_output
 from robustweights.clean_stats import CleanStatistics
 from robustweights.state import STATE_VERSION, check_state_dict
 from robustweights.validation import (
-    check_batch,
     check_batch_scope,
     check_keywords_only,
     check_num_classes,
     check_sample_ids,
-    check_values,
-    convert_batch,
+    prepare_batches,
 )
 
 __all__ = ["Reweighter"]
@@ -289,15 +287,8 @@ class Reweighter(abc.ABC):
     def _prepare(self, raw: dict[str, Any], prefix: str, allow_empty: bool = False
                  ) -> dict[str, torch.Tensor]:
         """Convert and validate the inputs this method needs; drop the others."""
-        batch = convert_batch(raw, self.requires, prefix=prefix)
-        if not self.validate:
-            if "labels" in batch:
-                batch["labels"] = batch["labels"].long()
-            return batch
-        floats, labels = check_batch(batch, prefix=prefix, num_classes=self.num_classes,
-                                     allow_empty=allow_empty)
-        check_values(floats, labels, self.num_classes)
-        return batch
+        return prepare_batches({prefix: raw}, self.requires, num_classes=self.num_classes,
+                               validate=self.validate, allow_empty=allow_empty)[prefix]
 
     def _reduce(self, sums: dict[str, torch.Tensor]) -> None:
         if self.sync:

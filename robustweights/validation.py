@@ -15,7 +15,7 @@ import math
 import numbers
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -50,6 +50,7 @@ __all__ = [
     "check_weights",
     "convert_batch",
     "missing_classes",
+    "prepare_batches",
 ]
 
 #: Dtypes the kernels accept for features and logits.
@@ -344,6 +345,51 @@ def check_batch(x: dict[str, torch.Tensor], *, prefix: str = "", num_classes: in
                                         allow_empty=allow_empty)
         labels[prefix + "labels"] = x["labels"]
     return floats, labels
+
+
+def prepare_batches(raws: Mapping[str, Mapping[str, Any]], names: Sequence[str], *,
+                    num_classes: int | Literal["logits"] | None = None, validate: bool = True,
+                    allow_empty: bool = False) -> dict[str, dict[str, torch.Tensor]]:
+    """The one input path of every reweighter and functional form: the batches of one call
+    converted (:func:`convert_batch`, all to the first batch's device), then, with
+    ``validate``, their shapes checked (:func:`check_batch`) and their values with one host
+    synchronisation for all of them (:func:`check_values`).
+
+    Args:
+        raws: each batch's inputs keyed by bare name, keyed by the prefix its messages use
+            (``{"": train, "clean_": clean}``).
+        names: the inputs to take (others are dropped); a missing one is a ``ValueError``.
+        num_classes: the class count labels must lie under (and logits' columns), ``None``
+            (labels only non-negative), or ``"logits"``: the first batch's logits' columns.
+        validate: ``False`` converts only (labels to int64): for a hot loop whose inputs are
+            known good.
+        allow_empty: batches may have 0 rows (a distributed rank's share of a clean set).
+
+    Returns:
+        The converted batches, keyed as ``raws``.
+    """
+    batches: dict[str, dict[str, torch.Tensor]] = {}
+    device = None
+    for prefix, raw in raws.items():
+        batches[prefix] = convert_batch(raw, names, prefix=prefix, device=device)
+        device = batches[prefix][names[0]].device
+    if not validate:
+        for batch in batches.values():
+            if "labels" in batch:
+                batch["labels"] = batch["labels"].long()
+        return batches
+    if num_classes == "logits":
+        first = next(iter(batches))
+        num_classes = check_matrix(batches[first]["logits"], f"{first}logits").shape[1]
+    floats: dict[str, torch.Tensor] = {}
+    labels: dict[str, torch.Tensor] = {}
+    for prefix, batch in batches.items():
+        f, y = check_batch(batch, prefix=prefix, num_classes=num_classes,
+                           allow_empty=allow_empty)
+        floats.update(f)
+        labels.update(y)
+    check_values(floats, labels, None if num_classes is None else max(num_classes, 2))
+    return batches
 
 
 def check_sample_ids(x: Any, n: int) -> torch.Tensor:

@@ -186,3 +186,32 @@ def test_functional_exports_only_the_twins():
     for module, name in ((fsurrogate, "surrogate_weights"), (fmeta, "meta_weights"),
                          (fmodel, "model_meta_weights")):
         assert module.__all__ == [name], f"{module.__name__} exports its internals"
+
+
+def test_functional_twins_take_validate_as_the_classes_do(monkeypatch):
+    # One input path (validation.prepare_batches) for every class and twin; validate=False
+    # skips the tensor checks and their host synchronisations, never the options' checks.
+    from robustweights import validation
+
+    F, y, G, yc, Z, ZC = _data(1, torch.float64)
+    net = torch.nn.Linear(6, 4).double()
+    ce = torch.nn.CrossEntropyLoss(reduction="none")
+    calls = {
+        "surrogate": lambda v: surrogate_weights(F, y, G, yc, alpha=0.3, validate=v),
+        "meta": lambda v: meta_weights(Z, F, y, ZC, G, yc, validate=v),
+        "model_meta": lambda v: model_meta_weights(net, ce, F, y, G, yc, validate=v),
+    }
+    want = {name: fn(True) for name, fn in calls.items()}
+
+    def boom(*args, **kwargs):
+        raise AssertionError("tensor values checked with validate=False")
+
+    monkeypatch.setattr(validation, "check_values", boom)
+    for name, fn in calls.items():
+        assert torch.equal(fn(False), want[name]), name
+        with pytest.raises(AssertionError, match="tensor values checked"):
+            fn(True)
+    with pytest.raises(ValueError, match=r"Expected `alpha` to be a non-negative finite float"):
+        surrogate_weights(F, y, G, yc, alpha=-1.0, validate=False)
+    with pytest.raises(ValueError, match=r"Expected `lr` to be a positive finite float"):
+        meta_weights(Z, F, y, ZC, G, yc, lr=0.0, validate=False)

@@ -26,13 +26,7 @@ import torch.nn.functional as F
 
 from robustweights._numerics import as_output, compute_dtype, max_abs, pow2_scale
 from robustweights.normalization import Normalization, check_normalization, normalize_weights
-from robustweights.validation import (
-    check_batch,
-    check_matrix,
-    check_positive_float,
-    check_values,
-    convert_batch,
-)
+from robustweights.validation import check_positive_float, prepare_batches
 
 __all__ = ["meta_weights"]
 
@@ -110,7 +104,7 @@ def l2rw_weights_from_scores(scores: torch.Tensor, factor: torch.Tensor | float,
 
 def meta_weights(logits: Any, features: Any, labels: Any, clean_logits: Any,
                  clean_features: Any, clean_labels: Any, *, normalization: Normalization = "sum",
-                 lr: float = 1.0, bias: bool = True) -> torch.Tensor:
+                 lr: float = 1.0, bias: bool = True, validate: bool = True) -> torch.Tensor:
     r"""Last-layer L2RW weights of one training batch against one clean batch, statelessly.
 
     .. math::
@@ -134,6 +128,9 @@ def meta_weights(logits: Any, features: Any, labels: Any, clean_logits: Any,
             :class:`~robustweights.MetaReweighter`.
         lr: the virtual step's learning rate (scales ``"none"`` weights only).
         bias: whether the head has a bias (adds the :math:`r_i^\top a` term).
+        validate: check the tensors (shapes, finiteness, label range), as torchmetrics'
+            ``validate_args``; ``False`` skips these checks (and their host synchronisation) in
+            a hot loop whose inputs are known good. Options are always checked.
 
     Returns:
         (B,) torch tensor of weights, in the features' floating dtype.
@@ -146,15 +143,11 @@ def meta_weights(logits: Any, features: Any, labels: Any, clean_logits: Any,
     """
     normalization = check_normalization(normalization)
     lr = check_positive_float(lr, "lr")
-    names = ("features", "logits", "labels")
-    x = convert_batch({"logits": logits, "features": features, "labels": labels}, names)
-    xc = convert_batch({"logits": clean_logits, "features": clean_features,
-                        "labels": clean_labels}, names, prefix="clean_",
-                       device=x["features"].device)
-    num_classes = check_matrix(x["logits"], "logits").shape[1]
-    floats, ints = check_batch(x, num_classes=num_classes)
-    clean_floats, clean_ints = check_batch(xc, prefix="clean_", num_classes=num_classes)
-    check_values({**floats, **clean_floats}, {**ints, **clean_ints}, max(num_classes, 2))
+    batches = prepare_batches(
+        {"": {"logits": logits, "features": features, "labels": labels},
+         "clean_": {"logits": clean_logits, "features": clean_features, "labels": clean_labels}},
+        ("logits", "features", "labels"), num_classes="logits", validate=validate)
+    x, xc = batches[""], batches["clean_"]
     sums = l2rw_clean_sums(xc["logits"], xc["features"], xc["labels"])
     u, c = l2rw_scaled_last_layer_scores(x["logits"], x["features"], x["labels"],
                                          sums["resid_feat_sum"], sums["resid_sum"],

@@ -29,13 +29,11 @@ from robustweights._numerics import saturate
 from robustweights.losses import LossFn, per_sample_losses
 from robustweights.normalization import Normalization, check_normalization, normalize_weights
 from robustweights.validation import (
-    check_batch,
     check_loss_fn,
     check_module,
     check_num_classes,
     check_positive_float,
-    check_values,
-    convert_batch,
+    prepare_batches,
 )
 
 __all__ = ["model_meta_weights"]
@@ -189,8 +187,8 @@ def model_weights_from_scores(u: torch.Tensor, normalization: Normalization, *,
 
 def model_meta_weights(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor, labels: Any,
                        clean_inputs: torch.Tensor, clean_labels: Any, *, lr: float = 1.0,
-                       normalization: Normalization = "sum", num_classes: int | None = None
-                       ) -> torch.Tensor:
+                       normalization: Normalization = "sum", num_classes: int | None = None,
+                       validate: bool = True) -> torch.Tensor:
     r"""Exact full-network L2RW weights of one training batch against one clean batch,
     statelessly.
 
@@ -219,6 +217,10 @@ def model_meta_weights(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor, 
             ``"mean"`` (mean one) or ``"none"`` (:math:`\max(u_i, 0)`).
         num_classes: :math:`C`, to check that labels lie in :math:`[0, C)`; default: labels are
             checked to be non-negative (the loss function sees the upper end).
+        validate: check the batches (shapes, label range) and that the scores are finite, as
+            torchmetrics' ``validate_args``; ``False`` skips these checks (and their host
+            synchronisations) in a hot loop whose inputs are known good. Options are always
+            checked.
 
     Returns:
         (B,) torch tensor of weights, in the dtype of the per-sample losses.
@@ -238,14 +240,12 @@ def model_meta_weights(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor, 
     lr = check_positive_float(lr, "lr")
     normalization = check_normalization(normalization)
     num_classes = None if num_classes is None else check_num_classes(num_classes)
-    names = ("inputs", "labels")
-    x = convert_batch({"inputs": inputs, "labels": labels}, names)
-    xc = convert_batch({"inputs": clean_inputs, "labels": clean_labels}, names, prefix="clean_",
-                       device=x["inputs"].device)
-    floats, ints = check_batch(x, num_classes=num_classes)
-    clean_floats, clean_ints = check_batch(xc, prefix="clean_", num_classes=num_classes)
-    check_values({**floats, **clean_floats}, {**ints, **clean_ints}, num_classes)
+    batches = prepare_batches({"": {"inputs": inputs, "labels": labels},
+                               "clean_": {"inputs": clean_inputs, "labels": clean_labels}},
+                              ("inputs", "labels"), num_classes=num_classes, validate=validate)
+    x, xc = batches[""], batches["clean_"]
     g = mean_clean_gradient(clean_gradient_sums(model, loss_fn, xc["inputs"], xc["labels"]))
     u = model_scores(model, loss_fn, x["inputs"], x["labels"], g, lr=lr)
-    check_scores(u)
+    if validate:
+        check_scores(u)
     return model_weights_from_scores(u, normalization)

@@ -22,17 +22,15 @@ import torch
 
 from robustweights._numerics import as_output, compute_dtype, max_abs, pow2_scale
 from robustweights.validation import (
-    check_batch,
     check_clean_classes,
     check_fraction,
     check_missing_class,
     check_missing_classes,
     check_nonneg_float,
     check_num_classes,
-    check_values,
     check_weight_bounds,
-    convert_batch,
     missing_classes,
+    prepare_batches,
 )
 
 __all__ = ["surrogate_weights"]
@@ -239,7 +237,7 @@ def surrogate_weights(features: Any, labels: Any, clean_features: Any, clean_lab
                       alpha: float, num_classes: int | None = None, ratio: float | None = None,
                       w_init: float = 0.5, w_max: float = 1.0, threshold: float | None = None,
                       missing_class: Literal["error", "warn", "ignore"] = "error",
-                      missing_class_weight: float = 0.0) -> torch.Tensor:
+                      missing_class_weight: float = 0.0, validate: bool = True) -> torch.Tensor:
     r"""FBR weights of one training batch against one clean set, statelessly (recompute mode).
 
     .. math::
@@ -266,6 +264,10 @@ def surrogate_weights(features: Any, labels: Any, clean_features: Any, clean_lab
         ratio, w_init, w_max, threshold, missing_class, missing_class_weight: as for
             :class:`~robustweights.SurrogateReweighter` (by default a class of ``labels``
             without a clean sample is a ``ValueError`` naming it).
+        validate: check the tensors (shapes, finiteness, label range, at least two clean
+            classes), as torchmetrics' ``validate_args``; ``False`` skips these checks (and
+            their host synchronisations) in a hot loop whose inputs are known good. Options are
+            always checked.
 
     Returns:
         (B,) torch tensor of weights in :math:`[0, w_{\max}]`, in the features' floating dtype.
@@ -286,18 +288,17 @@ def surrogate_weights(features: Any, labels: Any, clean_features: Any, clean_lab
         w_init=w_init, w_max=w_max, threshold=threshold,
         missing_class_weight=missing_class_weight)
     missing_mode = check_missing_class(missing_class)
-    names = ("features", "labels")
-    x = convert_batch({"features": features, "labels": labels}, names)
-    xc = convert_batch({"features": clean_features, "labels": clean_labels}, names,
-                       prefix="clean_", device=x["features"].device)
-    floats, ints = check_batch(x)
-    clean_floats, clean_ints = check_batch(xc, prefix="clean_")
-    if num_classes is None:
+    if num_classes is not None:
+        num_classes = check_num_classes(num_classes)
+    batches = prepare_batches({"": {"features": features, "labels": labels},
+                               "clean_": {"features": clean_features, "labels": clean_labels}},
+                              ("features", "labels"), num_classes=num_classes, validate=validate)
+    x, xc = batches[""], batches["clean_"]
+    if num_classes is None:  # labels checked non-negative: one more than the largest
         num_classes = max(2, int(max(x["labels"].max(), xc["labels"].max())) + 1)
-    num_classes = check_num_classes(num_classes)
-    check_values({**floats, **clean_floats}, {**ints, **clean_ints}, num_classes)
     sums = fbr_class_sums(xc["features"], xc["labels"], num_classes)
-    check_clean_classes(sums["class_counts"])
+    if validate:
+        check_clean_classes(sums["class_counts"])
     mu, protos, present = fbr_prototypes(sums["class_sums"], sums["class_counts"])
     d, valid, _ = fbr_scaled_directions(x["features"], x["labels"], mu, protos, present, alpha)
     if missing_mode != "ignore":
