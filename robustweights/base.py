@@ -4,7 +4,7 @@ A subclass states which inputs it needs (``requires``: penultimate ``features``,
 ``labels``, or a model's own ``inputs``) and implements two pure steps: ``_clean_sums``
 (per-batch additive statistics of a clean batch) and ``_compute`` (weights of a training batch
 given the clean statistics). The base class owns the public call, the one input path
-(:func:`~robustweights.validation.convert_batch` and the checks after it), the clean-set cache,
+(:func:`~robustweights._validation.convert_batch` and the checks after it), the clean-set cache,
 framework conversion and the distributed reduction of clean statistics.
 
 One clean-set rule for every reweighter: :meth:`Reweighter.set_clean` /
@@ -20,12 +20,12 @@ from typing import Any, Literal
 
 import torch
 
-from robustweights import distributed
+from robustweights import _distributed as distributed
 from robustweights._backend import ArrayKind, from_torch, kind_of
+from robustweights._clean_stats import CleanStatistics
 from robustweights._numerics import as_output
-from robustweights.clean_stats import CleanStatistics
-from robustweights.state import STATE_VERSION, check_state_dict
-from robustweights.validation import (
+from robustweights._state import STATE_VERSION, check_state_dict
+from robustweights._validation import (
     check_batch_scope,
     check_keywords_only,
     check_num_classes,
@@ -55,7 +55,7 @@ class Reweighter(abc.ABC):
         batch_scope: what quantities coupling the samples of a batch are computed over when
             ``sync`` and a process group are on: ``"global"`` (default) the union of every
             rank's batch, so the weights equal one process's on the concatenated batch;
-            ``"local"`` each rank's own batch. See :mod:`robustweights.distributed`.
+            ``"local"`` each rank's own batch. See :mod:`robustweights._distributed`.
         process_group: the group to reduce over (default: the world).
     """
 

@@ -26,17 +26,17 @@ from typing import Any, Literal
 
 import torch
 
-from robustweights import distributed
+from robustweights import _distributed as distributed
+from robustweights._clean_stats import CleanStatistics
 from robustweights._numerics import compute_dtype, saturate
+from robustweights._validation import check_num_classes, check_positive_float
 from robustweights.base import Reweighter
-from robustweights.clean_stats import CleanStatistics
 from robustweights.functional.meta import (
     l2rw_clean_sums,
     l2rw_scaled_last_layer_scores,
     l2rw_weights_from_scores,
 )
 from robustweights.normalization import Normalization, check_normalization
-from robustweights.validation import check_num_classes, check_positive_float
 
 __all__ = ["MetaReweighter"]
 

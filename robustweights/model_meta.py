@@ -14,10 +14,16 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from robustweights import distributed
+from robustweights import _distributed as distributed
 from robustweights._backend import ArrayKind
+from robustweights._clean_stats import CleanStatistics
+from robustweights._validation import (
+    check_keywords_only,
+    check_loss_fn,
+    check_module,
+    check_positive_float,
+)
 from robustweights.base import Reweighter
-from robustweights.clean_stats import CleanStatistics
 from robustweights.functional.model_meta import (
     COUNT,
     check_scores,
@@ -30,12 +36,6 @@ from robustweights.functional.model_meta import (
 )
 from robustweights.losses import LossFn
 from robustweights.normalization import Normalization, check_normalization
-from robustweights.validation import (
-    check_keywords_only,
-    check_loss_fn,
-    check_module,
-    check_positive_float,
-)
 
 __all__ = ["ModelMetaReweighter"]
 

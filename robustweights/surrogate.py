@@ -16,20 +16,10 @@ from typing import Any, Literal
 
 import torch
 
-from robustweights import distributed
-from robustweights.base import Reweighter
-from robustweights.clean_stats import CleanStatistics
-from robustweights.functional.surrogate import (
-    fbr_candidate_steps,
-    fbr_class_sums,
-    fbr_incremental_weights,
-    fbr_prototypes,
-    fbr_recompute_weights,
-    fbr_scaled_directions,
-    fbr_step,
-)
-from robustweights.sample_store import SampleStore
-from robustweights.validation import (
+from robustweights import _distributed as distributed
+from robustweights._clean_stats import CleanStatistics
+from robustweights._sample_store import SampleStore
+from robustweights._validation import (
     check_clean_classes,
     check_fraction,
     check_keywords_only,
@@ -41,6 +31,16 @@ from robustweights.validation import (
     check_positive_float,
     check_weight_bounds,
     missing_classes,
+)
+from robustweights.base import Reweighter
+from robustweights.functional.surrogate import (
+    fbr_candidate_steps,
+    fbr_class_sums,
+    fbr_incremental_weights,
+    fbr_prototypes,
+    fbr_recompute_weights,
+    fbr_scaled_directions,
+    fbr_step,
 )
 
 __all__ = ["AlphaSchedule", "SurrogateReweighter"]
@@ -197,10 +197,6 @@ class SurrogateReweighter(Reweighter):
         if callable(self.alpha):
             return check_nonneg_float(self.alpha(self.epoch), "alpha(epoch)")
         return self.alpha
-
-    def reset_state(self) -> None:
-        """Forget the per-sample weights of the incremental mode."""
-        self._store.reset()
 
     # ----------------------------------------------------------------- checkpointing
     _state_config = ("num_classes", "mode")

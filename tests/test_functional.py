@@ -191,7 +191,7 @@ def test_functional_exports_only_the_twins():
 def test_functional_twins_take_validate_as_the_classes_do(monkeypatch):
     # One input path (validation.prepare_batches) for every class and twin; validate=False
     # skips the tensor checks and their host synchronisations, never the options' checks.
-    from robustweights import validation
+    from robustweights import _validation as validation
 
     F, y, G, yc, Z, ZC = _data(1, torch.float64)
     net = torch.nn.Linear(6, 4).double()

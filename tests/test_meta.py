@@ -360,7 +360,7 @@ def test_model_reweighter_without_num_classes_names_a_label_out_of_range():
 def test_clean_set_empty_on_every_rank_is_an_error_on_every_use(kind, monkeypatch):
     # Under torch.distributed a rank may pass an empty clean batch; when every rank did, each
     # use of that clean set is an error (not only the first, then silent zero weights).
-    from robustweights import distributed
+    from robustweights import _distributed as distributed
 
     monkeypatch.setattr(distributed, "is_distributed", lambda group=None: True)
     monkeypatch.setattr(distributed, "all_reduce_sums", lambda sums, group=None: None)

@@ -16,7 +16,7 @@ import torch
 from state_cases import CASES, N_STEPS, SPLIT
 
 from robustweights import MetaReweighter, ModelMetaReweighter, PhaseMonitor, SurrogateReweighter
-from robustweights.state import STATE_VERSION
+from robustweights._state import STATE_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 HOW = ("state_dict", "pickle", "torch_save")
@@ -234,7 +234,7 @@ def test_clean_statistics_of_another_class_count_are_refused(make, stat):
 
 
 def test_clean_statistics_parts_must_agree():
-    from robustweights.clean_stats import CleanStatistics
+    from robustweights._clean_stats import CleanStatistics
 
     stats = CleanStatistics()
     stats.add(count=torch.ones(2))

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from robustweights._numerics import as_output, compute_dtype, max_abs, pow2_scale
+from robustweights._validation import check_positive_float, prepare_batches
 from robustweights.normalization import Normalization, check_normalization, normalize_weights
-from robustweights.validation import check_positive_float, prepare_batches
 
 __all__ = ["meta_weights"]
 

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import torch
 
 from robustweights._numerics import as_output, compute_dtype, max_abs, pow2_scale
-from robustweights.validation import (
+from robustweights._validation import (
     check_clean_classes,
     check_fraction,
     check_missing_class,

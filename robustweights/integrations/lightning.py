@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without lightnin
 
 from robustweights import FeatureCapture, Reweighter, SurrogateRecipe
 from robustweights._data import CleanData, check_data, eval_mode, iterate
-from robustweights.distributed import is_distributed
+from robustweights._distributed import is_distributed
 from robustweights.integrations.stream import RecipeStream
 
 __all__ = ["RecipeCallback", "RecipeDataLoader", "ReweighterCallback"]

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from robustweights.distributed import is_distributed
+from robustweights._distributed import is_distributed
 from robustweights.recipe import SurrogateRecipe
 
 __all__ = ["RecipeStream"]

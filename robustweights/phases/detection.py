@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from robustweights._backend import to_torch
-from robustweights.validation import check_fraction, check_positive_int, check_vector
+from robustweights._validation import check_fraction, check_positive_int, check_vector
 
 __all__ = ["PHASES", "PhaseBoundaries", "detect_phases"]
 

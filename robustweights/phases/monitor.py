@@ -10,19 +10,19 @@ from typing import Any
 import torch
 
 from robustweights._backend import from_torch, kind_of, to_torch
+from robustweights._sample_store import SampleStore
+from robustweights._state import STATE_VERSION, check_state_dict
+from robustweights._validation import (
+    check_nonneg_float,
+    check_sample_ids,
+    check_scalar,
+    check_weights,
+)
 from robustweights.phases.detection import PhaseBoundaries, _PhaseRule
 from robustweights.phases.statistics import (
     coupling_magnitude,
     effective_sample_size,
     kept_precision_recall,
-)
-from robustweights.sample_store import SampleStore
-from robustweights.state import STATE_VERSION, check_state_dict
-from robustweights.validation import (
-    check_nonneg_float,
-    check_sample_ids,
-    check_scalar,
-    check_weights,
 )
 
 __all__ = ["PhaseMonitor", "PhaseReport", "PostFilteringWarning"]

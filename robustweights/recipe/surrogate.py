@@ -21,16 +21,16 @@ from robustweights._data import (
     eval_mode,
     iterate,
 )
+from robustweights._sample_store import SampleStore
+from robustweights._state import STATE_VERSION, check_state_dict
+from robustweights._validation import check_loss_fn, check_nonneg_int, check_sample_ids
 from robustweights.features import FeatureCapture
 from robustweights.losses import LossFn, per_sample_losses
 from robustweights.phases.health import FilterHealth, HealthReport
 from robustweights.recipe.config import RecipeConfig
 from robustweights.recipe.options import pseudo_label_term, rate_rule_weights
-from robustweights.sample_store import SampleStore
 from robustweights.selection import drop_rate_at
-from robustweights.state import STATE_VERSION, check_state_dict
 from robustweights.surrogate import AlphaSchedule, SurrogateReweighter
-from robustweights.validation import check_loss_fn, check_nonneg_int, check_sample_ids
 
 __all__ = ["SurrogateRecipe"]
 

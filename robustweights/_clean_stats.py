@@ -6,7 +6,7 @@ of the summed clean loss for full-network L2RW). Sums make three operations one 
 
 * streaming: ``update`` over several clean batches equals one ``update`` over their union;
 * caching: the sums are kept between calls (``set_clean`` at epoch start, reuse per batch);
-* distributed: ``all_reduce`` sums the state across ranks (see :mod:`robustweights.distributed`).
+* distributed: ``all_reduce`` sums the state across ranks (see :mod:`robustweights._distributed`).
 
 As torchmetrics' ``sync_on_compute``, the reduction is lazy: :meth:`CleanStatistics.add` only
 accumulates this rank's sums (*pending*), and :meth:`CleanStatistics.sync` reduces everything
@@ -78,7 +78,7 @@ class CleanStatistics:
 
     def sync(self, reduce: Callable[[dict[str, torch.Tensor]], None] | None = None) -> None:
         """Reduce the pending sums across ranks with ``reduce`` (in place on a dict; e.g.
-        :func:`robustweights.distributed.all_reduce_sums`) and add them to the state. A no-op
+        :func:`robustweights._distributed.all_reduce_sums`) and add them to the state. A no-op
         when nothing is pending; without ``reduce`` the pending sums are merged as they are."""
         if not self._pending:
             return
@@ -123,7 +123,7 @@ class CleanStatistics:
 
     def state_dict(self) -> dict[str, Any]:
         """Reduced and pending statistics as CPU copies (device-independent; see
-        :mod:`robustweights.state`)."""
+        :mod:`robustweights._state`)."""
         def cpu(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             return {name: value.detach().to("cpu", copy=True) for name, value in d.items()}
 
