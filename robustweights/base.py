@@ -4,7 +4,7 @@ A subclass states which inputs it needs (``requires``: penultimate ``features``,
 ``labels``, or a model's own ``inputs``) and implements two pure steps: ``_clean_sums``
 (per-batch additive statistics of a clean batch) and ``_compute`` (weights of a training batch
 given the clean statistics). The base class owns the public call, the one input path
-(:func:`~robustweights._validation.convert_batch` and the checks after it), the clean-set cache,
+(:func:`~robustweights._batch.prepare_batches`), the clean-set cache,
 framework conversion and the distributed reduction of clean statistics.
 
 One clean-set rule for every reweighter: :meth:`Reweighter.set_clean` /
@@ -22,6 +22,7 @@ import torch
 
 from robustweights import _distributed as distributed
 from robustweights._backend import ArrayKind, from_torch, kind_of
+from robustweights._batch import prepare_batches
 from robustweights._clean_stats import CleanStatistics
 from robustweights._numerics import as_output
 from robustweights._state import STATE_VERSION, check_state_dict
@@ -30,7 +31,6 @@ from robustweights._validation import (
     check_keywords_only,
     check_num_classes,
     check_sample_ids,
-    prepare_batches,
 )
 
 __all__ = ["Reweighter"]

@@ -189,9 +189,9 @@ def test_functional_exports_only_the_twins():
 
 
 def test_functional_twins_take_validate_as_the_classes_do(monkeypatch):
-    # One input path (validation.prepare_batches) for every class and twin; validate=False
+    # One input path (_batch.prepare_batches) for every class and twin; validate=False
     # skips the tensor checks and their host synchronisations, never the options' checks.
-    from robustweights import _validation as validation
+    from robustweights import _batch
 
     F, y, G, yc, Z, ZC = _data(1, torch.float64)
     net = torch.nn.Linear(6, 4).double()
@@ -206,7 +206,7 @@ def test_functional_twins_take_validate_as_the_classes_do(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("tensor values checked with validate=False")
 
-    monkeypatch.setattr(validation, "check_values", boom)
+    monkeypatch.setattr(_batch, "check_values", boom)
     for name, fn in calls.items():
         assert torch.equal(fn(False), want[name]), name
         with pytest.raises(AssertionError, match="tensor values checked"):

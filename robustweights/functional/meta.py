@@ -24,8 +24,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from robustweights._batch import prepare_batches
 from robustweights._numerics import as_output, compute_dtype, max_abs, pow2_scale
-from robustweights._validation import check_positive_float, prepare_batches
+from robustweights._validation import check_positive_float
 from robustweights.normalization import Normalization, check_normalization, normalize_weights
 
 __all__ = ["meta_weights"]

@@ -25,13 +25,13 @@ import torch.autograd.forward_ad as fwAD
 from torch import nn
 from torch.func import functional_call
 
+from robustweights._batch import prepare_batches
 from robustweights._numerics import saturate
 from robustweights._validation import (
     check_loss_fn,
     check_module,
     check_num_classes,
     check_positive_float,
-    prepare_batches,
 )
 from robustweights.losses import LossFn, per_sample_losses
 from robustweights.normalization import Normalization, check_normalization, normalize_weights

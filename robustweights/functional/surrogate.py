@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import torch
 
+from robustweights._batch import prepare_batches
 from robustweights._numerics import as_output, compute_dtype, max_abs, pow2_scale
 from robustweights._validation import (
     check_clean_classes,
@@ -30,7 +31,6 @@ from robustweights._validation import (
     check_num_classes,
     check_weight_bounds,
     missing_classes,
-    prepare_batches,
 )
 
 __all__ = ["surrogate_weights"]
