@@ -246,3 +246,20 @@ def test_clean_statistics_parts_must_agree():
                                          r"a mapping of tensors"):
         stats.load_state_dict({"reduced": {}, "pending": [1]})
     assert stats.pending and stats.shapes() == {"count": (2,)}
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("loss_peak", "high", r"Expected `state_dict\['rule'\]\['loss_peak'\]` to be a number, but "
+                          r"got 'high'"),
+    ("filter_run", None, r"Expected `state_dict\['rule'\]\['filter_run'\]` to be an integer, "
+                         r"but got None"),
+    ("filtering", 1.5, r"Expected `state_dict\['rule'\]\['filtering'\]` to be an integer or "
+                       r"None, but got 1.5"),
+    ("bogus", 1, r"Expected `state_dict\['rule'\]` to hold some of \['loss_peak'"),
+])
+def test_phase_monitor_rule_state_is_checked(field, value, message):
+    mon = PhaseMonitor()
+    state = mon.state_dict()
+    state["rule"] = {**state["rule"], field: value}
+    with pytest.raises(ValueError, match=message):
+        PhaseMonitor().load_state_dict(state)
