@@ -34,13 +34,13 @@ from robustweights._validation import (
 )
 from robustweights.base import Reweighter
 from robustweights.functional.surrogate import (
-    fbr_candidate_steps,
-    fbr_class_sums,
-    fbr_incremental_weights,
-    fbr_prototypes,
-    fbr_recompute_weights,
-    fbr_scaled_directions,
-    fbr_step,
+    surrogate_candidate_steps,
+    surrogate_class_sums,
+    surrogate_incremental_weights,
+    surrogate_prototypes,
+    surrogate_recompute_weights,
+    surrogate_scaled_directions,
+    surrogate_step,
 )
 
 __all__ = ["AlphaSchedule", "SurrogateReweighter"]
@@ -233,7 +233,7 @@ class SurrogateReweighter(Reweighter):
                 "missing_class_weight": self.missing_class_weight}
 
     def _clean_sums(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-        return fbr_class_sums(inputs["features"], inputs["labels"], self.num_classes)
+        return surrogate_class_sums(inputs["features"], inputs["labels"], self.num_classes)
 
     def directions(self, *args: Any, features: Any = None, labels: Any = None,
                    clean_features: Any = None, clean_labels: Any = None,
@@ -261,8 +261,8 @@ class SurrogateReweighter(Reweighter):
         range) and the scale-safe ones the weights are computed from."""
         mu, protos, present = self._prototypes(stats)
         # d / scale**2: the similarity never overflows (robustweights._numerics)
-        d, valid, scale = fbr_scaled_directions(batch["features"], batch["labels"], mu, protos,
-                                                present, alpha)
+        d, valid, scale = surrogate_scaled_directions(batch["features"], batch["labels"], mu,
+                                                      protos, present, alpha)
         big = torch.finfo(d.dtype).max
         return ((d * scale.to(d.dtype)) * scale.to(d.dtype)).clamp(-big, big), d, valid, scale
 
@@ -276,14 +276,14 @@ class SurrogateReweighter(Reweighter):
                                   stacklevel=4)
         if self.mode == "recompute":
             step = (self._global_step(d, valid, scale) if self._global_batch()
-                    else fbr_step(d, valid, w_init=self.w_init, ratio=self.ratio))
-            return fbr_recompute_weights(
+                    else surrogate_step(d, valid, w_init=self.w_init, ratio=self.ratio))
+            return surrogate_recompute_weights(
                 d, valid, ratio=self.ratio, step=step, w_init=self.w_init, w_max=self.w_max,
                 threshold=self.threshold, missing_class_weight=self.missing_class_weight)
         if sample_ids is None:
             raise ValueError("Expected `sample_ids` to be given in incremental mode, but got None")
         prev = self._store.gather(sample_ids, like=d)  # unseen ids start at w_init
-        state, w = fbr_incremental_weights(
+        state, w = surrogate_incremental_weights(
             prev, d, valid, eta=self.eta, w_init=self.w_init, w_max=self.w_max,
             threshold=self.threshold, missing_class_weight=self.missing_class_weight,
             scale=scale)
@@ -295,11 +295,11 @@ class SurrogateReweighter(Reweighter):
 
     def _global_step(self, d: torch.Tensor, valid: torch.Tensor, scale: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-        r""":func:`fbr_step` over the union of every rank's batch (:math:`N` and :math:`B`
+        r""":func:`surrogate_step` over the union of every rank's batch (:math:`N` and :math:`B`
         global), as one process would on the concatenated batch: one all-reduce of
         :math:`\eta` and whether any direction is negative, or with ``ratio`` an all-reduce of
         the sizes and an all-gather of each rank's k smallest steps."""
-        neg, steps = fbr_candidate_steps(d, valid, w_init=self.w_init)
+        neg, steps = surrogate_candidate_steps(d, valid, w_init=self.w_init)
         # Steps in true units (float64: no overflow for any scale the kernels produce), so
         # ranks whose features have different scales compare like with like; exact powers of
         # two, so equal scales give the single-process bits.
@@ -339,7 +339,7 @@ class SurrogateReweighter(Reweighter):
         counts = stats["class_counts"]
         if self.validate:
             check_clean_classes(counts)
-        protos = fbr_prototypes(stats["class_sums"], counts)
+        protos = surrogate_prototypes(stats["class_sums"], counts)
         if stats is self.clean:
             self._proto_cache = (key, protos)
         return protos

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from reference import fbr_reference
 
 from robustweights import AlphaSchedule, SurrogateReweighter
-from robustweights.functional.surrogate import fbr_class_sums, fbr_prototypes
+from robustweights.functional.surrogate import surrogate_class_sums, surrogate_prototypes
 
 
 def make_data(seed, B=64, M=90, D=12, C=5, missing=()):
@@ -66,7 +66,7 @@ def test_reference_defaults():
 def test_prototype_form_equals_gram_similarity():
     F, _, G, yc = make_data(3, M=200)
     Ft, Gt, yct = map(torch.tensor, (F, G, yc))
-    mu, P, _ = fbr_prototypes(**fbr_class_sums(Gt, yct, 5))
+    mu, P, _ = surrogate_prototypes(**surrogate_class_sums(Gt, yct, 5))
     S_proto = (Ft - mu) @ P.T
     gram = (Ft - mu) @ (Gt - mu).T
     S_gram = torch.stack([gram[:, yct == c].mean(1) for c in range(5)], 1)
