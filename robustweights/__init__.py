@@ -21,8 +21,9 @@ Public API::
                           robustweights.phases.FilterHealth, which SurrogateRecipe reports)
 
 Stateless twins of the reweighters live in :mod:`robustweights.functional`
-(``surrogate_weights``, ``meta_weights``, ``model_meta_weights``); input checks in
-:mod:`robustweights.validation`.
+(``surrogate_weights``, ``meta_weights``, ``model_meta_weights``); framework integrations in
+:mod:`robustweights.integrations`. Modules whose names start with an underscore are internal:
+their names may change without notice.
 """
 
 from robustweights.base import Reweighter

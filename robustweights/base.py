@@ -4,7 +4,7 @@ A subclass states which inputs it needs (``requires``: penultimate ``features``,
 ``labels``, or a model's own ``inputs``) and implements two pure steps: ``_clean_sums``
 (per-batch additive statistics of a clean batch) and ``_compute`` (weights of a training batch
 given the clean statistics). The base class owns the public call, the one input path
-(:func:`~robustweights.validation.convert_batch` and the checks after it), the clean-set cache,
+(:func:`~robustweights._batch.prepare_batches`), the clean-set cache,
 framework conversion and the distributed reduction of clean statistics.
 
 One clean-set rule for every reweighter: :meth:`Reweighter.set_clean` /
@@ -15,23 +15,22 @@ One clean-set rule for every reweighter: :meth:`Reweighter.set_clean` /
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
 
-from robustweights import distributed
+from robustweights import _distributed as distributed
 from robustweights._backend import ArrayKind, from_torch, kind_of
+from robustweights._batch import prepare_batches
+from robustweights._clean_stats import CleanStatistics
 from robustweights._numerics import as_output
-from robustweights.clean_stats import CleanStatistics
-from robustweights.state import STATE_VERSION, check_state_dict
-from robustweights.validation import (
-    check_batch,
+from robustweights._state import STATE_VERSION, check_state_dict
+from robustweights._validation import (
     check_batch_scope,
     check_keywords_only,
     check_num_classes,
     check_sample_ids,
-    check_values,
-    convert_batch,
 )
 
 __all__ = ["Reweighter"]
@@ -56,7 +55,7 @@ class Reweighter(abc.ABC):
         batch_scope: what quantities coupling the samples of a batch are computed over when
             ``sync`` and a process group are on: ``"global"`` (default) the union of every
             rank's batch, so the weights equal one process's on the concatenated batch;
-            ``"local"`` each rank's own batch. See :mod:`robustweights.distributed`.
+            ``"local"`` each rank's own batch. See :mod:`robustweights._distributed`.
         process_group: the group to reduce over (default: the world).
     """
 
@@ -115,14 +114,14 @@ class Reweighter(abc.ABC):
         self._sync(self.clean)
 
     def _sync(self, stats: CleanStatistics) -> None:
-        if not stats.pending:
-            return
-        stats.sync(self._reduce)
-        if self.validate and self._shards_clean():  # once per refresh: every shard was empty?
-            total = float(sum(float(stats[k].sum()) for k in stats if "count" in k))
-            if total == 0:
-                raise ValueError("Expected the clean set to hold at least one sample over all "
-                                 "ranks, but got none")
+        if stats.pending:
+            stats.sync(self._reduce)
+            if self.validate and self._shards_clean():  # once per refresh: every shard empty?
+                total = float(sum(float(stats[k].sum()) for k in stats if "count" in k))
+                stats.empty_everywhere = total == 0
+        if stats.empty_everywhere:  # on every use of that clean set, not only the first
+            raise ValueError("Expected the clean set to hold at least one sample over all "
+                             "ranks, but got none")
 
     def _shards_clean(self) -> bool:
         """Whether a clean batch may be empty: only when ranks share a clean set (Python only)."""
@@ -212,29 +211,59 @@ class Reweighter(abc.ABC):
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
         """Restore a :meth:`state_dict`, e.g. after ``torch.load`` on any device.
 
+        All or nothing: every key is checked before any is assigned, so a refused state leaves
+        the reweighter (and its :meth:`state_dict`) as it was.
+
         Raises:
-            ValueError: for unexpected or missing keys (``strict``), a newer state layout, or a
-                configuration mismatch (e.g. ``num_classes``); the message names the key.
+            ValueError: for unexpected or missing keys (``strict``), a newer state layout, a
+                configuration mismatch (e.g. ``num_classes``) or clean statistics of other
+                names or shapes than this reweighter's; the message names the key.
+            TypeError: for a state that is not a mapping or a value of the wrong type.
         """
         keys = (*self._state_config, "clean", *self._extra_state())
         check_state_dict(state_dict, owner=type(self).__name__, keys=keys, strict=strict,
                          config={key: getattr(self, key) for key in self._state_config})
+        clean = None
         if "clean" in state_dict:
-            self._check_clean_state(state_dict["clean"])
-            self.clean.load_state_dict(state_dict["clean"])
-        self._load_extra_state(state_dict)
+            clean = CleanStatistics.from_state_dict(state_dict["clean"])
+            self._check_clean_state(clean)
+        commit = self._stage_extra_state(state_dict)
+        # every check passed: assign
+        if clean is not None:
+            self.clean.replace(clean)
+        commit()
 
-    def _check_clean_state(self, clean: Any) -> None:
-        """Refuse saved clean statistics this reweighter cannot use (a subclass hook)."""
-        return None
+    #: What the clean statistics must hold, for messages.
+    _clean_layout_name = "the clean statistics of this reweighter"
+
+    def _clean_layout(self) -> dict[str, tuple[int | None, ...]]:
+        """The name and shape of every clean statistic (None: any size), checked on load."""
+        return {}
+
+    def _check_clean_state(self, clean: CleanStatistics) -> None:
+        """Refuse saved clean statistics of other names or shapes than :meth:`_clean_layout`."""
+        shapes, layout = clean.shapes(), self._clean_layout()
+        if not shapes:  # nothing cached
+            return
+        if set(shapes) != set(layout):
+            raise ValueError(f"Expected `state_dict['clean']` to hold {self._clean_layout_name}, "
+                             f"but these keys differ: {sorted(set(shapes) ^ set(layout))[:5]}")
+        for name, want in layout.items():
+            got = shapes[name]
+            if len(got) != len(want) or any(w is not None and w != g
+                                            for w, g in zip(want, got, strict=True)):
+                shown = ", ".join("D" if w is None else str(w) for w in want)
+                raise ValueError(f"Expected `state_dict['clean']` statistic `{name}` to have "
+                                 f"shape ({shown}{',' if len(want) == 1 else ''}), but got {got}")
 
     def _extra_state(self) -> dict[str, Any]:
         """Subclass state beyond the clean statistics (CPU tensors and plain values)."""
         return {}
 
-    def _load_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`_extra_state` wrote (keys may be absent when not strict)."""
-        return None
+    def _stage_extra_state(self, state: dict[str, Any]) -> Callable[[], None]:
+        """Check what :meth:`_extra_state` wrote (keys may be absent when not strict) and return
+        the assignment to run once every key has passed; raise before assigning anything."""
+        return lambda: None
 
     def __getstate__(self) -> dict[str, Any]:
         # A process group is a handle to live communicators: it cannot be pickled. An unpickled
@@ -258,15 +287,8 @@ class Reweighter(abc.ABC):
     def _prepare(self, raw: dict[str, Any], prefix: str, allow_empty: bool = False
                  ) -> dict[str, torch.Tensor]:
         """Convert and validate the inputs this method needs; drop the others."""
-        batch = convert_batch(raw, self.requires, prefix=prefix)
-        if not self.validate:
-            if "labels" in batch:
-                batch["labels"] = batch["labels"].long()
-            return batch
-        floats, labels = check_batch(batch, prefix=prefix, num_classes=self.num_classes,
-                                     allow_empty=allow_empty)
-        check_values(floats, labels, self.num_classes)
-        return batch
+        return prepare_batches({prefix: raw}, self.requires, num_classes=self.num_classes,
+                               validate=self.validate, allow_empty=allow_empty)[prefix]
 
     def _reduce(self, sums: dict[str, torch.Tensor]) -> None:
         if self.sync:

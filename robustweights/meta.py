@@ -26,17 +26,17 @@ from typing import Any, Literal
 
 import torch
 
-from robustweights import distributed
+from robustweights import _distributed as distributed
+from robustweights._clean_stats import CleanStatistics
 from robustweights._numerics import compute_dtype, saturate
+from robustweights._validation import check_num_classes, check_positive_float
 from robustweights.base import Reweighter
-from robustweights.clean_stats import CleanStatistics
 from robustweights.functional.meta import (
-    l2rw_clean_sums,
-    l2rw_scaled_last_layer_scores,
-    l2rw_weights_from_scores,
+    meta_clean_sums,
+    meta_scaled_last_layer_scores,
+    meta_weights_from_scores,
 )
 from robustweights.normalization import Normalization, check_normalization
-from robustweights.validation import check_num_classes, check_positive_float
 
 __all__ = ["MetaReweighter"]
 
@@ -102,11 +102,11 @@ class MetaReweighter(Reweighter):
 
     # ------------------------------------------------------------ last-layer closed form
     def _clean_sums(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-        return l2rw_clean_sums(inputs["logits"], inputs["features"], inputs["labels"])
+        return meta_clean_sums(inputs["logits"], inputs["features"], inputs["labels"])
 
     def _compute(self, stats: CleanStatistics, *, sample_ids: torch.Tensor | None,
                  **batch: torch.Tensor) -> torch.Tensor:
-        u, c = l2rw_scaled_last_layer_scores(
+        u, c = meta_scaled_last_layer_scores(
             batch["logits"], batch["features"], batch["labels"], stats["resid_feat_sum"],
             stats["resid_sum"], stats["count"], bias=self.bias)
         self.last_scores = saturate((u * c) * self.lr, compute_dtype(batch["logits"].dtype))
@@ -114,8 +114,12 @@ class MetaReweighter(Reweighter):
         if self.normalization != "none" and self._global_batch():
             # the concatenated batch's denominators, in the units of u (one all-reduce)
             total, count = distributed.global_sum_and_count(u, self.process_group)
-        return l2rw_weights_from_scores(u, c, normalization=self.normalization, lr=self.lr,
+        return meta_weights_from_scores(u, c, normalization=self.normalization, lr=self.lr,
                                         total=total, count=count)
+
+    def _clean_layout(self) -> dict[str, tuple[int | None, ...]]:
+        return {"resid_feat_sum": (self.num_classes, None), "resid_sum": (self.num_classes,),
+                "count": ()}
 
     # ------------------------------------------------------------ repr
     def _repr_args(self) -> dict[str, Any]:

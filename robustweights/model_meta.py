@@ -14,10 +14,16 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from robustweights import distributed
+from robustweights import _distributed as distributed
 from robustweights._backend import ArrayKind
+from robustweights._clean_stats import CleanStatistics
+from robustweights._validation import (
+    check_keywords_only,
+    check_loss_fn,
+    check_module,
+    check_positive_float,
+)
 from robustweights.base import Reweighter
-from robustweights.clean_stats import CleanStatistics
 from robustweights.functional.model_meta import (
     COUNT,
     check_scores,
@@ -30,12 +36,6 @@ from robustweights.functional.model_meta import (
 )
 from robustweights.losses import LossFn
 from robustweights.normalization import Normalization, check_normalization
-from robustweights.validation import (
-    check_keywords_only,
-    check_loss_fn,
-    check_module,
-    check_positive_float,
-)
 
 __all__ = ["ModelMetaReweighter"]
 
@@ -163,15 +163,14 @@ class ModelMetaReweighter(Reweighter):
         return w  # already in the losses' dtype; inputs are torch tensors
 
     # ------------------------------------------------------------ checkpointing and repr
-    def _check_clean_state(self, clean: Any) -> None:
+    _clean_layout_name = "one tensor per trainable parameter of the model"
+
+    def _clean_layout(self) -> dict[str, tuple[int | None, ...]]:
         # The gradient is keyed by parameter name: it fits only a model of the same layout.
-        names = set(trainable(self.model)) | {COUNT}
-        for part in ("reduced", "pending"):
-            grad = clean.get(part, {}) if isinstance(clean, dict) else {}
-            if grad and set(grad) != names:
-                raise ValueError("Expected `state_dict['clean']` to hold one tensor per "
-                                 "trainable parameter of the model, but these keys differ: "
-                                 f"{sorted(set(grad) ^ names)[:5]}")
+        layout: dict[str, tuple[int | None, ...]] = {
+            name: tuple(p.shape) for name, p in trainable(self.model).items()}
+        layout[COUNT] = ()
+        return layout
 
     def _repr_args(self) -> dict[str, Any]:
         args: dict[str, Any] = {"model": type(self.model), "loss_fn": self.loss_fn,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from robustweights.validation import check_fraction
+from robustweights._validation import check_fraction
 
 __all__ = ["drop_rate_at", "keep_highest"]
 

@@ -16,28 +16,31 @@ from typing import Any, Literal
 
 import torch
 
-from robustweights import distributed
-from robustweights.base import Reweighter
-from robustweights.clean_stats import CleanStatistics
-from robustweights.functional.surrogate import (
-    fbr_candidate_steps,
-    fbr_class_sums,
-    fbr_incremental_weights,
-    fbr_prototypes,
-    fbr_recompute_weights,
-    fbr_scaled_directions,
-    fbr_step,
-)
-from robustweights.sample_store import SampleStore
-from robustweights.validation import (
+from robustweights import _distributed as distributed
+from robustweights._clean_stats import CleanStatistics
+from robustweights._sample_store import SampleStore
+from robustweights._validation import (
     check_clean_classes,
     check_fraction,
     check_keywords_only,
+    check_missing_class,
+    check_missing_classes,
     check_nonneg_float,
     check_nonneg_int,
     check_num_classes,
     check_positive_float,
     check_weight_bounds,
+    missing_classes,
+)
+from robustweights.base import Reweighter
+from robustweights.functional.surrogate import (
+    surrogate_candidate_steps,
+    surrogate_class_sums,
+    surrogate_incremental_weights,
+    surrogate_prototypes,
+    surrogate_recompute_weights,
+    surrogate_scaled_directions,
+    surrogate_step,
 )
 
 __all__ = ["AlphaSchedule", "SurrogateReweighter"]
@@ -121,9 +124,13 @@ class SurrogateReweighter(Reweighter):
             when a ``DistributedSampler`` reshuffles); with ``"local"`` each rank keeps only the
             ids it has seen.
         eta: the fixed step of the incremental mode (0.01).
-        missing_class_weight: the weight of a sample whose label has no clean sample (its class
-            prototype is undefined, so it has no direction). Default 0: such samples are dropped,
-            as samples not pushed up are. Set it to ``w_init`` or ``w_max`` to keep them.
+        missing_class: what a batch using a class without a clean sample does (its class
+            prototype is undefined, so its samples have no direction): ``"error"`` (default) a
+            ``ValueError`` naming the classes; ``"warn"`` a ``UserWarning`` naming them, and the
+            samples get ``missing_class_weight``; ``"ignore"`` the same without a word.
+        missing_class_weight: the weight of such a sample under ``missing_class="warn"`` or
+            ``"ignore"``. Default 0: such samples are dropped, as samples not pushed up are. Set
+            it to ``w_init`` or ``w_max`` to keep them.
         validate: see :class:`~robustweights.base.Reweighter`.
         sync: see :class:`~robustweights.base.Reweighter`. Under ``torch.distributed`` the clean
             class sums and counts are summed over ranks.
@@ -149,6 +156,7 @@ class SurrogateReweighter(Reweighter):
                  ratio: float | None = None, w_init: float = 0.5, w_max: float = 1.0,
                  threshold: float | None = None,
                  mode: Literal["recompute", "incremental"] = "recompute", eta: float = 0.01,
+                 missing_class: Literal["error", "warn", "ignore"] = "error",
                  missing_class_weight: float = 0.0, validate: bool = True, sync: bool = True,
                  batch_scope: Literal["global", "local"] = "global",
                  process_group: Any = None) -> None:
@@ -167,6 +175,7 @@ class SurrogateReweighter(Reweighter):
         self.w_init, self.w_max, self.threshold, self.missing_class_weight = check_weight_bounds(
             w_init=w_init, w_max=w_max, threshold=threshold,
             missing_class_weight=missing_class_weight)
+        self.missing_class = check_missing_class(missing_class)
         if mode not in ("recompute", "incremental"):
             raise ValueError(
                 f"Expected `mode` to be 'recompute' or 'incremental', but got {mode!r}"
@@ -177,6 +186,7 @@ class SurrogateReweighter(Reweighter):
         self._store = SampleStore(fill=self.w_init)  # incremental mode: weight per sample id
         self.last_directions: torch.Tensor | None = None
         self._proto_cache: tuple[Any, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
+        self._coverage: tuple[Any, bool] | None = None  # (clean version, every class present)
 
     def set_epoch(self, epoch: int) -> None:
         """Set the counter a callable ``alpha`` is evaluated at."""
@@ -188,10 +198,6 @@ class SurrogateReweighter(Reweighter):
             return check_nonneg_float(self.alpha(self.epoch), "alpha(epoch)")
         return self.alpha
 
-    def reset_state(self) -> None:
-        """Forget the per-sample weights of the incremental mode."""
-        self._store.reset()
-
     # ----------------------------------------------------------------- checkpointing
     _state_config = ("num_classes", "mode")
 
@@ -199,24 +205,35 @@ class SurrogateReweighter(Reweighter):
         # The epoch sets a scheduled alpha; the store is the incremental mode's memory.
         return {"epoch": self.epoch, "sample_weights": self._store.state_dict()["values"]}
 
-    def _load_extra_state(self, state: dict[str, Any]) -> None:
+    def _stage_extra_state(self, state: dict[str, Any]) -> Callable[[], None]:
+        epoch = self.epoch
         if "epoch" in state:
-            self.epoch = int(state["epoch"])
+            epoch = check_nonneg_int(state["epoch"], "state_dict['epoch']")
+        store = self._store
         if "sample_weights" in state:
             w = state["sample_weights"]
             if w is not None and (not isinstance(w, torch.Tensor) or w.ndim != 1):
                 raise ValueError("Expected `state_dict['sample_weights']` to be None or a 1-D "
-                                 f"tensor, but got {w!r}")
-            self._store.load_state_dict({"values": w})
+                                 f"tensor, but got {w!r:.80}")
+            store = SampleStore(fill=self.w_init)
+            store.load_state_dict({"values": w})
+
+        def commit() -> None:
+            self.epoch, self._store = epoch, store
+        return commit
+
+    def _clean_layout(self) -> dict[str, tuple[int | None, ...]]:
+        return {"class_sums": (self.num_classes, None), "class_counts": (self.num_classes,)}
 
     def _repr_args(self) -> dict[str, Any]:
         return {"num_classes": self.num_classes, "alpha": self.alpha, "ratio": self.ratio,
                 "mode": self.mode, "w_init": self.w_init, "w_max": self.w_max,
                 "threshold": self.threshold, "eta": self.eta,
+                "missing_class": self.missing_class,
                 "missing_class_weight": self.missing_class_weight}
 
     def _clean_sums(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-        return fbr_class_sums(inputs["features"], inputs["labels"], self.num_classes)
+        return surrogate_class_sums(inputs["features"], inputs["labels"], self.num_classes)
 
     def directions(self, *args: Any, features: Any = None, labels: Any = None,
                    clean_features: Any = None, clean_labels: Any = None,
@@ -244,8 +261,8 @@ class SurrogateReweighter(Reweighter):
         range) and the scale-safe ones the weights are computed from."""
         mu, protos, present = self._prototypes(stats)
         # d / scale**2: the similarity never overflows (robustweights._numerics)
-        d, valid, scale = fbr_scaled_directions(batch["features"], batch["labels"], mu, protos,
-                                                present, alpha)
+        d, valid, scale = surrogate_scaled_directions(batch["features"], batch["labels"], mu,
+                                                      protos, present, alpha)
         big = torch.finfo(d.dtype).max
         return ((d * scale.to(d.dtype)) * scale.to(d.dtype)).clamp(-big, big), d, valid, scale
 
@@ -253,16 +270,20 @@ class SurrogateReweighter(Reweighter):
                  **batch: torch.Tensor) -> torch.Tensor:
         self.last_directions, d, valid, scale = self._directions(stats, batch,
                                                                  self.current_alpha())
+        if self.missing_class != "ignore" and not self._covers_every_class(stats):
+            check_missing_classes(missing_classes(batch["labels"], valid),
+                                  mode=self.missing_class, weight=self.missing_class_weight,
+                                  stacklevel=4)
         if self.mode == "recompute":
             step = (self._global_step(d, valid, scale) if self._global_batch()
-                    else fbr_step(d, valid, w_init=self.w_init, ratio=self.ratio))
-            return fbr_recompute_weights(
+                    else surrogate_step(d, valid, w_init=self.w_init, ratio=self.ratio))
+            return surrogate_recompute_weights(
                 d, valid, ratio=self.ratio, step=step, w_init=self.w_init, w_max=self.w_max,
                 threshold=self.threshold, missing_class_weight=self.missing_class_weight)
         if sample_ids is None:
             raise ValueError("Expected `sample_ids` to be given in incremental mode, but got None")
         prev = self._store.gather(sample_ids, like=d)  # unseen ids start at w_init
-        state, w = fbr_incremental_weights(
+        state, w = surrogate_incremental_weights(
             prev, d, valid, eta=self.eta, w_init=self.w_init, w_max=self.w_max,
             threshold=self.threshold, missing_class_weight=self.missing_class_weight,
             scale=scale)
@@ -274,11 +295,11 @@ class SurrogateReweighter(Reweighter):
 
     def _global_step(self, d: torch.Tensor, valid: torch.Tensor, scale: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-        r""":func:`fbr_step` over the union of every rank's batch (:math:`N` and :math:`B`
+        r""":func:`surrogate_step` over the union of every rank's batch (:math:`N` and :math:`B`
         global), as one process would on the concatenated batch: one all-reduce of
         :math:`\eta` and whether any direction is negative, or with ``ratio`` an all-reduce of
         the sizes and an all-gather of each rank's k smallest steps."""
-        neg, steps = fbr_candidate_steps(d, valid, w_init=self.w_init)
+        neg, steps = surrogate_candidate_steps(d, valid, w_init=self.w_init)
         # Steps in true units (float64: no overflow for any scale the kernels produce), so
         # ranks whose features have different scales compare like with like; exact powers of
         # two, so equal scales give the single-process bits.
@@ -297,6 +318,17 @@ class SurrogateReweighter(Reweighter):
         eta = torch.where(torch.isfinite(eta), eta, torch.zeros_like(eta))
         return (eta * s2).to(d.dtype), torch.tensor(n_neg > 0, device=steps.device)
 
+    def _covers_every_class(self, stats: CleanStatistics) -> bool:
+        """Whether every class has a clean sample: one host synchronisation per clean refresh
+        for the cached clean set (then no batch needs a check), per call for a clean batch."""
+        key = (stats.version, id(stats))
+        if stats is self.clean and self._coverage is not None and self._coverage[0] == key:
+            return self._coverage[1]
+        covered = bool((stats["class_counts"] > 0).all())
+        if stats is self.clean:
+            self._coverage = (key, covered)
+        return covered
+
     def _prototypes(self, stats: CleanStatistics
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Prototypes of the clean statistics, computed (and checked) once per clean refresh
@@ -307,7 +339,7 @@ class SurrogateReweighter(Reweighter):
         counts = stats["class_counts"]
         if self.validate:
             check_clean_classes(counts)
-        protos = fbr_prototypes(stats["class_sums"], counts)
+        protos = surrogate_prototypes(stats["class_sums"], counts)
         if stats is self.clean:
             self._proto_cache = (key, protos)
         return protos

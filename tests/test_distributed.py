@@ -34,7 +34,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from robustweights import MetaReweighter, ModelMetaReweighter, SurrogateReweighter, distributed
+from robustweights import MetaReweighter, ModelMetaReweighter, SurrogateReweighter
+from robustweights import _distributed as distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 WORLD = 2

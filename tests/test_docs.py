@@ -83,7 +83,7 @@ def test_directive_check_rejects_names_outside_all():
     assert _bad_directives("::: robustweights.functional.surrogate_weights\n") == []
     assert _bad_directives("::: robustweights.functional.fbr_weights\n")  # renamed
     assert _bad_directives("::: robustweights.NoSuchReweighter\n")
-    assert _bad_directives("::: robustweights.functional.fbr_step\n")  # a kernel, not exported
+    assert _bad_directives("::: robustweights.functional.surrogate_step\n")  # a kernel: internal
     assert _bad_directives("::: robustweights.meta.MetaReweighter\n")
     assert _bad_directives("intro\n\n::: robustweights.set_clean_inputs\n")
 

@@ -40,11 +40,25 @@ def _data(seed: int, dtype: torch.dtype, C: int = 4, missing: bool = False):
        st.sampled_from([0.0, 0.5]))
 def test_surrogate_weights_equal_the_class(seed, dtype, alpha, ratio, missing, missing_weight):
     F, y, G, yc, _, _ = _data(seed, dtype, missing=missing)
-    opts = dict(alpha=alpha, ratio=ratio, missing_class_weight=missing_weight)
+    opts = dict(alpha=alpha, ratio=ratio, missing_class="ignore",
+                missing_class_weight=missing_weight)
     want = SurrogateReweighter(4, **opts).weights(features=F, labels=y, clean_features=G,
                                                   clean_labels=yc)
     got = surrogate_weights(F, y, G, yc, num_classes=4, **opts)
     assert got.dtype == want.dtype and torch.equal(got, want), (got, want)
+
+
+def test_surrogate_weights_missing_clean_class_is_an_error_by_default():
+    F, y, G, yc, _, _ = _data(0, torch.float64, missing=True)
+    with pytest.raises(ValueError, match=r"Expected `labels` to use only classes present in the "
+                                         r"clean set, but got classes \[0\]"):
+        surrogate_weights(F, y, G, yc, alpha=0.3, num_classes=4)
+    with pytest.warns(UserWarning, match=r"`labels` uses classes \[0\]"):
+        w = surrogate_weights(F, y, G, yc, alpha=0.3, num_classes=4, missing_class="warn")
+    assert bool((w[y == 0] == 0).all())
+    with pytest.raises(ValueError, match=r"Expected `missing_class` to be 'error', 'warn' or "
+                                         r"'ignore', but got None"):
+        surrogate_weights(F, y, G, yc, alpha=0.3, missing_class=None)  # type: ignore[arg-type]
 
 
 @settings(max_examples=60, deadline=None)
@@ -172,3 +186,32 @@ def test_functional_exports_only_the_twins():
     for module, name in ((fsurrogate, "surrogate_weights"), (fmeta, "meta_weights"),
                          (fmodel, "model_meta_weights")):
         assert module.__all__ == [name], f"{module.__name__} exports its internals"
+
+
+def test_functional_twins_take_validate_as_the_classes_do(monkeypatch):
+    # One input path (_batch.prepare_batches) for every class and twin; validate=False
+    # skips the tensor checks and their host synchronisations, never the options' checks.
+    from robustweights import _batch
+
+    F, y, G, yc, Z, ZC = _data(1, torch.float64)
+    net = torch.nn.Linear(6, 4).double()
+    ce = torch.nn.CrossEntropyLoss(reduction="none")
+    calls = {
+        "surrogate": lambda v: surrogate_weights(F, y, G, yc, alpha=0.3, validate=v),
+        "meta": lambda v: meta_weights(Z, F, y, ZC, G, yc, validate=v),
+        "model_meta": lambda v: model_meta_weights(net, ce, F, y, G, yc, validate=v),
+    }
+    want = {name: fn(True) for name, fn in calls.items()}
+
+    def boom(*args, **kwargs):
+        raise AssertionError("tensor values checked with validate=False")
+
+    monkeypatch.setattr(_batch, "check_values", boom)
+    for name, fn in calls.items():
+        assert torch.equal(fn(False), want[name]), name
+        with pytest.raises(AssertionError, match="tensor values checked"):
+            fn(True)
+    with pytest.raises(ValueError, match=r"Expected `alpha` to be a non-negative finite float"):
+        surrogate_weights(F, y, G, yc, alpha=-1.0, validate=False)
+    with pytest.raises(ValueError, match=r"Expected `lr` to be a positive finite float"):
+        meta_weights(Z, F, y, ZC, G, yc, lr=0.0, validate=False)

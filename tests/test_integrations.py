@@ -196,6 +196,74 @@ def test_lightning_callback_refresh_equals_set_clean(lightning_example, which):
     torch.testing.assert_close(rw.weights(**batch), ref.weights(**batch), rtol=1e-6, atol=1e-7)
 
 
+def test_lightning_callback_refresh_keeps_a_frozen_submodule_frozen(lightning_example):
+    # The refresh runs in eval mode and restores every submodule's own mode: a backbone the
+    # module froze in eval mode (e.g. its BatchNorm statistics) stays in eval mode.
+    import lightning.pytorch as pl
+    from torch import nn
+
+    from robustweights import FeatureCapture, SurrogateReweighter
+    from robustweights.integrations.lightning import ReweighterCallback
+
+    class Module(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU())
+            self.head = nn.Linear(8, 3)
+            self.seen_training: list[bool] = []
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.seen_training.append(self.backbone[1].training or self.head.training)
+            return self.head(self.backbone(x))
+
+    module = Module().train()
+    module.backbone.eval()  # frozen by the caller
+    cb = ReweighterCallback(SurrogateReweighter(3, alpha=0.5), FeatureCapture(module.head),
+                            (torch.randn(12, 6), torch.arange(12) % 3))
+    for _ in range(2):
+        cb.refresh(module)
+        assert module.training and module.head.training, "the training mode must be restored"
+        assert not module.backbone.training and not module.backbone[1].training, (
+            "the frozen backbone must stay in eval mode after a refresh")
+    assert module.seen_training == [False, False], "the clean forwards must run in eval mode"
+
+
+def test_lightning_callback_refuses_a_one_shot_iterator(lightning_example):
+    from robustweights import FeatureCapture, SurrogateReweighter
+    from robustweights.integrations.lightning import ReweighterCallback
+
+    batches = iter([(torch.zeros(2, 2), torch.zeros(2, dtype=torch.long))])
+    with pytest.raises(TypeError, match=r"Expected `clean_data` to be an \(inputs, labels\) "
+                                        r"pair of tensors or a re-iterable"):
+        ReweighterCallback(SurrogateReweighter(2), FeatureCapture(torch.nn.Linear(2, 2)), batches)
+
+
+def test_lightning_callback_refused_load_changes_nothing(lightning_example):
+    from robustweights import FeatureCapture, SurrogateReweighter
+    from robustweights.integrations.lightning import ReweighterCallback
+
+    def make() -> ReweighterCallback:
+        return ReweighterCallback(SurrogateReweighter(3, alpha=0.5),
+                                  FeatureCapture(torch.nn.Linear(8, 3)),
+                                  (torch.randn(12, 8), torch.arange(12) % 3))
+
+    saved = make()
+    saved.refreshes = 4
+    saved.reweighter.set_epoch(7)
+    good = saved.state_dict()
+    cb = make()
+    bad = {**good, "reweighter": {**good["reweighter"], "sample_weights": object()}}
+    with pytest.raises(ValueError, match=r"Expected `state_dict\['sample_weights'\]`"):
+        cb.load_state_dict(bad)
+    assert cb.refreshes == 0 and cb.reweighter.epoch == 0
+    with pytest.raises(ValueError, match=r"Expected `state_dict\['refreshes'\]` to be a "
+                                         r"non-negative integer, but got -1"):
+        cb.load_state_dict({**good, "refreshes": -1})
+    assert cb.refreshes == 0 and cb.reweighter.epoch == 0
+    cb.load_state_dict(good)
+    assert cb.refreshes == 4 and cb.reweighter.epoch == 7
+
+
 # ---------------------------------------------------------------------- Hugging Face Trainer
 @pytest.fixture(scope="module")
 def hf_example():

@@ -320,3 +320,61 @@ def test_reprs_show_the_configuration():
         "ModelMetaReweighter(model=SmallNet, loss_fn=CrossEntropyLoss(), lr=0.5, "
         "normalization='sum')")
     assert repr(ModelMetaReweighter(net, CE, num_classes=3)).endswith(", num_classes=3)")
+
+
+@pytest.mark.parametrize("train_mode", [False, True])
+def test_model_reweighter_under_autocast_computes_in_full_precision(train_mode):
+    # Forward-mode AD under autocast fails inside torch (an eval-mode BatchNorm mixes float32
+    # and bfloat16); the reweighter turns autocast off for its passes: the same weights.
+    from robustweights.functional import model_meta_weights
+
+    torch.manual_seed(0)
+    net = SmallNet().train(train_mode)  # float32, BatchNorm
+    x, y = torch.randn(12, 5), torch.randint(0, 3, (12,))
+    xc, yc = torch.randn(8, 5), torch.randint(0, 3, (8,))
+    rw = ModelMetaReweighter(net, CE, normalization="none")
+    want = rw.weights(inputs=x, labels=y, clean_inputs=xc, clean_labels=yc)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = rw.weights(inputs=x, labels=y, clean_inputs=xc, clean_labels=yc)
+        fused, losses = rw.weights_and_losses(inputs=x, labels=y, clean_inputs=xc,
+                                              clean_labels=yc)
+        functional = model_meta_weights(net, CE, x, y, xc, yc, normalization="none")
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+    assert torch.equal(functional, want)
+    torch.testing.assert_close(fused, want, rtol=1e-5, atol=1e-7)
+    assert losses.dtype == torch.float32 and losses.requires_grad
+
+
+def test_model_reweighter_without_num_classes_names_a_label_out_of_range():
+    net, x, y, xc, yc = net_data(0)
+    rw = ModelMetaReweighter(net, CE)  # the upper end is the loss function's to find
+    with pytest.raises(ValueError, match=r"Expected `labels` to be class indices `loss_fn` accepts "
+                                         r"for outputs of shape \(24, 3\), but it raised "
+                                         r"IndexError.*pass `num_classes`"):
+        rw.weights(inputs=x, labels=y + 3, clean_inputs=xc, clean_labels=yc)
+    with pytest.raises(ValueError, match=r"Expected `clean_labels` to be class indices"):
+        rw.weights(inputs=x, labels=y, clean_inputs=xc, clean_labels=yc + 3)
+
+
+@pytest.mark.parametrize("kind", ["last_layer", "model"])
+def test_clean_set_empty_on_every_rank_is_an_error_on_every_use(kind, monkeypatch):
+    # Under torch.distributed a rank may pass an empty clean batch; when every rank did, each
+    # use of that clean set is an error (not only the first, then silent zero weights).
+    from robustweights import _distributed as distributed
+
+    monkeypatch.setattr(distributed, "is_distributed", lambda group=None: True)
+    monkeypatch.setattr(distributed, "all_reduce_sums", lambda sums, group=None: None)
+    net, x, y, xc, yc = net_data(0)
+    if kind == "model":
+        rw = ModelMetaReweighter(net, CE, batch_scope="local")
+        rw.set_clean(inputs=xc[:0], labels=yc[:0])
+        batch = dict(inputs=x, labels=y)
+    else:
+        head, h, y, hc, yc = head_data(0)
+        rw = MetaReweighter(4, batch_scope="local")
+        rw.set_clean(logits=head(hc[:0]).detach(), features=hc[:0], labels=yc[:0])
+        batch = dict(logits=head(h).detach(), features=h, labels=y)
+    for _ in range(2):
+        with pytest.raises(ValueError, match=r"Expected the clean set to hold at least one sample "
+                                             r"over all ranks, but got none"):
+            rw.weights(**batch)

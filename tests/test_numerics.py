@@ -66,7 +66,7 @@ def _weights(method: str, data: dict, C: int):
     if method.startswith("fbr"):
         kw = {"fbr": {}, "fbr_ratio": {"ratio": 0.3},
               "fbr_incremental": {"mode": "incremental", "eta": 0.5}}[method]
-        rw = SurrogateReweighter(C, alpha=0.5, w_max=W_MAX, **kw)
+        rw = SurrogateReweighter(C, alpha=0.5, w_max=W_MAX, missing_class="ignore", **kw)
         ids = np.arange(len(data["labels"])) if method == "fbr_incremental" else None
         return rw.weights(features=data["features"], labels=data["labels"],
                           clean_features=data["clean_features"],

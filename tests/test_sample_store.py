@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustweights.sample_store import SampleStore
+from robustweights._sample_store import SampleStore
 
 
 def test_store_grows_by_id_and_reads_fill_for_unwritten_ids():

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from reference import fbr_reference
 
 from robustweights import AlphaSchedule, SurrogateReweighter
-from robustweights.functional.surrogate import fbr_class_sums, fbr_prototypes
+from robustweights.functional.surrogate import surrogate_class_sums, surrogate_prototypes
 
 
 def make_data(seed, B=64, M=90, D=12, C=5, missing=()):
@@ -66,7 +66,7 @@ def test_reference_defaults():
 def test_prototype_form_equals_gram_similarity():
     F, _, G, yc = make_data(3, M=200)
     Ft, Gt, yct = map(torch.tensor, (F, G, yc))
-    mu, P, _ = fbr_prototypes(**fbr_class_sums(Gt, yct, 5))
+    mu, P, _ = surrogate_prototypes(**surrogate_class_sums(Gt, yct, 5))
     S_proto = (Ft - mu) @ P.T
     gram = (Ft - mu) @ (Gt - mu).T
     S_gram = torch.stack([gram[:, yct == c].mean(1) for c in range(5)], 1)
@@ -100,12 +100,49 @@ def test_missing_clean_class_is_finite_and_configurable():
     F, y, G, yc = make_data(5, missing=(2,))
     assert not (yc == 2).any() and (y == 2).any()
     for mcw in (0.0, 0.5):
-        rw = SurrogateReweighter(5, alpha=0.3, missing_class_weight=mcw)
+        rw = SurrogateReweighter(5, alpha=0.3, missing_class="ignore", missing_class_weight=mcw)
         w = rw.weights(features=F, labels=y, clean_features=G, clean_labels=yc)
         assert np.isfinite(w).all()
         np.testing.assert_array_equal(w[y == 2], mcw)
         _, w_ref = fbr_reference(F, y, G, yc, 5, 0.3, missing_weight=mcw)
         np.testing.assert_allclose(w, w_ref, atol=1e-12)
+
+
+@pytest.mark.parametrize("cached", [True, False])
+@pytest.mark.parametrize("mode", ["recompute", "incremental"])
+def test_missing_clean_class_is_an_error_by_default(cached, mode):
+    # A class the batch uses without a clean sample is never silent: an error naming it.
+    F, y, G, yc = make_data(5, missing=(2, 4))
+    y[:2] = [2, 4]
+    rw = SurrogateReweighter(5, alpha=0.3, mode=mode)
+    clean = dict(clean_features=G, clean_labels=yc)
+    if cached:
+        rw.set_clean(features=G, labels=yc)
+        clean = {}
+    ids = np.arange(len(y)) if mode == "incremental" else None
+    with pytest.raises(ValueError, match=r"Expected `labels` to use only classes present in the "
+                                         r"clean set, but got classes \[2, 4\], which have no "
+                                         r"sample in the clean set.*missing_class='warn' or "
+                                         r"'ignore'"):
+        rw.weights(features=F, labels=y, sample_ids=ids, **clean)
+    keep = (y != 2) & (y != 4)  # a batch of present classes only: no error, no warning
+    rw.weights(features=F[keep], labels=y[keep], sample_ids=None if ids is None else ids[keep],
+               **clean)
+
+
+def test_missing_clean_class_warns_with_the_option():
+    F, y, G, yc = make_data(5, missing=(2,))
+    rw = SurrogateReweighter(5, alpha=0.3, missing_class="warn", missing_class_weight=0.5)
+    with pytest.warns(UserWarning, match=r"`labels` uses classes \[2\], which have no sample in "
+                                         r"the clean set.*`missing_class_weight` = 0.5"):
+        w = rw.weights(features=F, labels=y, clean_features=G, clean_labels=yc)
+    np.testing.assert_array_equal(w[y == 2], 0.5)
+
+
+def test_missing_class_option_is_checked():
+    with pytest.raises(ValueError, match=r"Expected `missing_class` to be 'error', 'warn' or "
+                                         r"'ignore', but got 'drop'"):
+        SurrogateReweighter(3, missing_class="drop")  # type: ignore[arg-type]
 
 
 @pytest.mark.filterwarnings("ignore:With num_classes=2 and alpha=0")
@@ -235,7 +272,8 @@ def batches(draw):
        st.sampled_from([0.5, 1.0, 2.0]))
 def test_weights_finite_and_in_range(data, alpha, ratio, w_max):
     F, y, G, yc, C = data
-    rw = SurrogateReweighter(C, alpha=alpha, ratio=ratio, w_max=w_max, w_init=0.25)
+    rw = SurrogateReweighter(C, alpha=alpha, ratio=ratio, w_max=w_max, w_init=0.25,
+                             missing_class="ignore")
     w = rw.weights(features=F, labels=y, clean_features=G, clean_labels=yc)
     assert np.isfinite(w).all() and (w >= 0).all() and (w <= w_max).all(), w
 
@@ -247,7 +285,7 @@ def test_permutation_equivariance(data, alpha, rnd):
     F, y, G, yc, C = data
     perm = np.array(rnd.sample(range(len(y)), len(y)))
     cperm = np.array(rnd.sample(range(len(yc)), len(yc)))
-    rw = SurrogateReweighter(C, alpha=alpha)
+    rw = SurrogateReweighter(C, alpha=alpha, missing_class="ignore")
     w = rw.weights(features=F, labels=y, clean_features=G, clean_labels=yc)
     wp = rw.weights(features=F[perm], labels=y[perm], clean_features=G[cperm],
                     clean_labels=yc[cperm])
@@ -260,7 +298,7 @@ def test_permutation_equivariance(data, alpha, rnd):
 def test_invariant_to_constant_feature_shift(data, alpha, shift):
     F, y, G, yc, C = data
     c = np.full(F.shape[1], shift) + np.arange(F.shape[1])
-    rw = SurrogateReweighter(C, alpha=alpha)
+    rw = SurrogateReweighter(C, alpha=alpha, missing_class="ignore")
     w = rw.weights(features=F, labels=y, clean_features=G, clean_labels=yc)
     d = rw.last_directions.numpy()
     ws = rw.weights(features=F + c, labels=y, clean_features=G + c, clean_labels=yc)

@@ -215,7 +215,7 @@ def test_clean_updates_stay_pending_until_used():
 
 
 def test_integer_argument_checks():
-    from robustweights.validation import check_nonneg_int
+    from robustweights._validation import check_nonneg_int
 
     assert check_nonneg_int(0, "epoch") == 0 and check_nonneg_int(np.int64(3), "epoch") == 3
     for bad in (-1, 1.0, True, "2"):

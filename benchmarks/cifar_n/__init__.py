@@ -7,6 +7,7 @@
 - :mod:`~benchmarks.cifar_n.methods`: the methods, one module each;
 - :mod:`~benchmarks.cifar_n.runner`: one (method, noise, seed) run and its scores;
 - :mod:`~benchmarks.cifar_n.report`: tables and plots from the records;
-- :mod:`~benchmarks.cifar_n.kept_by_class`, :mod:`~benchmarks.cifar_n.preset_search`:
-  analyses built on the records (``python -m benchmarks.cifar_n.<name>``).
+- :mod:`~benchmarks.cifar_n.studies`: one-off studies built on the records (preset search, FBR
+  selection, filter health, kept by class, cost against accuracy), each a command
+  (``python -m benchmarks.cifar_n.studies.<name>``).
 """

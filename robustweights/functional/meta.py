@@ -12,7 +12,7 @@ h_i^\top`, :math:`\nabla_b \ell_i = r_i`, :math:`A = \frac1M\sum_j s_j g_j^\top`
 
 (the :math:`a` term only with a bias), at cost :math:`O(BCD)`. :func:`meta_weights` is the whole
 method on one batch and one clean batch, the public function of this module. The kernels it is
-made of (``l2rw_*``, internal: names and signatures may change) are what
+made of (``meta_*``, internal: names and signatures may change) are what
 :class:`~robustweights.MetaReweighter` calls, adding only the cached clean statistics and the
 distributed reductions. Nothing here communicates across ranks.
 """
@@ -24,15 +24,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from robustweights._batch import prepare_batches
 from robustweights._numerics import as_output, compute_dtype, max_abs, pow2_scale
+from robustweights._validation import check_positive_float
 from robustweights.normalization import Normalization, check_normalization, normalize_weights
-from robustweights.validation import (
-    check_batch,
-    check_matrix,
-    check_positive_float,
-    check_values,
-    convert_batch,
-)
 
 __all__ = ["meta_weights"]
 
@@ -44,7 +39,7 @@ def softmax_residuals(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     return r - F.one_hot(labels, logits.shape[1]).to(r.dtype)
 
 
-def l2rw_clean_sums(logits: torch.Tensor, features: torch.Tensor, labels: torch.Tensor
+def meta_clean_sums(logits: torch.Tensor, features: torch.Tensor, labels: torch.Tensor
                     ) -> dict[str, torch.Tensor]:
     r"""Additive clean statistics of the last-layer form: :math:`\sum_j s_j g_j^\top` (C, D),
     :math:`\sum_j s_j` (C,) and the count :math:`M`, with :math:`s_j` the clean residuals.
@@ -58,7 +53,7 @@ def l2rw_clean_sums(logits: torch.Tensor, features: torch.Tensor, labels: torch.
             "count": torch.tensor(float(s.shape[0]), dtype=torch.float64, device=s.device)}
 
 
-def l2rw_scaled_last_layer_scores(logits: torch.Tensor, features: torch.Tensor,
+def meta_scaled_last_layer_scores(logits: torch.Tensor, features: torch.Tensor,
                                   labels: torch.Tensor, resid_feat_sum: torch.Tensor,
                                   resid_sum: torch.Tensor, count: torch.Tensor, *,
                                   bias: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,7 +61,7 @@ def l2rw_scaled_last_layer_scores(logits: torch.Tensor, features: torch.Tensor,
     scores divided by a positive power of two :math:`c`, and :math:`c`.
 
     :math:`u_i = r_i^\top A h_i + r_i^\top a` (the :math:`a` term only when ``bias``), from
-    the clean statistics of :func:`l2rw_clean_sums`. With :math:`s_A` a power of two of the size
+    the clean statistics of :func:`meta_clean_sums`. With :math:`s_A` a power of two of the size
     of :math:`(A, a)` and :math:`s_h` of :math:`h`, both terms are formed in the compute dtype on
     :math:`A/s_A`, :math:`a/s_A`, :math:`h/s_h` (entries of order 1: no overflow or underflow
     for features from 1e-30 to 1e30 in float32) and combined in float64 as
@@ -90,7 +85,7 @@ def l2rw_scaled_last_layer_scores(logits: torch.Tensor, features: torch.Tensor,
     return u, s_a
 
 
-def l2rw_weights_from_scores(scores: torch.Tensor, factor: torch.Tensor | float, *,
+def meta_weights_from_scores(scores: torch.Tensor, factor: torch.Tensor | float, *,
                              normalization: Normalization = "sum", lr: float = 1.0,
                              total: torch.Tensor | None = None,
                              count: torch.Tensor | None = None) -> torch.Tensor:
@@ -110,7 +105,7 @@ def l2rw_weights_from_scores(scores: torch.Tensor, factor: torch.Tensor | float,
 
 def meta_weights(logits: Any, features: Any, labels: Any, clean_logits: Any,
                  clean_features: Any, clean_labels: Any, *, normalization: Normalization = "sum",
-                 lr: float = 1.0, bias: bool = True) -> torch.Tensor:
+                 lr: float = 1.0, bias: bool = True, validate: bool = True) -> torch.Tensor:
     r"""Last-layer L2RW weights of one training batch against one clean batch, statelessly.
 
     .. math::
@@ -134,6 +129,9 @@ def meta_weights(logits: Any, features: Any, labels: Any, clean_logits: Any,
             :class:`~robustweights.MetaReweighter`.
         lr: the virtual step's learning rate (scales ``"none"`` weights only).
         bias: whether the head has a bias (adds the :math:`r_i^\top a` term).
+        validate: check the tensors (shapes, finiteness, label range), as torchmetrics'
+            ``validate_args``; ``False`` skips these checks (and their host synchronisation) in
+            a hot loop whose inputs are known good. Options are always checked.
 
     Returns:
         (B,) torch tensor of weights, in the features' floating dtype.
@@ -146,18 +144,14 @@ def meta_weights(logits: Any, features: Any, labels: Any, clean_logits: Any,
     """
     normalization = check_normalization(normalization)
     lr = check_positive_float(lr, "lr")
-    names = ("features", "logits", "labels")
-    x = convert_batch({"logits": logits, "features": features, "labels": labels}, names)
-    xc = convert_batch({"logits": clean_logits, "features": clean_features,
-                        "labels": clean_labels}, names, prefix="clean_",
-                       device=x["features"].device)
-    num_classes = check_matrix(x["logits"], "logits").shape[1]
-    floats, ints = check_batch(x, num_classes=num_classes)
-    clean_floats, clean_ints = check_batch(xc, prefix="clean_", num_classes=num_classes)
-    check_values({**floats, **clean_floats}, {**ints, **clean_ints}, max(num_classes, 2))
-    sums = l2rw_clean_sums(xc["logits"], xc["features"], xc["labels"])
-    u, c = l2rw_scaled_last_layer_scores(x["logits"], x["features"], x["labels"],
+    batches = prepare_batches(
+        {"": {"logits": logits, "features": features, "labels": labels},
+         "clean_": {"logits": clean_logits, "features": clean_features, "labels": clean_labels}},
+        ("logits", "features", "labels"), num_classes="logits", validate=validate)
+    x, xc = batches[""], batches["clean_"]
+    sums = meta_clean_sums(xc["logits"], xc["features"], xc["labels"])
+    u, c = meta_scaled_last_layer_scores(x["logits"], x["features"], x["labels"],
                                          sums["resid_feat_sum"], sums["resid_sum"],
                                          sums["count"], bias=bias)
-    w = l2rw_weights_from_scores(u, c, normalization=normalization, lr=lr)
+    w = meta_weights_from_scores(u, c, normalization=normalization, lr=lr)
     return as_output(w, x["features"])

@@ -25,23 +25,29 @@ import torch.autograd.forward_ad as fwAD
 from torch import nn
 from torch.func import functional_call
 
+from robustweights._batch import prepare_batches
 from robustweights._numerics import saturate
-from robustweights.losses import LossFn, per_sample_losses
-from robustweights.normalization import Normalization, check_normalization, normalize_weights
-from robustweights.validation import (
-    check_batch,
+from robustweights._validation import (
     check_loss_fn,
     check_module,
     check_num_classes,
     check_positive_float,
-    check_values,
-    convert_batch,
 )
+from robustweights.losses import LossFn, per_sample_losses
+from robustweights.normalization import Normalization, check_normalization, normalize_weights
 
 __all__ = ["model_meta_weights"]
 
 #: The key of the clean-sample count among the clean gradient's sums.
 COUNT = "__count__"
+
+
+def full_precision(inputs: torch.Tensor) -> torch.autocast:
+    """Autocast off on the inputs' device: the clean gradient and the JVP are taken in the
+    parameters' dtype, as outside autocast. Forward-mode AD under autocast fails inside torch
+    (e.g. an eval-mode BatchNorm mixing float32 and bfloat16 tangents), and the scores are an
+    inner product of two gradients that low precision would distort."""
+    return torch.autocast(device_type=inputs.device.type, enabled=False)
 
 
 @contextmanager
@@ -57,13 +63,28 @@ def preserved_state(model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
         yield {name: b.clone() for name, b in model.named_buffers()}
 
 
+def labelled_losses(loss_fn: LossFn, outputs: torch.Tensor, labels: torch.Tensor,
+                    name: str = "labels") -> torch.Tensor:
+    """Per-sample losses; a label the loss cannot index (e.g. ``>= C`` for cross entropy, which
+    raises ``IndexError`` on the CPU) is a ``ValueError`` naming ``name``. Without
+    ``num_classes`` this is the only check of the labels' upper end (on a GPU torch's own
+    device-side assert fires instead: pass ``num_classes``)."""
+    try:
+        return per_sample_losses(loss_fn, outputs, labels)
+    except IndexError as exc:
+        raise ValueError(f"Expected `{name}` to be class indices `loss_fn` accepts for outputs of "
+                         f"shape {tuple(outputs.shape)}, but it raised IndexError ({exc}): pass "
+                         "`num_classes` to have labels checked up front") from exc
+
+
 def trainable(model: nn.Module) -> dict[str, torch.Tensor]:
     """The parameters the scores are taken over: those that require a gradient, by name."""
     return {k: v for k, v in model.named_parameters() if v.requires_grad}
 
 
 def clean_gradient_sums(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor,
-                        labels: torch.Tensor) -> dict[str, torch.Tensor]:
+                        labels: torch.Tensor, *, name: str = "clean_labels"
+                        ) -> dict[str, torch.Tensor]:
     r"""Additive clean statistics: the gradient of the *summed* clean loss
     :math:`\nabla_\theta\sum_j \ell_j(\theta)` keyed by parameter name, and the count
     :math:`M` under :data:`COUNT` (in the gradient's dtype: one buffer, one collective). Sums
@@ -73,10 +94,10 @@ def clean_gradient_sums(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor,
     if inputs.shape[0] == 0:
         sums = {k: torch.zeros_like(v).detach() for k, v in params.items()}
     else:
-        with preserved_state(model) as buffers:
+        with preserved_state(model) as buffers, full_precision(inputs):
             leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
             out = functional_call(model, (leaves, buffers), (inputs,))
-            total = per_sample_losses(loss_fn, out, labels).sum()
+            total = labelled_losses(loss_fn, out, labels, name).sum()
             grads = torch.autograd.grad(total, list(leaves.values()), allow_unused=True)
         sums = {k: (g if g is not None else torch.zeros_like(v)).detach()
                 for (k, v), g in zip(leaves.items(), grads, strict=True)}
@@ -138,10 +159,10 @@ def losses_and_jvp(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor,
     # Dual tensors (torch.autograd.forward_ad) rather than torch.func.jvp: BatchNorm's in-place
     # running-statistic updates are allowed this way. Parameters that require grad keep their
     # reverse-mode graph through make_dual, which the fused path relies on.
-    with fwAD.dual_level():
+    with fwAD.dual_level(), full_precision(inputs):
         duals = {k: fwAD.make_dual(p, clean_grad[k].to(p)) for k, p in params.items()}
         out = functional_call(model, (duals, buffers), (inputs,))
-        primal, tangent = fwAD.unpack_dual(per_sample_losses(loss_fn, out, labels))
+        primal, tangent = fwAD.unpack_dual(labelled_losses(loss_fn, out, labels))
     if tangent is None:  # the losses do not depend on any trainable parameter
         tangent = torch.zeros(inputs.shape[0], device=inputs.device, dtype=primal.dtype)
     return primal, tangent
@@ -166,8 +187,8 @@ def model_weights_from_scores(u: torch.Tensor, normalization: Normalization, *,
 
 def model_meta_weights(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor, labels: Any,
                        clean_inputs: torch.Tensor, clean_labels: Any, *, lr: float = 1.0,
-                       normalization: Normalization = "sum", num_classes: int | None = None
-                       ) -> torch.Tensor:
+                       normalization: Normalization = "sum", num_classes: int | None = None,
+                       validate: bool = True) -> torch.Tensor:
     r"""Exact full-network L2RW weights of one training batch against one clean batch,
     statelessly.
 
@@ -196,6 +217,10 @@ def model_meta_weights(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor, 
             ``"mean"`` (mean one) or ``"none"`` (:math:`\max(u_i, 0)`).
         num_classes: :math:`C`, to check that labels lie in :math:`[0, C)`; default: labels are
             checked to be non-negative (the loss function sees the upper end).
+        validate: check the batches (shapes, label range) and that the scores are finite, as
+            torchmetrics' ``validate_args``; ``False`` skips these checks (and their host
+            synchronisations) in a hot loop whose inputs are known good. Options are always
+            checked.
 
     Returns:
         (B,) torch tensor of weights, in the dtype of the per-sample losses.
@@ -215,14 +240,12 @@ def model_meta_weights(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor, 
     lr = check_positive_float(lr, "lr")
     normalization = check_normalization(normalization)
     num_classes = None if num_classes is None else check_num_classes(num_classes)
-    names = ("inputs", "labels")
-    x = convert_batch({"inputs": inputs, "labels": labels}, names)
-    xc = convert_batch({"inputs": clean_inputs, "labels": clean_labels}, names, prefix="clean_",
-                       device=x["inputs"].device)
-    floats, ints = check_batch(x, num_classes=num_classes)
-    clean_floats, clean_ints = check_batch(xc, prefix="clean_", num_classes=num_classes)
-    check_values({**floats, **clean_floats}, {**ints, **clean_ints}, num_classes)
+    batches = prepare_batches({"": {"inputs": inputs, "labels": labels},
+                               "clean_": {"inputs": clean_inputs, "labels": clean_labels}},
+                              ("inputs", "labels"), num_classes=num_classes, validate=validate)
+    x, xc = batches[""], batches["clean_"]
     g = mean_clean_gradient(clean_gradient_sums(model, loss_fn, xc["inputs"], xc["labels"]))
     u = model_scores(model, loss_fn, x["inputs"], x["labels"], g, lr=lr)
-    check_scores(u)
+    if validate:
+        check_scores(u)
     return model_weights_from_scores(u, normalization)

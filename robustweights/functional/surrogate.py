@@ -3,7 +3,7 @@ r"""FBR (feature-based reweighting, the surrogate of meta-reweighting) as statel
 Zhang, Holtz, Mishne, Cloninger, "Revisiting Meta-Learning with Noisy Labels: Reweighting
 Dynamics and Theoretical Guarantees", arXiv 2510.12209 (steps 1-5 of ``docs/method.md``).
 :func:`surrogate_weights` is the whole method on one batch and one clean set, the public
-function of this module. The kernels it is made of (``fbr_*``, internal: names and signatures
+function of this module. The kernels it is made of (``surrogate_*``, internal: names and signatures
 may change) are what :class:`~robustweights.SurrogateReweighter` calls, adding only the cached
 clean statistics, the incremental store and the distributed reductions. Nothing here
 communicates across ranks.
@@ -16,26 +16,27 @@ inputs are rescaled by exact powers of two so that no magnitude overflows
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
+from robustweights._batch import prepare_batches
 from robustweights._numerics import as_output, compute_dtype, max_abs, pow2_scale
-from robustweights.validation import (
-    check_batch,
+from robustweights._validation import (
     check_clean_classes,
     check_fraction,
+    check_missing_class,
+    check_missing_classes,
     check_nonneg_float,
     check_num_classes,
-    check_values,
     check_weight_bounds,
-    convert_batch,
+    missing_classes,
 )
 
 __all__ = ["surrogate_weights"]
 
 
-def fbr_class_sums(features: torch.Tensor, labels: torch.Tensor, num_classes: int
+def surrogate_class_sums(features: torch.Tensor, labels: torch.Tensor, num_classes: int
                    ) -> dict[str, torch.Tensor]:
     """Per-class feature sums (C, D) and counts (C,) of a clean batch: FBR's additive state.
 
@@ -51,7 +52,7 @@ def fbr_class_sums(features: torch.Tensor, labels: torch.Tensor, num_classes: in
     return {"class_sums": sums.to(torch.float64) * scale, "class_counts": counts}
 
 
-def fbr_prototypes(class_sums: torch.Tensor, class_counts: torch.Tensor
+def surrogate_prototypes(class_sums: torch.Tensor, class_counts: torch.Tensor
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     r"""Balanced centre and centred class prototypes (steps 1-2).
 
@@ -75,7 +76,7 @@ def fbr_prototypes(class_sums: torch.Tensor, class_counts: torch.Tensor
     return mu, protos, present
 
 
-def fbr_scaled_similarity(features: torch.Tensor, mu: torch.Tensor, prototypes: torch.Tensor
+def surrogate_scaled_similarity(features: torch.Tensor, mu: torch.Tensor, prototypes: torch.Tensor
                           ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""The class similarity divided by :math:`s^2`, and :math:`s`: ``(S / s**2, s)``.
 
@@ -92,7 +93,7 @@ def fbr_scaled_similarity(features: torch.Tensor, mu: torch.Tensor, prototypes: 
     return centred @ (prototypes / scale).to(dt).T, scale
 
 
-def fbr_directions(similarity: torch.Tensor, labels: torch.Tensor, present: torch.Tensor,
+def surrogate_directions(similarity: torch.Tensor, labels: torch.Tensor, present: torch.Tensor,
                    alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Row shift and label-signed modulation (steps 3-4).
 
@@ -117,34 +118,34 @@ def fbr_directions(similarity: torch.Tensor, labels: torch.Tensor, present: torc
     return d, valid
 
 
-def fbr_scaled_directions(features: torch.Tensor, labels: torch.Tensor, mu: torch.Tensor,
+def surrogate_scaled_directions(features: torch.Tensor, labels: torch.Tensor, mu: torch.Tensor,
                           prototypes: torch.Tensor, present: torch.Tensor, alpha: float
                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     r"""Steps 2-4 on a training batch, scale-safely: ``(d / s**2, valid, s)``.
 
-    :func:`fbr_scaled_similarity` then :func:`fbr_directions`; the true directions are
+    :func:`surrogate_scaled_similarity` then :func:`surrogate_directions`; the true directions are
     :math:`d = (d/s^2)\,s^2` (the recompute weights do not depend on :math:`s`).
     """
     if features.shape[1] != prototypes.shape[1]:
         raise ValueError(f"Expected `features` to have the clean set's dimension D = "
                          f"{prototypes.shape[1]}, but got {features.shape[1]}")
-    sim, scale = fbr_scaled_similarity(features, mu, prototypes)
-    d, valid = fbr_directions(sim, labels, present, alpha)
+    sim, scale = surrogate_scaled_similarity(features, mu, prototypes)
+    d, valid = surrogate_directions(sim, labels, present, alpha)
     return d, valid, scale
 
 
-def fbr_candidate_steps(d: torch.Tensor, valid: torch.Tensor, *, w_init: float = 0.5
+def surrogate_candidate_steps(d: torch.Tensor, valid: torch.Tensor, *, w_init: float = 0.5
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""The negative set :math:`N = \{i : d_i < 0\}` (valid directions only) and the step that
     drives each of its samples to 0, :math:`w_0/|d_i|` (:math:`+\infty` outside :math:`N`)."""
     neg = (d < 0) & valid
-    # Never divides by zero; w0/tiny may overflow to inf, which fbr_recompute_weights handles.
+    # Never divides by zero; w0/tiny may overflow to inf, which surrogate_recompute_weights handles.
     steps = torch.where(neg, w_init / d.abs().clamp_min(torch.finfo(d.dtype).tiny),
                         torch.full_like(d, float("inf")))
     return neg, steps
 
 
-def fbr_step(d: torch.Tensor, valid: torch.Tensor, *, w_init: float = 0.5,
+def surrogate_step(d: torch.Tensor, valid: torch.Tensor, *, w_init: float = 0.5,
              ratio: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     r"""The step :math:`\eta` of the recompute mode, and whether any direction is negative.
 
@@ -157,7 +158,7 @@ def fbr_step(d: torch.Tensor, valid: torch.Tensor, *, w_init: float = 0.5,
     Returns:
         ``(eta, any_negative)``, 0-d tensors on ``d``'s device.
     """
-    neg, steps = fbr_candidate_steps(d, valid, w_init=w_init)
+    neg, steps = surrogate_candidate_steps(d, valid, w_init=w_init)
     n_neg = neg.sum()
     if ratio is None:
         eta = torch.where(neg, steps, torch.zeros_like(steps)).max()
@@ -169,7 +170,7 @@ def fbr_step(d: torch.Tensor, valid: torch.Tensor, *, w_init: float = 0.5,
     return eta, n_neg > 0
 
 
-def fbr_recompute_weights(d: torch.Tensor, valid: torch.Tensor, *, w_init: float = 0.5,
+def surrogate_recompute_weights(d: torch.Tensor, valid: torch.Tensor, *, w_init: float = 0.5,
                           w_max: float = 1.0, threshold: float | None = None,
                           ratio: float | None = None, missing_class_weight: float = 0.0,
                           step: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -193,12 +194,12 @@ def fbr_recompute_weights(d: torch.Tensor, valid: torch.Tensor, *, w_init: float
     weights :math:`w_0 + \eta d_i`. It changes which samples are dropped only with a threshold
     below :math:`w_0` (e.g. ``threshold=0``: exactly those that reach 0). Samples whose label
     has no clean sample (``valid`` False) get ``missing_class_weight`` and do not set the step.
-    ``step``: ``(eta, any_negative)`` from :func:`fbr_step` (e.g. over every distributed rank's
-    batch); computed from this batch when omitted.
+    ``step``: ``(eta, any_negative)`` from :func:`surrogate_step` (e.g. over every distributed
+    rank's batch); computed from this batch when omitted.
     """
     tau = w_init if threshold is None else threshold
     if step is None:
-        step = fbr_step(d, valid, w_init=w_init, ratio=ratio)
+        step = surrogate_step(d, valid, w_init=w_init, ratio=ratio)
     eta, any_negative = step
     # eta may be inf (a tiny negative direction); a zero direction then stays at w_init, not NaN.
     w = (w_init + torch.where(d == 0, 0.0, eta * d)).clamp(0, w_max)
@@ -207,7 +208,7 @@ def fbr_recompute_weights(d: torch.Tensor, valid: torch.Tensor, *, w_init: float
     return torch.where(valid, w, torch.full_like(w, missing_class_weight))
 
 
-def fbr_incremental_weights(previous: torch.Tensor, d: torch.Tensor, valid: torch.Tensor, *,
+def surrogate_incremental_weights(previous: torch.Tensor, d: torch.Tensor, valid: torch.Tensor, *,
                             eta: float = 0.01, w_init: float = 0.5, w_max: float = 1.0,
                             threshold: float | None = None, missing_class_weight: float = 0.0,
                             scale: torch.Tensor | float = 1.0
@@ -216,7 +217,7 @@ def fbr_incremental_weights(previous: torch.Tensor, d: torch.Tensor, valid: torc
     0, w_{\max})`, then the threshold of the recompute mode on the returned weights.
 
     The fixed step makes this mode scale-dependent: ``d`` may be given divided by
-    :math:`s^2` (``scale`` :math:`= s`, see :func:`fbr_scaled_similarity`); the step
+    :math:`s^2` (``scale`` :math:`= s`, see :func:`surrogate_scaled_similarity`); the step
     :math:`\eta d` is then formed as :math:`((\eta d/s^2)\,s)\,s`, which saturates to
     :math:`\pm\infty` (so the weight to 0 or :math:`w_{\max}`) rather than giving NaN.
 
@@ -235,7 +236,8 @@ def fbr_incremental_weights(previous: torch.Tensor, d: torch.Tensor, valid: torc
 def surrogate_weights(features: Any, labels: Any, clean_features: Any, clean_labels: Any, *,
                       alpha: float, num_classes: int | None = None, ratio: float | None = None,
                       w_init: float = 0.5, w_max: float = 1.0, threshold: float | None = None,
-                      missing_class_weight: float = 0.0) -> torch.Tensor:
+                      missing_class: Literal["error", "warn", "ignore"] = "error",
+                      missing_class_weight: float = 0.0, validate: bool = True) -> torch.Tensor:
     r"""FBR weights of one training batch against one clean set, statelessly (recompute mode).
 
     .. math::
@@ -245,7 +247,7 @@ def surrogate_weights(features: Any, labels: Any, clean_features: Any, clean_lab
         \tilde w_i = \operatorname{clip}(w_0 + \eta d_i, 0, w_{\max})
 
     with :math:`\mu` the class-balanced clean mean, :math:`P_c` the centred clean class means
-    and :math:`\eta = \max_{d_i<0} w_0/|d_i|` (see :func:`fbr_recompute_weights`). The
+    and :math:`\eta = \max_{d_i<0} w_0/|d_i|` (see :func:`surrogate_recompute_weights`). The
     functional twin of :class:`~robustweights.SurrogateReweighter`: the same numbers as
     ``SurrogateReweighter(num_classes, alpha=alpha, ...).weights(...)`` on one process; no
     state, no cache, no collective.
@@ -259,8 +261,13 @@ def surrogate_weights(features: Any, labels: Any, clean_features: Any, clean_lab
         alpha: the modulation :math:`\alpha \ge 0` (the reference: :math:`1/(C-1)` early in
             training, then 0).
         num_classes: :math:`C`; default: one more than the largest label given.
-        ratio, w_init, w_max, threshold, missing_class_weight: as for
-            :class:`~robustweights.SurrogateReweighter`.
+        ratio, w_init, w_max, threshold, missing_class, missing_class_weight: as for
+            :class:`~robustweights.SurrogateReweighter` (by default a class of ``labels``
+            without a clean sample is a ``ValueError`` naming it).
+        validate: check the tensors (shapes, finiteness, label range, at least two clean
+            classes), as torchmetrics' ``validate_args``; ``False`` skips these checks (and
+            their host synchronisations) in a hot loop whose inputs are known good. Options are
+            always checked.
 
     Returns:
         (B,) torch tensor of weights in :math:`[0, w_{\max}]`, in the features' floating dtype.
@@ -280,20 +287,24 @@ def surrogate_weights(features: Any, labels: Any, clean_features: Any, clean_lab
     w_init, w_max, threshold, missing_class_weight = check_weight_bounds(
         w_init=w_init, w_max=w_max, threshold=threshold,
         missing_class_weight=missing_class_weight)
-    names = ("features", "labels")
-    x = convert_batch({"features": features, "labels": labels}, names)
-    xc = convert_batch({"features": clean_features, "labels": clean_labels}, names,
-                       prefix="clean_", device=x["features"].device)
-    floats, ints = check_batch(x)
-    clean_floats, clean_ints = check_batch(xc, prefix="clean_")
-    if num_classes is None:
+    missing_mode = check_missing_class(missing_class)
+    if num_classes is not None:
+        num_classes = check_num_classes(num_classes)
+    batches = prepare_batches({"": {"features": features, "labels": labels},
+                               "clean_": {"features": clean_features, "labels": clean_labels}},
+                              ("features", "labels"), num_classes=num_classes, validate=validate)
+    x, xc = batches[""], batches["clean_"]
+    if num_classes is None:  # labels checked non-negative: one more than the largest
         num_classes = max(2, int(max(x["labels"].max(), xc["labels"].max())) + 1)
-    num_classes = check_num_classes(num_classes)
-    check_values({**floats, **clean_floats}, {**ints, **clean_ints}, num_classes)
-    sums = fbr_class_sums(xc["features"], xc["labels"], num_classes)
-    check_clean_classes(sums["class_counts"])
-    mu, protos, present = fbr_prototypes(sums["class_sums"], sums["class_counts"])
-    d, valid, _ = fbr_scaled_directions(x["features"], x["labels"], mu, protos, present, alpha)
-    w = fbr_recompute_weights(d, valid, w_init=w_init, w_max=w_max, threshold=threshold,
+    sums = surrogate_class_sums(xc["features"], xc["labels"], num_classes)
+    if validate:
+        check_clean_classes(sums["class_counts"])
+    mu, protos, present = surrogate_prototypes(sums["class_sums"], sums["class_counts"])
+    d, valid, _ = surrogate_scaled_directions(x["features"], x["labels"], mu, protos, present,
+                                              alpha)
+    if missing_mode != "ignore":
+        check_missing_classes(missing_classes(x["labels"], valid), mode=missing_mode,
+                              weight=missing_class_weight)
+    w = surrogate_recompute_weights(d, valid, w_init=w_init, w_max=w_max, threshold=threshold,
                               ratio=ratio, missing_class_weight=missing_class_weight)
     return as_output(w, x["features"])

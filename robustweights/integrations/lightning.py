@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -30,11 +30,11 @@ except ImportError as exc:  # pragma: no cover - exercised only without lightnin
     ) from exc
 
 from robustweights import FeatureCapture, Reweighter, SurrogateRecipe
+from robustweights._data import CleanData, check_data, eval_mode, iterate
+from robustweights._distributed import is_distributed
 from robustweights.integrations.stream import RecipeStream
 
 __all__ = ["RecipeCallback", "RecipeDataLoader", "ReweighterCallback"]
-
-CleanData = tuple[torch.Tensor, torch.Tensor] | Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
 class ReweighterCallback(pl.Callback):
@@ -46,7 +46,8 @@ class ReweighterCallback(pl.Callback):
        FBR's ``alpha`` schedule), and
     2. runs the clean set through the LightningModule in **eval mode** without gradients,
        streaming the captured features (and the module's outputs as logits, for reweighters
-       that need them) into ``update_clean``; then it restores the module's training mode.
+       that need them) into ``update_clean``; then it restores every submodule's own mode (a
+       backbone the module froze in eval mode stays in eval mode).
 
     The training step then calls ``reweighter.weights(features=capture.features, labels=y)``
     without a clean batch, as in ``examples/lightning_example.py``. Under DDP every rank must
@@ -68,8 +69,9 @@ class ReweighterCallback(pl.Callback):
             ``clean_labels``) and needs no callback.
         capture: the :class:`~robustweights.FeatureCapture` on the module's head, the same
             object the training step reads its features from.
-        clean_data: the trusted clean set, as one ``(inputs, labels)`` pair of tensors or an
-            iterable of such batches (e.g. a ``DataLoader``). Moved to the module's device.
+        clean_data: the trusted clean set, as one ``(inputs, labels)`` pair of tensors or a
+            re-iterable of such batches (e.g. a ``DataLoader``; a one-shot iterator is refused:
+            every epoch iterates it again). Moved to the module's device.
 
     Example:
         >>> import torch
@@ -97,26 +99,22 @@ class ReweighterCallback(pl.Callback):
                             f"{type(capture).__name__}")
         self.reweighter = reweighter
         self.capture = capture
-        if (isinstance(clean_data, tuple) and len(clean_data) == 2
-                and all(isinstance(t, torch.Tensor) for t in clean_data)):
-            clean_data = [cast(tuple[torch.Tensor, torch.Tensor], clean_data)]
-        self.clean_data = cast(Iterable[tuple[torch.Tensor, torch.Tensor]], clean_data)
+        self.clean_data = check_data(clean_data, "clean_data")
         self.refreshes = 0  # how many times the clean set was rebuilt (saved in checkpoints)
 
     @torch.no_grad()
     def refresh(self, pl_module: pl.LightningModule) -> None:
-        """Rebuild the reweighter's clean statistics from the clean set, in eval mode."""
-        was_training = pl_module.training
-        pl_module.eval()
-        try:
+        """Rebuild the reweighter's clean statistics from the clean set, in eval mode (every
+        submodule's own mode restored afterwards)."""
+        device = pl_module.device
+        with eval_mode(pl_module):
             self.reweighter.reset_clean()
-            for inputs, labels in self.clean_data:
-                outputs = pl_module(inputs.to(pl_module.device))
+            for inputs, labels in iterate(self.clean_data, shuffle=False, batch_size=1,
+                                          generator=None, device=device):
+                outputs = pl_module(inputs.to(device))
                 logits = outputs if isinstance(outputs, torch.Tensor) else None
                 self.reweighter.update_clean(features=self.capture.features,
-                                             labels=labels.to(pl_module.device), logits=logits)
-        finally:
-            pl_module.train(was_training)
+                                             labels=labels.to(device), logits=logits)
         self.refreshes += 1
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -131,9 +129,14 @@ class ReweighterCallback(pl.Callback):
         return {"refreshes": self.refreshes, "reweighter": self.reweighter.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved."""
-        self.refreshes = int(state_dict["refreshes"])
+        """Restore what :meth:`state_dict` saved (all or nothing: a rejected state changes
+        nothing)."""
+        refreshes = state_dict["refreshes"]
+        if isinstance(refreshes, bool) or not isinstance(refreshes, int) or refreshes < 0:
+            raise ValueError("Expected `state_dict['refreshes']` to be a non-negative integer, "
+                             f"but got {refreshes!r}")
         self.reweighter.load_state_dict(state_dict["reweighter"])
+        self.refreshes = refreshes
 
 
 class RecipeCallback(pl.Callback):
@@ -241,7 +244,7 @@ class RecipeDataLoader(RecipeStream):
     def pool_loader(self) -> Iterable[Any]:
         """The pool as this rank iterates it: with a ``DistributedSampler`` under DDP."""
         pool = self.pool
-        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        if not is_distributed():
             return pool
         if (not isinstance(pool, DataLoader) or isinstance(pool.dataset, IterableDataset)
                 or isinstance(pool.sampler, DistributedSampler)):

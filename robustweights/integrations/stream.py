@@ -12,6 +12,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from robustweights._distributed import is_distributed
 from robustweights.recipe import SurrogateRecipe
 
 __all__ = ["RecipeStream"]
@@ -118,7 +119,7 @@ class RecipeStream:
         _set_sampler_epoch(self.pool_loader(), epoch)
 
     def _check_ranks(self, pool: Iterable[Any]) -> None:
-        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        if not is_distributed():
             return
         clean = self.recipe.clean_steps_per_epoch
         try:

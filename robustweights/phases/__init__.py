@@ -22,7 +22,7 @@ One concept per module, all re-exported here:
   tells wrong labels from right ones, measured without true labels on held-out trusted samples
   (:class:`~robustweights.SurrogateRecipe` reports it every epoch).
 
-Input validation lives in :mod:`robustweights.validation`, as for the reweighters.
+Input validation lives in :mod:`robustweights._validation`, as for the reweighters.
 """
 
 from robustweights.phases.detection import PHASES, PhaseBoundaries, detect_phases

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from robustweights._backend import to_torch
-from robustweights.validation import check_fraction, check_positive_int, check_vector
+from robustweights._validation import check_fraction, check_positive_int, check_vector
 
 __all__ = ["PHASES", "PhaseBoundaries", "detect_phases"]
 
@@ -82,7 +82,22 @@ class _PhaseRule:
     def state_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.STATE}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: Any) -> None:
+        if not isinstance(state, dict) or not set(state) <= set(self.STATE):
+            raise ValueError(f"Expected `state_dict['rule']` to hold some of {list(self.STATE)}, "
+                             f"but got {state!r:.80}")
+        for name in ("loss_peak", "coupling_peak"):
+            if name in state and (isinstance(state[name], bool)
+                                  or not isinstance(state[name], (int, float))):
+                raise ValueError(f"Expected `state_dict['rule']['{name}']` to be a number, but "
+                                 f"got {state[name]!r:.80}")
+        for name in ("filter_run", "post_run", "filtering", "post_filtering"):
+            optional = name in ("filtering", "post_filtering")
+            value = state.get(name, 0)
+            if not ((optional and value is None) or (isinstance(value, int)
+                                                     and not isinstance(value, bool))):
+                raise ValueError(f"Expected `state_dict['rule']['{name}']` to be an integer"
+                                 f"{' or None' if optional else ''}, but got {value!r:.80}")
         for name in self.STATE:
             if name in state:
                 setattr(self, name, state[name])

@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from robustweights.state import STATE_VERSION, check_state_dict
+from robustweights._state import STATE_VERSION, check_state_dict
 
 __all__ = ["FilterCollapseWarning", "FilterHealth", "HealthReport"]
 

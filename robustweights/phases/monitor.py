@@ -10,19 +10,19 @@ from typing import Any
 import torch
 
 from robustweights._backend import from_torch, kind_of, to_torch
+from robustweights._sample_store import SampleStore
+from robustweights._state import STATE_VERSION, check_state_dict
+from robustweights._validation import (
+    check_nonneg_float,
+    check_sample_ids,
+    check_scalar,
+    check_weights,
+)
 from robustweights.phases.detection import PhaseBoundaries, _PhaseRule
 from robustweights.phases.statistics import (
     coupling_magnitude,
     effective_sample_size,
     kept_precision_recall,
-)
-from robustweights.sample_store import SampleStore
-from robustweights.state import STATE_VERSION, check_state_dict
-from robustweights.validation import (
-    check_nonneg_float,
-    check_sample_ids,
-    check_scalar,
-    check_weights,
 )
 
 __all__ = ["PhaseMonitor", "PhaseReport", "PostFilteringWarning"]
@@ -207,7 +207,8 @@ class PhaseMonitor:
                 "stored_weights": store["values"], "stored_seen": store["seen"]}
 
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
-        """Restore a :meth:`state_dict`; a frozen run stays frozen.
+        """Restore a :meth:`state_dict`; a frozen run stays frozen. All or nothing: a refused
+        state leaves the monitor as it was.
 
         Raises:
             ValueError: for unexpected or missing keys (``strict``), a newer layout, or
@@ -217,19 +218,34 @@ class PhaseMonitor:
         keys = (*config, "rule", "history", "frozen", "warned", "stored_weights", "stored_seen")
         check_state_dict(state_dict, owner="PhaseMonitor", keys=keys, config=config,
                          strict=strict)
+        # Every key is checked into new objects first, then assigned: a refused state changes
+        # nothing.
+        rule, history = self._rule, self.history
         if "rule" in state_dict:
-            self._rule.load_state_dict(state_dict["rule"])
+            rule = _PhaseRule(**self._thresholds)  # type: ignore[arg-type]
+            rule.load_state_dict(state_dict["rule"])
         if "history" in state_dict:
-            self.history = [PhaseReport(**r) for r in state_dict["history"]]
-        if "frozen" in state_dict:
-            self.frozen = bool(state_dict["frozen"])
-        if "warned" in state_dict:
-            self._warned = bool(state_dict["warned"])
+            history = _reports(state_dict["history"])
+        flags = {"frozen": self.frozen, "warned": self._warned}
+        for key in flags:
+            if key in state_dict:
+                if not isinstance(state_dict[key], bool):
+                    raise TypeError(f"Expected `state_dict['{key}']` to be a bool, but got "
+                                    f"{state_dict[key]!r:.80}")
+                flags[key] = state_dict[key]
+        store = self._store
         if "stored_weights" in state_dict:
             values = state_dict["stored_weights"]
-            self._store.load_state_dict({
-                "values": None if values is None else values.to(torch.float64),
-                "seen": state_dict.get("stored_seen")})
+            for key in ("stored_weights", "stored_seen"):
+                value = state_dict.get(key)
+                if value is not None and not isinstance(value, torch.Tensor):
+                    raise TypeError(f"Expected `state_dict['{key}']` to be None or a tensor, "
+                                    f"but got {type(value).__name__}")
+            store = SampleStore()
+            store.load_state_dict({"values": None if values is None else values.to(torch.float64),
+                                   "seen": state_dict.get("stored_seen")})
+        self._rule, self.history, self._store = rule, history, store
+        self.frozen, self._warned = flags["frozen"], flags["warned"]
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._config().items())
@@ -252,3 +268,13 @@ class PhaseMonitor:
 
     def _remember(self, ids: torch.Tensor, w: torch.Tensor) -> None:
         self._store.scatter(ids, w.cpu())
+
+
+def _reports(history: Any) -> list[PhaseReport]:
+    """The saved history as reports; a ``ValueError`` names ``state_dict['history']``."""
+    names = {f.name for f in fields(PhaseReport)}
+    if not isinstance(history, (list, tuple)) or not all(
+            isinstance(r, dict) and set(r) == names for r in history):
+        raise ValueError("Expected `state_dict['history']` to be a list of PhaseReport fields, "
+                         f"but got {history!r:.80}")
+    return [PhaseReport(**r) for r in history]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from robustweights._backend import to_torch
-from robustweights.validation import (
+from robustweights._validation import (
     check_mask,
     check_nonneg_float,
     check_scalar,

@@ -3,7 +3,6 @@
 * :mod:`~robustweights.recipe.surrogate`: :class:`SurrogateRecipe`;
 * :mod:`~robustweights.recipe.config`: :class:`RecipeConfig`, its schedule and options, and the
   named configurations;
-* :mod:`~robustweights.recipe.data`: the clean set as the recipe iterates it;
 * :mod:`~robustweights.recipe.options`: the options beyond the authors' recipe, as pure
   functions of one batch.
 """

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from robustweights.functional.surrogate import fbr_directions
-from robustweights.recipe.data import eval_mode
+from robustweights._data import eval_mode
+from robustweights.functional.surrogate import surrogate_directions
 
 if TYPE_CHECKING:
     from robustweights.features import FeatureCapture
@@ -67,7 +67,7 @@ def leave_one_out_directions(features: torch.Tensor, labels: torch.Tensor, num_c
     class_means = means.unsqueeze(0).repeat(m, 1, 1)
     class_means[torch.arange(m, device=f.device), labels] = own
     sim = torch.einsum("md,mcd->mc", f - mu_j, class_means - mu_j.unsqueeze(1))
-    d, _ = fbr_directions(sim, labels, present, 0.0)
+    d, _ = surrogate_directions(sim, labels, present, 0.0)
     return torch.where(valid, d, torch.zeros_like(d)), valid
 
 

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from robustweights.state import STATE_VERSION, check_state_dict
-from robustweights.validation import check_nonneg_int
+from robustweights._state import STATE_VERSION, check_state_dict
+from robustweights._validation import check_nonneg_int
 
 if TYPE_CHECKING:
     from robustweights.recipe.surrogate import SurrogateRecipe

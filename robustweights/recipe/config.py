@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from robustweights.validation import (
+from robustweights._validation import (
     check_fraction,
     check_nonneg_float,
     check_nonneg_int,

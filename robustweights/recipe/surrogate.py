@@ -13,6 +13,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustweights._data import (
+    Batch,
+    CleanData,
+    batches_per_pass,
+    check_class_labels,
+    check_data,
+    eval_mode,
+    iterate,
+)
+from robustweights._sample_store import SampleStore
+from robustweights._validation import (
+    check_keywords_only,
+    check_loss_fn,
+    check_nonneg_int,
+    check_sample_ids,
+)
 from robustweights.features import FeatureCapture
 from robustweights.losses import LossFn, per_sample_losses
 from robustweights.phases.health import FilterHealth, HealthReport
@@ -23,26 +39,10 @@ from robustweights.recipe.calibration import (
 )
 from robustweights.recipe.checkpoint import load_recipe_state_dict, recipe_state_dict
 from robustweights.recipe.config import RecipeConfig
-from robustweights.recipe.data import (
-    Batch,
-    CleanData,
-    batches_per_pass,
-    check_class_labels,
-    check_data,
-    eval_mode,
-    iterate,
-)
 from robustweights.recipe.options import rate_rule_weights
 from robustweights.recipe.targets import Targets, pseudo_label_targets
-from robustweights.sample_store import SampleStore
 from robustweights.selection import drop_rate_at
 from robustweights.surrogate import AlphaSchedule, SurrogateReweighter
-from robustweights.validation import (
-    check_keywords_only,
-    check_loss_fn,
-    check_nonneg_int,
-    check_sample_ids,
-)
 
 __all__ = ["SurrogateRecipe"]
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from robustweights.functional.surrogate import fbr_prototypes, fbr_scaled_similarity
+from robustweights.functional.surrogate import surrogate_prototypes, surrogate_scaled_similarity
 
 __all__ = ["Targets", "agreement_pseudo_labels", "mixup", "nearest_prototype",
            "pseudo_label_targets", "soft_cross_entropy"]
@@ -58,8 +58,9 @@ def nearest_prototype(features: torch.Tensor, class_sums: torch.Tensor,
         ...                   torch.tensor([2.0, 2.0, 0.0]))
         (tensor([0, 1]), tensor([ True,  True, False]))
     """
-    mu, protos, present = fbr_prototypes(class_sums, class_counts)
-    sim = fbr_scaled_similarity(features, mu.to(features.device), protos.to(features.device))[0]
+    mu, protos, present = surrogate_prototypes(class_sums, class_counts)
+    dev = features.device
+    sim = surrogate_scaled_similarity(features, mu.to(dev), protos.to(dev))[0]
     return sim.masked_fill(~present.to(sim.device), float("-inf")).argmax(1), present
 
 

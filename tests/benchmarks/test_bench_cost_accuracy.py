@@ -1,4 +1,4 @@
-"""benchmarks.cifar_n.cost_accuracy on hand-made records: accuracy over seeds, cost over the
+"""benchmarks.cifar_n.studies.cost_accuracy on hand-made records: accuracy over seeds, cost over the
 same runs' CE (or the fallback CE), candidate selection, the errors, the table and the plot."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.cifar_n.cost_accuracy import main, measure, parse_spec, table  # noqa: E402
+from benchmarks.cifar_n.studies.cost_accuracy import main, measure, parse_spec, table  # noqa: E402
 
 
 def _write(folder: Path, rows: list[tuple[str, str | None, int, float, float]]) -> Path:

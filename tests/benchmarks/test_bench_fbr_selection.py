@@ -1,4 +1,4 @@
-"""benchmarks.cifar_n.fbr_selection: the stage table and its winner from recorded runs."""
+"""benchmarks.cifar_n.studies.fbr_selection: the stage table and its winner from recorded runs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.cifar_n.fbr_selection import STAGES, stage_table  # noqa: E402
+from benchmarks.cifar_n.studies.fbr_selection import STAGES, stage_table  # noqa: E402
 
 
 def _write(folder: Path, accs: list[float]) -> None:

@@ -1,5 +1,6 @@
-"""benchmarks.cifar_n.filter_health: the collapse epochs on hand-made records, and the report and
-figure of a smoke-size FBR run with a held-out trusted split and per-epoch diagnostics."""
+"""benchmarks.cifar_n.studies.filter_health: the collapse epochs on hand-made records, and the
+report and figure of a smoke-size FBR run with a held-out trusted split and per-epoch
+diagnostics."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.cifar_n import cli as cifar_n  # noqa: E402
-from benchmarks.cifar_n.filter_health import collapse_epochs, main  # noqa: E402
+from benchmarks.cifar_n.studies.filter_health import collapse_epochs, main  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 

@@ -1,5 +1,5 @@
-"""benchmarks.cifar_n.kept_by_class: per-class kept statistics on hand-checkable arrays and on the
-committed table's snapshots (needs the CIFAR-10N subset)."""
+"""benchmarks.cifar_n.studies.kept_by_class: per-class kept statistics on hand-checkable arrays and
+on the committed table's snapshots (needs the CIFAR-10N subset)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.cifar_n import kept_by_class  # noqa: E402
 from benchmarks.cifar_n.data import find_file  # noqa: E402
+from benchmarks.cifar_n.studies import kept_by_class  # noqa: E402
 
 
 def test_class_stats_by_hand() -> None:

@@ -13,7 +13,7 @@ run, that epoch beside the first epoch the *true* labels call a collapse: the ne
 least half of the wrong labels as given (memorised) *and* the filter keeps at least half of the
 wrongly labelled samples, i.e. it keeps them because they are fitted::
 
-    python -m benchmarks.cifar_n.filter_health results/diag_memorise results/diag_cpu \\
+    python -m benchmarks.cifar_n.studies.filter_health results/diag_memorise results/diag_cpu \\
         --out docs/figures/filter_health.png
 
 The feature shares and per-epoch memorisation need ``--diag-every 1`` on the benchmark run.
@@ -127,7 +127,7 @@ def _figure(runs: list[tuple[str, dict[str, Any]]], path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.cifar_n.filter_health",
+    p = argparse.ArgumentParser(prog="python -m benchmarks.cifar_n.studies.filter_health",
                                 description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("result_dirs", nargs="+", help="output folders of benchmarks.cifar_n")

@@ -22,7 +22,7 @@ add one change each to that winner (the winner itself stays a candidate):
 
 Run::
 
-    python -m benchmarks.cifar_n.fbr_selection --out results/fbr_selection --resume \\
+    python -m benchmarks.cifar_n.studies.fbr_selection --out results/fbr_selection --resume \\
         --preset-flags="--augment flip"
 
 Each candidate's runs go to ``<out>/<stage>_<candidate>/``; the tables to ``<out>/selection.md``.
@@ -135,7 +135,7 @@ def _folder(out: Path, stage: str, c: Candidate, base_dir: Path | None) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.cifar_n.fbr_selection",
+    p = argparse.ArgumentParser(prog="python -m benchmarks.cifar_n.studies.fbr_selection",
                                 description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="results/fbr_selection")

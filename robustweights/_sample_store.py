@@ -5,7 +5,7 @@ running average per sample) and what the phase monitor keeps to freeze the weigh
 weight per sample) is one structure: a 1-D tensor indexed by the sample ids of the batches,
 grown to the largest id seen, with a mask of the ids written so far. It follows the device and
 dtype of the values it is given, as the reweighters' state does, and saves as CPU tensors
-(:mod:`robustweights.state`).
+(:mod:`robustweights._state`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from robustweights.state import cpu_copy
+from robustweights._state import cpu_copy
 
 __all__ = ["SampleStore"]
 

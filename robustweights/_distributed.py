@@ -4,7 +4,7 @@ Under PyTorch DDP every rank holds an identical model, its own slice of the trai
 (usually) its own slice of the clean set. The reweighters give the weights one process would give
 on the concatenated data by reducing two kinds of quantities across ranks:
 
-* **Clean-set statistics** are sums (:mod:`robustweights.clean_stats`), so the global clean set
+* **Clean-set statistics** are sums (:mod:`robustweights._clean_stats`), so the global clean set
   is one ``all_reduce(SUM)`` away (:func:`all_reduce_sums`): FBR's class feature sums and counts,
   last-layer L2RW's residual-feature sums, residual sums and count, full-network L2RW's gradient
   of the summed clean loss and its count. Controlled by the reweighters' ``sync`` flag.
@@ -21,7 +21,7 @@ With the NCCL backend, tensors are moved to the current CUDA device for the coll
 
 Example:
     >>> import torch
-    >>> from robustweights.distributed import all_reduce, is_distributed
+    >>> from robustweights._distributed import all_reduce, is_distributed
     >>> t = torch.tensor([1.0, 2.0])
     >>> is_distributed(), all_reduce(t, "max") is t     # no process group: returned untouched
     (False, True)

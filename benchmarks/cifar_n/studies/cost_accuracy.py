@@ -6,7 +6,7 @@ the selection ``CANDIDATE``, for the selection scripts' folders) in ``FOLDER/res
 CPU time per epoch over CE's **in the same folder** (the same runs, side by side), or over the
 CE records of ``--ce`` when the folder has none (the table says which)::
 
-    python -m benchmarks.cifar_n.cost_accuracy \\
+    python -m benchmarks.cifar_n.studies.cost_accuracy \\
         "CE=results/fast_cpu:ce" "FBR+ fast=results/fast_cpu:fbr_plus" \\
         "FBR+=docs/results/fbr_plus_selection:fbr_plus:dropped_weight" \\
         --out docs/figures/cost_accuracy_cpu.png
@@ -116,7 +116,7 @@ def plot(points: Sequence[Point], out: Path, title: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.cifar_n.cost_accuracy",
+    p = argparse.ArgumentParser(prog="python -m benchmarks.cifar_n.studies.cost_accuracy",
                                 description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("configs", nargs="+", help="LABEL=FOLDER[:METHOD[:CANDIDATE]]")

@@ -6,7 +6,7 @@ of the summed clean loss for full-network L2RW). Sums make three operations one 
 
 * streaming: ``update`` over several clean batches equals one ``update`` over their union;
 * caching: the sums are kept between calls (``set_clean`` at epoch start, reuse per batch);
-* distributed: ``all_reduce`` sums the state across ranks (see :mod:`robustweights.distributed`).
+* distributed: ``all_reduce`` sums the state across ranks (see :mod:`robustweights._distributed`).
 
 As torchmetrics' ``sync_on_compute``, the reduction is lazy: :meth:`CleanStatistics.add` only
 accumulates this rank's sums (*pending*), and :meth:`CleanStatistics.sync` reduces everything
@@ -16,7 +16,7 @@ all-reduce, not K. A rank with no clean sample adds zeros.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -43,6 +43,9 @@ class CleanStatistics:
         self._pending: dict[str, torch.Tensor] = {}  # this rank's sums since the last sync
         #: Bumped on every change, so derived quantities (e.g. FBR prototypes) can be cached.
         self.version = 0
+        #: Set by a reweighter whose synced statistics count no sample on any rank; cleared by
+        #: every change of the statistics.
+        self.empty_everywhere = False
 
     def add(self, **sums: torch.Tensor) -> None:
         """Add this rank's per-batch sums (the first call defines the state's names). Nothing is
@@ -66,6 +69,7 @@ class CleanStatistics:
             else:
                 self._pending[name] = value.clone()
         self.version += 1
+        self.empty_everywhere = False
 
     @property
     def pending(self) -> bool:
@@ -74,7 +78,7 @@ class CleanStatistics:
 
     def sync(self, reduce: Callable[[dict[str, torch.Tensor]], None] | None = None) -> None:
         """Reduce the pending sums across ranks with ``reduce`` (in place on a dict; e.g.
-        :func:`robustweights.distributed.all_reduce_sums`) and add them to the state. A no-op
+        :func:`robustweights._distributed.all_reduce_sums`) and add them to the state. A no-op
         when nothing is pending; without ``reduce`` the pending sums are merged as they are."""
         if not self._pending:
             return
@@ -93,6 +97,7 @@ class CleanStatistics:
         self._state = {}
         self._pending = {}
         self.version += 1
+        self.empty_everywhere = False
 
     @property
     def empty(self) -> bool:
@@ -118,26 +123,58 @@ class CleanStatistics:
 
     def state_dict(self) -> dict[str, Any]:
         """Reduced and pending statistics as CPU copies (device-independent; see
-        :mod:`robustweights.state`)."""
+        :mod:`robustweights._state`)."""
         def cpu(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             return {name: value.detach().to("cpu", copy=True) for name, value in d.items()}
 
         return {"reduced": cpu(self._state), "pending": cpu(self._pending)}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Replace the statistics; they move to the next batch's device lazily."""
-        if not isinstance(state, dict) or set(state) != {"reduced", "pending"}:
-            raise ValueError("Expected the clean statistics' state to have the keys "
-                             f"['pending', 'reduced'], but got {state!r:.80}")
-        loaded = []
+    def load_state_dict(self, state: Any) -> None:
+        """Replace the statistics; they move to the next batch's device lazily. All or nothing:
+        a state that is refused leaves the statistics as they were.
+
+        Raises:
+            ValueError: for a state without exactly the parts ``reduced`` and ``pending``, or
+                whose two parts disagree on the names or shapes of the statistics.
+            TypeError: for a statistic that is not a tensor.
+        """
+        self.replace(CleanStatistics.from_state_dict(state))
+
+    @classmethod
+    def from_state_dict(cls, state: Any) -> CleanStatistics:
+        """New statistics from a :meth:`state_dict`, checked (see :meth:`load_state_dict`)."""
+        if not isinstance(state, Mapping) or set(state) != {"reduced", "pending"}:
+            raise ValueError("Expected `state_dict['clean']` to have the keys ['pending', "
+                             f"'reduced'], but got {state!r:.80}")
+        parts = []
         for part in ("reduced", "pending"):
+            if not isinstance(state[part], Mapping):
+                raise ValueError(f"Expected `state_dict['clean']['{part}']` to be a mapping of "
+                                 f"tensors, but got {type(state[part]).__name__}")
             for name, value in state[part].items():
                 if not isinstance(value, torch.Tensor):
                     raise TypeError(f"Expected clean statistic `{name}` to be a tensor, but got "
                                     f"{type(value).__name__}")
-            loaded.append({name: value.detach().clone() for name, value in state[part].items()})
-        self._state, self._pending = loaded
+            parts.append({name: value.detach().clone() for name, value in state[part].items()})
+        reduced, pending = parts
+        if reduced and pending and (set(reduced) != set(pending) or any(
+                reduced[k].shape != pending[k].shape for k in reduced)):
+            raise ValueError("Expected the reduced and pending clean statistics to have the same "
+                             f"names and shapes, but got {_shapes(reduced)} and "
+                             f"{_shapes(pending)}")
+        out = cls()
+        out._state, out._pending = reduced, pending
+        return out
+
+    def replace(self, other: CleanStatistics) -> None:
+        """Take ``other``'s statistics (reduced and pending) as this object's own."""
+        self._state, self._pending = dict(other._state), dict(other._pending)
         self.version += 1
+        self.empty_everywhere = False
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """The name and shape of every statistic, reduced or pending (no sync needed)."""
+        return {**_shapes(self._pending), **_shapes(self._state)}
 
     def to(self, device: torch.device) -> CleanStatistics:
         """Move the state to ``device`` in place (a no-op when it is there) and return self."""
@@ -147,3 +184,7 @@ class CleanStatistics:
                     store[name] = value.to(device)
                     self.version += 1
         return self
+
+
+def _shapes(stats: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(value.shape) for name, value in stats.items()}

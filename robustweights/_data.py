@@ -1,5 +1,6 @@
-"""The trusted clean set as the recipe iterates it: a pair of tensors or any re-iterable of
-batches, shuffled passes, un-shuffled chunks, and eval-mode forwards that restore every mode."""
+"""The trusted clean set as the recipe and the integrations iterate it (a pair of tensors or
+any re-iterable of batches; shuffled passes, un-shuffled chunks), and :func:`eval_mode`, the one
+eval-mode context that restores every submodule's own mode. Internal: names may change."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from robustweights.validation import check_label_shape
+from robustweights._batch import check_label_shape
 
 __all__ = ["Batch", "CleanData", "batches_per_pass", "check_class_labels", "check_data",
            "eval_mode", "is_pair", "iterate"]

@@ -19,7 +19,7 @@ The rule, fixed before the runs (issue 16):
 
 Run::
 
-    python -m benchmarks.cifar_n.preset_search --out results/preset_search --resume
+    python -m benchmarks.cifar_n.studies.preset_search --out results/preset_search --resume
 
 Each candidate's runs go to ``<out>/<candidate>/`` (the benchmark's own records); the table to
 ``<out>/search.md``.
@@ -134,7 +134,7 @@ def summarise(out: Path, *, budget_hours: float = 6.0) -> tuple[str, str | None]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.cifar_n.preset_search",
+    p = argparse.ArgumentParser(prog="python -m benchmarks.cifar_n.studies.preset_search",
                                 description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--out", default="results/preset_search")
     p.add_argument("--resume", action="store_true")

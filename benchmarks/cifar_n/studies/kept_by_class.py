@@ -7,7 +7,7 @@ run (``weights/<method>__<noise>__seed<s>.npz``), rebuilds the run's labels from
 (same dataset, noise, seed and trusted-set draw as the run) and prints, per method, mean over
 seeds::
 
-    python -m benchmarks.cifar_n.kept_by_class docs/results/cifar_n_cpu --noise worst
+    python -m benchmarks.cifar_n.studies.kept_by_class docs/results/cifar_n_cpu --noise worst
 
 * kept recall of class c: the share of the correctly labelled images of true class c that the
   method keeps;
@@ -131,7 +131,7 @@ def table(result_dir: str | Path, noise: str, methods: Sequence[str] | None = No
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.cifar_n.kept_by_class",
+    p = argparse.ArgumentParser(prog="python -m benchmarks.cifar_n.studies.kept_by_class",
                                 description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("result_dir", help="output folder of benchmarks.cifar_n (with weights/)")
