@@ -22,7 +22,7 @@ import torch
 
 from robustweights._validation import check_fraction
 
-__all__ = ["drop_rate_at", "keep_highest"]
+__all__ = ["drop_rate_at", "keep_highest", "small_loss_weights"]
 
 
 def drop_rate_at(epoch: int, rate: float, ramp_epochs: int) -> float:
@@ -77,3 +77,30 @@ def keep_highest(scores: torch.Tensor, drop: float, *, labels: torch.Tensor | No
     quota = (frac * counts.double()).floor().long()
     keep[order] = rank < quota[sorted_labels]
     return keep
+
+
+def small_loss_weights(peer_losses: torch.Tensor, *, drop_rate: float,
+                       labels: torch.Tensor | None = None) -> torch.Tensor:
+    r"""Co-teaching's selection (Han et al., NeurIPS 2018) as weights: 1 for the
+    :math:`\lfloor (1 - r) B\rfloor` samples with the smallest loss under a *peer* network,
+    0 for the others (with ``labels``, that share within each label class). Train each network
+    on the weights its peer's losses give, with the ramp :func:`drop_rate_at`:
+
+    .. code-block:: python
+
+        r = drop_rate_at(epoch, tau, 10)
+        w1 = small_loss_weights(loss2.detach(), drop_rate=r)   # net 1 learns what net 2 keeps
+        w2 = small_loss_weights(loss1.detach(), drop_rate=r)
+        step1((w1 * loss1).sum() / w1.sum()); step2((w2 * loss2).sum() / w2.sum())
+
+    Example:
+        >>> small_loss_weights(torch.tensor([0.3, 2.0, 0.1, 1.0]), drop_rate=0.5)
+        tensor([1., 0., 1., 0.])
+    """
+    if not isinstance(peer_losses, torch.Tensor) or peer_losses.ndim != 1:
+        raise ValueError(f"Expected `peer_losses` to be a 1-D tensor, but got "
+                         f"{getattr(peer_losses, 'shape', type(peer_losses).__name__)}")
+    if not 0.0 <= drop_rate < 1.0:
+        raise ValueError(f"Expected `drop_rate` to be in [0, 1), but got {drop_rate!r}")
+    keep = keep_highest(-peer_losses.detach().double(), drop_rate, labels=labels)
+    return keep.to(peer_losses.dtype if peer_losses.is_floating_point() else torch.float32)

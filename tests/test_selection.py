@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -63,3 +64,24 @@ def test_permutation_equivariant(scores: list[float], drop: float, rnd: object) 
     s = torch.tensor(scores, dtype=torch.float64)  # distinct values stay distinct (no ties)
     p = torch.tensor(perm)
     assert torch.equal(keep_highest(s[p], drop), keep_highest(s, drop)[p])
+
+
+def test_small_loss_weights_match_coteaching_selection() -> None:
+    from benchmarks.cifar_n.methods.coteaching import small_loss_indices
+    from robustweights.functional import small_loss_weights
+
+    g = torch.Generator().manual_seed(0)
+    for drop in (0.0, 0.2, 0.5, 0.9):
+        losses = torch.rand(37, generator=g)
+        w = small_loss_weights(losses, drop_rate=drop)
+        picked = torch.zeros(37)
+        picked[small_loss_indices(losses, drop)] = 1.0
+        assert torch.equal(w, picked), drop
+    # per class: the smallest half of each label class
+    w = small_loss_weights(torch.tensor([0.1, 0.5, 0.9, 0.2, 0.4, 0.3]), drop_rate=0.5,
+                           labels=torch.tensor([0, 0, 0, 1, 1, 1]))
+    assert w.tolist() == [1.0, 0.0, 0.0, 1.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="`drop_rate`"):
+        small_loss_weights(torch.zeros(3), drop_rate=1.0)
+    with pytest.raises(ValueError, match="`peer_losses`"):
+        small_loss_weights(torch.zeros(3, 1), drop_rate=0.1)
