@@ -75,6 +75,21 @@ def _order(items: Iterable[str], reference: Sequence[str]) -> list[str]:
                                         m))
 
 
+def wrap_command(command: str, width: int = 88) -> list[str]:
+    """A shell command as lines of at most ``width`` characters (a word longer than that stays
+    whole), joined by backslash continuations, so that a documentation column shows it whole."""
+    lines: list[str] = []
+    current = ""
+    for word in command.split(" "):
+        candidate = f"{current} {word}" if current else word
+        if len(candidate) + 2 > width and current:
+            lines.append(current + " \\")
+            current = "    " + word
+        else:
+            current = candidate
+    return [*lines, current]
+
+
 def markdown_report(records: list[dict[str, Any]], *, command: str = "", machine: str = "",
                     title: str = "CIFAR-N benchmark") -> str:
     """The Markdown tables (mean ± std over seeds)."""
@@ -83,7 +98,7 @@ def markdown_report(records: list[dict[str, Any]], *, command: str = "", machine
     noises = _order((r["noise"] for r in records), NOISE_ORDER)
     lines = [f"# {title}", ""]
     if command:
-        lines += ["Reproduce with:", "", "```", command, "```", ""]
+        lines += ["Reproduce with:", "", "```", *wrap_command(command), "```", ""]
     if machine:
         lines += [f"Machine: {machine}", ""]
     recorded = _order((r["machine"] for r in records if "machine" in r), [])

@@ -293,3 +293,17 @@ def test_selection_stats_precision_recall() -> None:
     assert s["precision"] == pytest.approx(2 / 3) and s["recall"] == pytest.approx(2 / 3)
     assert s["kept_frac_noisy"] == 1.0 and s["kept_frac_clean"] == pytest.approx(2 / 3)
     assert s["weighted_precision"] == pytest.approx(1.5 / 2.5)
+
+
+def test_report_wraps_the_reproduce_command_for_the_docs_column() -> None:
+    import shlex
+
+    from benchmarks.cifar_n.report import wrap_command
+
+    cmd = ("python -m benchmarks.cifar_n --preset memorise --methods fbr_plus --noise worst "
+           "--seeds 0 1 2 --set " + " ".join(f"fbr_plus.option{i}=value{i}" for i in range(12)))
+    lines = wrap_command(cmd)
+    assert len(lines) > 2 and all(len(line) <= 88 for line in lines)
+    assert all(line.endswith(" \\") for line in lines[:-1])
+    joined = " ".join(line.removesuffix("\\").strip() for line in lines)
+    assert shlex.split(joined) == shlex.split(cmd)
