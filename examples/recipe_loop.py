@@ -1,5 +1,6 @@
 import torch, torch.nn as nn
 from robustweights import SurrogateRecipe
+from robustweights.recipe.targets import mixup, soft_cross_entropy
 
 torch.manual_seed(0)
 X = torch.randn(2000, 20); y_true = (X[:, 0] + X[:, 1] > 0).long()
@@ -12,21 +13,21 @@ model = nn.Sequential(nn.Linear(20, 64), nn.BatchNorm1d(64), nn.ReLU(),
                       nn.Linear(64, 2))
 opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
 recipe = SurrogateRecipe(2, model=model, head=model[3], clean_data=(Xc, yc),
-                         warmup_epochs=2, alpha_switch=1000, clean_passes=5)
+                         alpha_switch=1000)     # the recommended configuration
 # (alpha_switch=1000: with 2 classes alpha must stay > 0; see the FBR method page)
 def step(loss):                                 # yours: AMP, clipping, schedulers...
     opt.zero_grad(); loss.backward(); opt.step()
 
 for epoch in range(15):
-    recipe.start_epoch(epoch)                   # warm-up and alpha schedule
+    recipe.start_epoch(epoch)                   # the schedule
     model.train()
     for xb, yb in recipe.clean_batches():       # the clean passes; at their end
         step(recipe.clean_loss(model(xb), yb))  # the prototypes are refreshed
     for idx in torch.randperm(2000).split(100): # the noisy pool
-        logits = model(X[idx])                  # your forward (its features are hooked)
-        w = recipe.weights(inputs=X[idx], labels=y[idx],
-                           logits=logits)       # its features -> FBR weights
-        step(recipe.loss(logits, y[idx], w))    # mean of w_i * loss_i
+        w = recipe.weights(inputs=X[idx], labels=y[idx])  # FBR weights (eval forward)
+        t = recipe.targets(y[idx], w)           # dropped: pseudo-label or floor weight
+        xm, q, wm = mixup(X[idx], t.labels, t.weights, num_classes=2)
+        step(soft_cross_entropy(model(xm), q, wm))   # mean of w_i * CE(z_i, q_i)
 model.eval()
 with torch.no_grad():
     accuracy = (model(X).argmax(1) == y_true).float().mean().item()

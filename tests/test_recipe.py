@@ -478,15 +478,12 @@ def test_authors_configuration() -> None:
             authors.eval_features, authors.dropped_weight, authors.drop_rate) == (
         10, 40, 30, True, 0.0, None)
     assert RecipeConfig.authors(warmup_epochs=5).warmup_epochs == 5
-    fast = RecipeConfig.fast(dropped_weight=0.3)
-    assert (fast.clean_passes, fast.eval_features, fast.dropped_weight) == (3, False, 0.3)
     default = SurrogateRecipe(3, **kw).config  # type: ignore[arg-type]
-    # The measured default (docs/choosing.md): the authors' rule with 3
-    # clean passes and the training forward's features, warm-up 5, switch 40.
-    assert default == RecipeConfig() == RecipeConfig.fast() == RecipeConfig.authors(
-        warmup_epochs=5, clean_passes=3, eval_features=False)
-    assert fast == RecipeConfig.authors(warmup_epochs=5, clean_passes=3, eval_features=False,
-                                        dropped_weight=0.3)
+    # The recommended recipe (docs/results/recipe_selection): the authors' rule from epoch 0,
+    # 3 clean passes, eval-mode features, pseudo-labels or weight 0.3 for dropped samples.
+    assert default == RecipeConfig() == RecipeConfig.authors(
+        warmup_epochs=0, alpha_switch=0, clean_passes=3, dropped_weight=0.3,
+        pseudo_labels=True)
     changed = SurrogateRecipe(3, config=RecipeConfig.authors(), warmup_epochs=5,
                               **kw).config  # type: ignore[arg-type]
     assert changed == RecipeConfig.authors(warmup_epochs=5)

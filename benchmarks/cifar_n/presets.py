@@ -75,17 +75,12 @@ CPU = Preset(
                       momentum=0.9, weight_decay=5e-4, augment="crop_flip",
                       milestones=(CPU_EPOCHS // 2, CPU_EPOCHS * 3 // 4)),
     clean_size=250,
-    methods=("ce", "clean_only", "coteaching", "fine", "l2rw", "fbr", "fbr_plus"),
+    methods=("ce", "ce_mixup", "clean_only", "coteaching", "fine", "l2rw", "fbr", "fbr_plus"),
     noises=("worst", "aggre", "rand1", "asym0.4"),
     seeds=(0, 1, 2),
     method_params={
         "fbr": {"warmup": 5, "clean_passes": 30, "alpha_switch": CPU_EPOCHS // 2},
-        # FBR+ fast: dropped samples at 0.3 (docs/results/fbr_plus_selection), 3 clean passes and
-        # the training forward's features (its cost stage on seeds 10-12: 60.8 +- 0.6 against
-        # 59.6 +- 1.5 with 30 passes and an eval forward, at 1.15x CE's CPU time instead of 2.6x;
-        # docs/results/recipe_configs)
-        "fbr_plus": {"warmup": 5, "clean_passes": 3, "alpha_switch": CPU_EPOCHS // 2,
-                     "eval_features": False},
+        # fbr_plus: the recommended recipe (the method's defaults, the same in every preset)
         "fine": {"warmup": round(40 * CPU_SCALE), "every": 10},
         "coteaching_plus": {"init_epoch": round(20 * CPU_SCALE)},
     },
@@ -104,20 +99,11 @@ CPU = Preset(
 # ceiling among the candidates that fit the budget (width 24 reached 69.8 but its table would
 # take 8.6 h on 2 cores). FBR's schedule as in the cpu preset.
 #
-# FBR+ here is the winner of the staged selection on held-out seeds 10-12 (*worst*; rule fixed
-# before the runs: best mean last epoch; benchmarks.cifar_n.fbr_selection,
-# docs/results/fbr_selection_memorise): the authors' threshold rule from epoch 0 (no warm-up,
-# alpha 0), 53.9 +- 1.4 against the authors' recipe's 49.7 +- 0.5; dropped samples at weight 0
-# (the floor of the cpu preset's FBR+ trains the wrong labels this network memorises). Its
-# stage 2 (the feature source) then chose the two-network exchange: each network's pool weights
-# from the other's features and prototypes, 53.7 +- 1.2 against 51.6 +- 1.7 for the network's
-# own features re-run on the same VM, at twice the cost.
+# fbr_plus here is the recommended recipe, as in the cpu preset: chosen on held-out seeds 10-12
+# of this preset (*worst*) by a rule written before the runs (docs/results/recipe_selection).
 MEMORISE = replace(
     CPU, name="memorise",
     train=replace(CPU.train, augment="flip", weight_decay=1e-3),
-    method_params={**CPU.method_params,
-                   "fbr_plus": {"warmup": 0, "clean_passes": 30, "alpha_switch": 0,
-                                "dropped_weight": 0.0, "features": "peer"}},
     note="flip only, weight decay 1e-3: CE memorises the wrong labels")
 
 # --------------------------------------------------------------------------- paper
@@ -136,7 +122,6 @@ PAPER = Preset(
     noises=("worst", "aggre", "rand1"),
     seeds=(0, 1, 2),
     method_params={"fbr": {"warmup": 10, "clean_passes": 30, "alpha_switch": 40},
-                   "fbr_plus": {"warmup": 10, "clean_passes": 30, "alpha_switch": 40},
                    "fine": {"warmup": 40, "every": 10},
                    "coteaching_plus": {"init_epoch": 20}},
     device="cuda",
@@ -155,7 +140,7 @@ SMOKE = Preset(
     noises=("worst",),
     seeds=(0,),
     method_params={"fbr": {"warmup": 1, "clean_passes": 1, "alpha_switch": 1},
-                   "fbr_plus": {"warmup": 1, "clean_passes": 1, "alpha_switch": 1},
+                   "fbr_plus": {"clean_passes": 1},
                    "fine": {"warmup": 1, "every": 1},
                    "coteaching_plus": {"init_epoch": 1}},
     limit_train=400,

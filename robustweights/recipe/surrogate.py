@@ -59,12 +59,16 @@ class SurrogateRecipe:
         for xc, yc in recipe.clean_batches():        # the clean passes (your step), then
             step(recipe.clean_loss(net(xc), yc))     # the prototypes are refreshed
         for x, y, idx in loader:                     # the pool (your step)
-            logits = net(x)                          # first: its features feed the weights
-            w = recipe.weights(inputs=x, labels=y, sample_ids=idx, logits=logits)
-            t = recipe.targets(y, w, logits=logits.detach())   # pseudo-labels, if on
-            step(recipe.loss(logits, t.labels, t.weights))
+            w = recipe.weights(inputs=x, labels=y)   # its own eval forward (the default)
+            t = recipe.targets(y, w)                 # pseudo-labels, the floor
+            xm, q, wm = mixup(x, t.labels, t.weights, num_classes=C)
+            step(soft_cross_entropy(net(xm), q, wm))
 
-    where ``step(loss)`` is yours (``opt.zero_grad(); loss.backward(); opt.step()``, AMP, ...).
+    where ``step(loss)`` is yours (``opt.zero_grad(); loss.backward(); opt.step()``, AMP, ...)
+    and :func:`~robustweights.recipe.targets.mixup` and
+    :func:`~robustweights.recipe.targets.soft_cross_entropy` are the loss helpers (without mixup:
+    ``step(recipe.loss(net(x), t.labels, t.weights))``; with ``eval_features=False``, run the
+    forward first and pass its ``logits=``).
     The steps are the authors' recipe (their public code): ``clean_passes`` shuffled passes over
     the clean set every epoch, warm-up included; prototypes from eval-mode penultimate features
     (the input of ``head``) of ``prototype_data``, refreshed when the clean passes end

@@ -246,14 +246,17 @@ class FBR(Method):
 
 
 class FBRPlus(FBR):
-    """Our FBR recipe. By default the authors' recipe with dropped samples kept at weight 0.3
-    (``dropped_weight``), the option with the best mean last-epoch accuracy on held-out seeds
-    10-12 in the ``cpu`` preset (``docs/results/fbr_plus_selection/``); a preset may replace
-    its parameters with its own selection's winner (``memorise``:
-    ``docs/results/fbr_selection_memorise/``)."""
+    """The recommended FBR recipe (``RecipeConfig()`` with mixup in the loop), chosen on held-out
+    seeds 10-12 by a rule written before the runs (``docs/results/recipe_selection/``): the
+    authors' threshold from epoch 0 (no warm-up, alpha 0), 3 clean passes, each batch's features
+    from an eval-mode forward, a dropped sample trained towards its pseudo-label where the
+    nearest clean prototype and the network agree at p >= 0.95 and at weight 0.3 under its given
+    label otherwise, and mixup (alpha 1) among the batch's samples, weights mixed alike."""
 
     name = "fbr_plus"
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
-        return {**super().defaults(), "dropped_weight": 0.3}
+        return {**super().defaults(), "warmup": 0, "alpha_switch": 0, "clean_passes": 3,
+                "eval_features": True, "dropped_weight": 0.3, "pseudo_labels": True,
+                "mixup": 1.0}
