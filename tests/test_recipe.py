@@ -478,14 +478,15 @@ def test_authors_configuration() -> None:
             authors.eval_features, authors.dropped_weight, authors.drop_rate) == (
         10, 40, 30, True, 0.0, None)
     assert RecipeConfig.authors(warmup_epochs=5).warmup_epochs == 5
-    fast = RecipeConfig.fast(dropped_weight=0.3)
-    assert (fast.clean_passes, fast.eval_features, fast.dropped_weight) == (3, False, 0.3)
+    floor = RecipeConfig(dropped_weight=0.3)
+    assert (floor.clean_passes, floor.eval_features, floor.dropped_weight) == (3, False, 0.3)
     default = SurrogateRecipe(3, **kw).config  # type: ignore[arg-type]
     # The measured default (docs/choosing.md): the authors' rule with 3
     # clean passes and the training forward's features, warm-up 5, switch 40.
-    assert default == RecipeConfig() == RecipeConfig.fast() == RecipeConfig.authors(
+    assert default == RecipeConfig() == RecipeConfig.authors(
         warmup_epochs=5, clean_passes=3, eval_features=False)
-    assert fast == RecipeConfig.authors(warmup_epochs=5, clean_passes=3, eval_features=False,
+    assert not hasattr(RecipeConfig, "fast"), "the defaults need no second name"
+    assert floor == RecipeConfig.authors(warmup_epochs=5, clean_passes=3, eval_features=False,
                                         dropped_weight=0.3)
     changed = SurrogateRecipe(3, config=RecipeConfig.authors(), warmup_epochs=5,
                               **kw).config  # type: ignore[arg-type]

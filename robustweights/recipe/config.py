@@ -25,7 +25,7 @@ __all__ = ["RecipeConfig"]
 class RecipeConfig:
     r"""Every choice of the FBR training recipe.
 
-    The defaults (also named :meth:`fast`) are the best configuration we measured where label
+    The defaults are the best configuration we measured where label
     noise hurts, the network memorising the wrong labels (docs, *Choosing a configuration*):
     the authors' threshold rule with 3 clean passes per epoch instead of 30 and the features of
     the training forward instead of a second, eval-mode forward, at 1.12x CE's CPU time
@@ -79,8 +79,7 @@ class RecipeConfig:
         >>> c = RecipeConfig()
         >>> c.warmup_epochs, c.clean_passes, c.eval_features, c.dropped_weight
         (5, 3, False, 0.0)
-        >>> RecipeConfig.fast() == c == RecipeConfig.authors(warmup_epochs=5, clean_passes=3,
-        ...                                                  eval_features=False)
+        >>> c == RecipeConfig.authors(warmup_epochs=5, clean_passes=3, eval_features=False)
         True
         >>> RecipeConfig.authors().clean_passes, RecipeConfig.authors().eval_features
         (30, True)
@@ -149,14 +148,6 @@ class RecipeConfig:
                       thresholds="global", calibration_quantile=0.2, pseudo_labels=False,
                       pseudo_confidence=0.95, pseudo_ramp_epochs=10)
         return replace(authors, **changes)
-
-    @classmethod
-    def fast(cls, **changes: Any) -> RecipeConfig:
-        """The defaults, by name, with ``changes``: the authors' rule with a warm-up of 5
-        epochs, 3 clean passes per epoch and the features of your training forward
-        (``eval_features=False``: pass ``weights(..., features=)`` or let the hook on ``head``
-        record them), near CE's cost."""
-        return replace(cls(), **changes)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as plain values (what a checkpoint stores)."""
