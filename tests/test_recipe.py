@@ -599,7 +599,56 @@ def test_bad_batch_inputs_named_in_every_phase(warmup: bool, eval_features: bool
         call()
         with pytest.raises(ValueError, match="already used"):
             recipe.weights(inputs=x, labels=y)
+        nan = torch.randn(4, 16)
+        nan[2, 3] = float("nan")  # found by the fuzz: accepted in the warm-up
+        with pytest.raises(ValueError, match="`features` to be finite"):
+            call(features=nan)
+        with pytest.raises(TypeError, match=r"`features` to be a torch\.Tensor"):
+            call(features=nan.tolist())
     assert call().shape == (4,)
+
+
+def test_weights_before_any_forward_names_the_features() -> None:
+    """Found by the fuzz: a RuntimeError from the feature hook when no forward had run."""
+    recipe, _, _, _ = make(warmup_epochs=1, eval_features=False)
+    recipe.start_epoch(0)
+    with pytest.raises(ValueError, match=r"features of this batch \(2 rows\), but got no "
+                                         r"forward.*`features=`"):
+        recipe.weights(inputs=torch.randn(2, 6), labels=torch.tensor([0, 1]))
+
+
+def test_losses_check_their_labels_and_weights() -> None:
+    """Found by the fuzz: float labels were truncated, (B, 1) or out-of-range labels crashed
+    inside the loss, and an empty batch took weights of any shape."""
+    recipe, model, _, _ = make()
+    z, y = model(torch.randn(4, 6)), torch.tensor([0, 1, 2, 0])
+    w = torch.ones(4)
+    for loss in (lambda labels: recipe.loss(z, labels, w),
+                 lambda labels: recipe.clean_loss(z, labels)):
+        with pytest.raises(TypeError, match="`labels` to be integer"):
+            loss(y.float() + 0.5)
+        with pytest.raises(ValueError, match="`labels` to be 1-D"):
+            loss(y[:, None])
+        with pytest.raises(ValueError, match=r"`labels` to lie in \[0, 2\]"):
+            loss(torch.tensor([0, 1, 3, 0]))
+        with pytest.raises(TypeError, match=r"`labels` to be a torch\.Tensor"):
+            loss([0, 1, 2, 0])
+    with pytest.raises(ValueError, match=r"`weights` of shape \(0,\), but got"):
+        recipe.loss(z[:0], y[:0], torch.ones(1))
+    with pytest.raises(ValueError, match=r"`weights` of shape \(4,\), but got"):
+        recipe.loss(z, y, torch.ones(5))
+
+
+def test_directions_under_autocast() -> None:
+    """Found by the fuzz: float32 features under bfloat16 autocast overflowed on the way out
+    (the float32 range does not fit bfloat16)."""
+    recipe, _, _, _ = make(warmup_epochs=0)
+    recipe.start_epoch(0)
+    list(recipe.clean_batches())
+    y = torch.tensor([0, 1, 2, 0])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        d = recipe.directions(labels=y, features=torch.randn(4, 16))
+    assert d.shape == (4,) and bool(torch.isfinite(d).all())
 
 
 def test_empty_batch_losses_are_zero() -> None:

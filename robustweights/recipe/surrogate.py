@@ -311,20 +311,21 @@ class SurrogateRecipe:
         r"""The weighted loss of one pool batch from its training forward's ``logits``:
         :math:`\frac1B\sum_i w_i\,\ell(z_i, y_i)`, weights detached (0 for an empty batch).
         Pure: no state is read or written. For :meth:`targets`, pass ``t.labels, t.weights``."""
-        labels = labels.to(logits.device).long()
+        labels = check_class_labels(labels, self.num_classes).to(logits.device)
+        if not isinstance(weights, torch.Tensor) or weights.shape != labels.shape:
+            raise ValueError(f"Expected `weights` of shape {tuple(labels.shape)}, but got "
+                             f"{getattr(weights, 'shape', type(weights).__name__)}")
         if labels.numel() == 0:
             return logits.sum() * 0.0
         per_sample = per_sample_losses(self.loss_fn, logits, labels)
-        if weights.shape != per_sample.shape:
-            raise ValueError(f"Expected `weights` of shape {tuple(per_sample.shape)}, but got "
-                             f"{tuple(weights.shape)}")
         return (weights.detach().to(per_sample) * per_sample).mean()
 
     def clean_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The plain mean loss of a clean batch: ``loss_fn`` averaged. Pure."""
+        labels = check_class_labels(labels, self.num_classes).to(logits.device)
         if labels.numel() == 0:
             return logits.sum() * 0.0
-        return self.loss_fn(logits, labels.to(logits.device).long()).mean()
+        return self.loss_fn(logits, labels).mean()
 
     # ------------------------------------------------------------------ health
     @torch.no_grad()

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, cast
 
 import torch
 
+from robustweights._batch import check_finite
 from robustweights._data import check_class_labels, eval_mode
 from robustweights._validation import check_sample_ids
 from robustweights.recipe.options import (
@@ -45,7 +46,11 @@ def pool_weights(recipe: SurrogateRecipe, *, labels: torch.Tensor | None,
             raise ValueError("Expected `inputs` to be given with `eval_features=True`, but "
                              "got None")
     else:  # read before anything else runs a forward
-        feats = recipe._capture.features if features is None else features.detach()
+        if features is not None and not isinstance(features, torch.Tensor):
+            raise TypeError(f"Expected `features` to be a torch.Tensor, but got "
+                            f"{type(features).__name__}")
+        captured = recipe._capture.features if recipe._capture.count else None
+        feats = captured if features is None else features.detach()
         used = features is None and recipe._capture.count == recipe._used
         if used or feats is None or feats.ndim != 2 or feats.shape[0] != n:
             got = ("features already used" if used else
@@ -55,6 +60,8 @@ def pool_weights(recipe: SurrogateRecipe, *, labels: torch.Tensor | None,
                              "`weights()` or pass `features=`")
     recipe._batch = None
     if recipe.in_warmup:  # every weight w_init: no prototypes needed
+        if not recipe.config.eval_features and recipe.reweighter.validate:
+            check_finite(feats, "features")  # checked as after the warm-up
         floating = inputs is not None and inputs.is_floating_point()
         w = torch.full((n,), recipe.reweighter.w_init, device=labels.device,
                        dtype=inputs.dtype if floating else None)  # type: ignore[union-attr]
