@@ -744,3 +744,19 @@ def test_short_run_learns_and_filters(authors: bool) -> None:
     assert acc > 0.85, acc
     assert precision > 0.9 > float((~flip).float().mean()) + 0.2, precision
     assert 0.3 < float(kept.float().mean()) < 0.9
+
+
+def test_targets_after_a_refused_weights_call() -> None:
+    """weights() that refuses a batch after its checks leaves no batch for targets()."""
+    recipe, model, _, _ = make(warmup_epochs=0, eval_features=False)
+    recipe.start_epoch(0)
+    list(recipe.clean_batches())
+    x, y = torch.randn(4, 6), torch.tensor([0, 1, 2, 0])
+    model(x)
+    w = recipe.weights(inputs=x, labels=y)
+    nan = torch.randn(4, 16)
+    nan[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="`features` to be finite"):
+        recipe.weights(inputs=x, labels=y, features=nan)
+    with pytest.raises(ValueError, match=r"`weights\(\)` to be called on this batch"):
+        recipe.targets(y, w)

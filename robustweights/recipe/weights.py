@@ -25,7 +25,7 @@ from robustweights.selection import drop_rate_at
 if TYPE_CHECKING:
     from robustweights.recipe.surrogate import SurrogateRecipe
 
-__all__ = ["filter_weights", "pool_weights"]
+__all__ = ["filter_weights", "pool_weights", "training_features"]
 
 
 def pool_weights(recipe: SurrogateRecipe, *, labels: torch.Tensor | None,
@@ -46,18 +46,7 @@ def pool_weights(recipe: SurrogateRecipe, *, labels: torch.Tensor | None,
             raise ValueError("Expected `inputs` to be given with `eval_features=True`, but "
                              "got None")
     else:  # read before anything else runs a forward
-        if features is not None and not isinstance(features, torch.Tensor):
-            raise TypeError(f"Expected `features` to be a torch.Tensor, but got "
-                            f"{type(features).__name__}")
-        captured = recipe._capture.features if recipe._capture.count else None
-        feats = captured if features is None else features.detach()
-        used = features is None and recipe._capture.count == recipe._used
-        if used or feats is None or feats.ndim != 2 or feats.shape[0] != n:
-            got = ("features already used" if used else
-                   tuple(feats.shape) if feats is not None else "no forward")
-            raise ValueError(f"Expected the training forward's features of this batch "
-                             f"({n} rows), but got {got}: run the forward before "
-                             "`weights()` or pass `features=`")
+        feats = training_features(recipe, features, n)
     recipe._batch = None
     if recipe.in_warmup:  # every weight w_init: no prototypes needed
         if not recipe.config.eval_features and recipe.reweighter.validate:
@@ -81,14 +70,33 @@ def pool_weights(recipe: SurrogateRecipe, *, labels: torch.Tensor | None,
             feats = recipe._capture.features
     labels = labels.to(feats.device)
     recipe._used = recipe._capture.count  # these features are now used
-    recipe._batch = (feats, labels)
     w = filter_weights(recipe, feats, labels, sample_ids)
+    recipe._batch = (feats, labels)  # only once its weights exist, for targets()
     source = recipe._eval_logits if recipe._eval_logits is not None else logits
     recipe.health.update_pool(
         kept=cast(torch.Tensor, recipe.last_fbr_weights) > 0,
         agree=None if source is None else source.detach().argmax(1) == labels.to(source.device),
         scores=recipe.reweighter.last_directions)
     return w
+
+def training_features(recipe: SurrogateRecipe, features: torch.Tensor | None, n: int
+                      ) -> torch.Tensor:
+    """The training forward's features of a batch of ``n``: ``features`` if given, else what
+    the hook on ``head`` recorded at a forward no call has used yet."""
+    if features is not None and not isinstance(features, torch.Tensor):
+        raise TypeError(f"Expected `features` to be a torch.Tensor, but got "
+                        f"{type(features).__name__}")
+    captured = recipe._capture.features if recipe._capture.count else None
+    feats = captured if features is None else features.detach()
+    used = features is None and recipe._capture.count == recipe._used
+    if used or feats is None or feats.ndim != 2 or feats.shape[0] != n:
+        got = ("features already used" if used else
+               tuple(feats.shape) if feats is not None else "no forward")
+        raise ValueError(f"Expected the training forward's features of this batch "
+                         f"({n} rows), but got {got}: run the forward before "
+                         "`weights()` or pass `features=`")
+    return feats
+
 
 def filter_weights(recipe: SurrogateRecipe, feats: torch.Tensor, labels: torch.Tensor,
                    sample_ids: torch.Tensor | None) -> torch.Tensor:
