@@ -33,6 +33,7 @@ from benchmarks.fuzz_steps import (
     check_normalized,
     check_vector,
     round_trip,
+    same_state,
 )
 
 __all__ = ["ModelMetaDriver"]
@@ -60,9 +61,11 @@ class ModelMetaDriver:
         self.g = torch.Generator().manual_seed(int(rng.integers(0, 2**31)))
         self.num_classes = C if rng.random() < 0.8 else None
         self.normalization = str(rng.choice(("sum", "mean", "none")))
-        self.rw = robustweights.ModelMetaReweighter(
-            self.net, nn.CrossEntropyLoss(reduction="none"), num_classes=self.num_classes,
-            lr=float(rng.choice((1.0, 0.1))), normalization=self.normalization)  # type: ignore[arg-type]
+        self.ctor: dict[str, Any] = {
+            "model": self.net, "loss_fn": nn.CrossEntropyLoss(reduction="none"),
+            "num_classes": self.num_classes, "lr": float(rng.choice((1.0, 0.1))),
+            "normalization": self.normalization}
+        self.rw = robustweights.ModelMetaReweighter(**self.ctor)
         self.autocast = bool(rng.random() < 1 / 3)
         self.cached = False
         self.description = (f"model_meta C={C} D={D} H={H} bn={self.bn} "
@@ -213,5 +216,22 @@ class ModelMetaDriver:
             state["bogus"] = 1
             return Step("load_state_dict(state with an unknown key)",
                         lambda: rw.load_state_dict(state), expect="error", bad_arg="state_dict")
-        return Step("load_state_dict(state_dict()) round trip", lambda: round_trip(rw),
+        if self.rng.random() < 0.5:
+            return Step("load_state_dict(state_dict()) round trip", lambda: round_trip(rw),
+                        check=lambda problem: problem)
+        x, y = self._batch(int(self.rng.integers(self._min_rows(), 9)))
+
+        def fresh() -> str | None:  # a new reweighter built alike gives the same weights
+            other = robustweights.ModelMetaReweighter(**self.ctor)
+            other.load_state_dict(rw.state_dict())
+            if not same_state(other.state_dict(), rw.state_dict()):
+                return "state differs after loading it into a new reweighter"
+            if self.cached:
+                with self.context():
+                    if not torch.equal(other.weights(inputs=x, labels=y),
+                                       rw.weights(inputs=x, labels=y)):
+                        return "weights differ after loading the state into a new reweighter"
+            return None
+
+        return Step("ModelMetaReweighter(...).load_state_dict(state_dict())", fresh,
                     check=lambda problem: problem)

@@ -31,6 +31,7 @@ from benchmarks.fuzz_steps import (
     check_scalar,
     check_vector,
     round_trip,
+    same_state,
 )
 
 __all__ = ["RecipeDriver"]
@@ -81,9 +82,10 @@ class RecipeDriver:
         if self.options["thresholds"] == "calibrated" and rng.random() < 0.5:
             kw["calibration_data"] = self._data(int(rng.integers(C, 4 * C + 1)), all_classes=True)
         self.has_health = "health_data" in kw
+        self.ctor = {"num_classes": C, "model": self.net, "head": self.net[-1],
+                     "clean_data": clean, **kw, **self.options}
         self.recipe = robustweights.SurrogateRecipe(
-            C, model=self.net, head=self.net[-1], clean_data=clean,
-            generator=torch.Generator().manual_seed(0), **kw, **self.options)
+            generator=torch.Generator().manual_seed(0), **self.ctor)
         self.w_max = self.recipe.reweighter.w_max
         self.autocast = bool(rng.random() < 1 / 3)
         # the model of the recipe's state
@@ -242,7 +244,27 @@ class RecipeDriver:
             state["bogus"] = 1
             return Step("load_state_dict(state with an unknown key)",
                         lambda: r.load_state_dict(state), expect="error", bad_arg="state_dict")
-        return Step("load_state_dict(state_dict()) round trip", lambda: round_trip(r),
+        if self.rng.random() < 0.5:
+            return Step("load_state_dict(state_dict()) round trip", lambda: round_trip(r),
+                        check=lambda problem: problem)
+
+        _, y = self._data(int(self.rng.integers(1, 9)))
+        f = torch.randn(len(y), self.H, generator=self.g)
+
+        def fresh() -> str | None:  # a new recipe built alike resumes exactly
+            other = robustweights.SurrogateRecipe(**self.ctor)
+            try:
+                other.load_state_dict(r.state_dict())
+                if not same_state(other.state_dict(), r.state_dict()):
+                    return "state differs after loading it into a new recipe"
+                if self.protos and not torch.equal(other.directions(labels=y, features=f),
+                                                   r.directions(labels=y, features=f)):
+                    return "directions differ after loading the state into a new recipe"
+                return None
+            finally:
+                other.remove()
+
+        return Step("SurrogateRecipe(...).load_state_dict(state_dict())", fresh,
                     check=lambda problem: problem)
 
     # ------------------------------------------------------------------ a pool batch
