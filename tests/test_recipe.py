@@ -760,3 +760,28 @@ def test_targets_after_a_refused_weights_call() -> None:
         recipe.weights(inputs=x, labels=y, features=nan)
     with pytest.raises(ValueError, match=r"`weights\(\)` to be called on this batch"):
         recipe.targets(y, w)
+
+
+@pytest.mark.parametrize("warmup", [True, False], ids=["warm-up", "after"])
+def test_logits_checked_in_weights_and_targets(warmup: bool) -> None:
+    """Found by the fuzz: logits of another shape crashed the health signal (or were silently
+    ignored), a list of weights crashed targets()."""
+    recipe, model, _, _ = make(warmup_epochs=5 if warmup else 0, eval_features=False,
+                               pseudo_labels=True)
+    recipe.start_epoch(0)
+    list(recipe.clean_batches())
+    x, y = torch.randn(4, 6), torch.tensor([0, 1, 2, 0])
+    for bad in (torch.randn(5, 3), torch.randn(4, 4), torch.randn(4)):
+        z = model(x)
+        with pytest.raises(ValueError, match=r"`logits` to have shape \(4, 3\), but got"):
+            recipe.weights(inputs=x, labels=y, logits=bad)
+    with pytest.raises(TypeError, match=r"`logits` to be a torch\.Tensor, but got ndarray"):
+        recipe.weights(inputs=x, labels=y, logits=z.detach().numpy())
+    w = recipe.weights(inputs=x, labels=y, logits=z.detach())
+    with pytest.raises(ValueError, match=r"`logits` to have shape \(4, 3\)"):
+        recipe.targets(y, w, logits=torch.randn(3, 3))
+    with pytest.raises(ValueError, match=r"`peer_logits` to have shape \(4, 3\)"):
+        recipe.targets(y, w, logits=z.detach(), peer_logits=torch.randn(4, 2))
+    with pytest.raises(ValueError, match=r"`weights` of shape \(4,\), but got list"):
+        recipe.targets(y, w.tolist(), logits=z.detach())  # type: ignore[arg-type]
+    assert recipe.targets(y, w, logits=z.detach()).labels.shape == (4,)

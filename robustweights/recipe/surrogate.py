@@ -17,6 +17,7 @@ from robustweights._data import (
     Batch,
     CleanData,
     batches_per_pass,
+    check_batch_logits,
     check_class_labels,
     check_data,
     eval_mode,
@@ -281,11 +282,14 @@ class SurrogateRecipe:
                 with ``pseudo_labels`` unless ``eval_features`` ran an eval forward.
             peer_logits: a second network's logits of the batch: a third view that must agree.
         """
-        labels = check_class_labels(labels, self.num_classes).to(weights.device)
-        if weights.shape != labels.shape:
+        labels = check_class_labels(labels, self.num_classes)
+        for name, z in (("logits", logits), ("peer_logits", peer_logits)):
+            if z is not None:
+                check_batch_logits(z, labels.shape[0], self.num_classes, name)
+        if not isinstance(weights, torch.Tensor) or weights.shape != labels.shape:
             raise ValueError(f"Expected `weights` of shape {tuple(labels.shape)}, but got "
-                             f"{tuple(weights.shape)}")
-        w = weights.detach()
+                             f"{getattr(weights, 'shape', type(weights).__name__)}")
+        labels, w = labels.to(weights.device), weights.detach()
         none = torch.zeros_like(labels, dtype=torch.bool)
         if self.in_warmup:
             return Targets(w, labels, ~none, none)

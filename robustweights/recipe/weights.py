@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, cast
 import torch
 
 from robustweights._batch import check_finite
-from robustweights._data import check_class_labels, eval_mode
+from robustweights._data import check_batch_logits, check_class_labels, eval_mode
 from robustweights._validation import check_sample_ids
 from robustweights.recipe.options import (
     calibrated_rule_weights,
@@ -40,6 +40,8 @@ def pool_weights(recipe: SurrogateRecipe, *, labels: torch.Tensor | None,
                                inputs.ndim == 0 or inputs.shape[0] != n):
         raise ValueError(f"Expected `inputs` to be a tensor of {n} samples, but got "
                          f"{getattr(inputs, 'shape', type(inputs).__name__)}")
+    if logits is not None:
+        check_batch_logits(logits, n, recipe.num_classes)
     recipe._eval_logits = None
     if recipe.config.eval_features:
         if inputs is None:
