@@ -34,7 +34,20 @@ from benchmarks.fuzz_steps import (
     same_state,
 )
 
-__all__ = ["RecipeDriver"]
+__all__ = ["RecipeDriver", "bad_logits"]
+
+
+def bad_logits(rng: np.random.Generator, n: int, C: int) -> Any:
+    """Logits of a batch of ``n`` that are not ``(n, C)``: a row or a column too many, 1-D,
+    or a NumPy array."""
+    kind = int(rng.integers(0, 4))
+    if kind == 0:
+        return torch.randn(n + 1, C)
+    if kind == 1:
+        return torch.randn(n, C + 1)
+    if kind == 2:
+        return torch.randn(n)
+    return np.zeros((n, C), dtype=np.float32)
 
 
 def _recipe_config(rng: np.random.Generator) -> dict[str, Any]:
@@ -276,7 +289,8 @@ class RecipeDriver:
         bad = None
         if rng.random() < 0.35:
             bad = str(rng.choice(("labels", "nan_features", "feature_rows", "input_rows",
-                                  "id_rows", "missing_forward", "positional", "no_ids")))
+                                  "id_rows", "missing_forward", "positional", "no_ids",
+                                  "logits")))
         eval_features = self.options["eval_features"]
         if bad == "missing_forward" and (eval_features or self.fresh or not self.fresh_known):
             bad = "labels"
@@ -318,6 +332,9 @@ class RecipeDriver:
             expect, bad_arg = "error", "features"
         elif bad == "positional":
             expect = "error"
+        elif bad == "logits":
+            kw["logits"] = bad_logits(rng, n, C)
+            expect, bad_arg = "error", "logits"
         elif bad == "no_ids":
             kw.pop("sample_ids", None)
         if expect == "ok" and not self.in_warmup:
@@ -365,13 +382,25 @@ class RecipeDriver:
         rng, r, n = self.rng, self.recipe, y.shape[0]
         tw, tl = w, y
         if rng.random() < 0.7:
-            bad = str(rng.choice(("weights", "labels", "other_batch"))) if rng.random() < 0.2 \
-                else None
+            bad = str(rng.choice(("weights", "labels", "other_batch", "logits", "peer_logits"))) \
+                if rng.random() < 0.2 else None
             give_logits = rng.random() < 0.8
             expect, bad_arg = "ok", None
-            labels, weights = y, w
+            labels: Any = y
+            weights: Any = w
+            t_logits, peer = logits.detach(), None
+            if rng.random() < 0.2:
+                peer = logits.detach() + torch.randn(n, self.C, generator=self.g)
+            if bad in ("logits", "peer_logits"):
+                give_logits = True
+                bad_z = bad_logits(rng, n, self.C)
+                t_logits, peer = (bad_z, peer) if bad == "logits" else (t_logits, bad_z)
+                expect, bad_arg = "error", bad
             if bad == "weights":
-                weights, expect, bad_arg = w[:-1] if n else torch.ones(1), "error", "weights"
+                weights, expect, bad_arg = (w[:-1] if n else torch.ones(1),
+                                            "error", "weights")
+                if rng.random() < 0.3:
+                    weights = w.tolist()
             elif bad == "labels":
                 labels = bad_labels(rng, y, self.C, str(rng.choice(BAD_LABELS)))
                 expect, bad_arg = "error", "labels"
@@ -410,8 +439,8 @@ class RecipeDriver:
 
             def call() -> Any:
                 with self.context():
-                    return r.targets(labels, weights,
-                                     logits=logits.detach() if give_logits else None)
+                    return r.targets(labels, weights, logits=t_logits if give_logits else None,
+                                     peer_logits=peer)
 
             yield Step(f"targets({bad or 'valid'}, logits={give_logits})", call, expect=expect,
                        bad_arg=bad_arg, check=check, after=lambda t: result.update(t=t))
