@@ -16,12 +16,14 @@ wrong order: ``weights()`` before the clean passes ended, ``targets()`` of anoth
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 import robustweights
 from benchmarks.fuzz_steps import (
@@ -87,13 +89,33 @@ class RecipeDriver:
         g = torch.Generator().manual_seed(int(rng.integers(0, 2**31)))
         self.centres = 2.0 * torch.randn(C, D, generator=g)
         self.g = g
-        clean = self._data(M, all_classes=True)
         self.options = _recipe_config(rng)
+        self.missing: set[int] = set()  # classes without a clean sample
+        if C > 2 and rng.random() < 0.15:
+            self.missing = {int(c) for c in rng.choice(C, int(rng.integers(1, C - 1)),
+                                                      replace=False)}
+        present = [c for c in range(C) if c not in self.missing]
+        xc, yc = self._data(M, classes=present)
         kw: dict[str, Any] = {}
+        clean: Any = (xc, yc)
+        if rng.random() < 0.2:  # a DataLoader instead of a pair of tensors
+            clean = DataLoader(TensorDataset(xc, yc), batch_size=int(rng.integers(2, 9)),
+                               shuffle=False)
+        self.missing_class, self.incremental = "error", False
+        if rng.random() < 0.3:  # a configured reweighter
+            self.missing_class = str(rng.choice(("error", "warn", "ignore")))
+            self.incremental = bool(rng.random() < 0.5)
+            w_max = float(rng.choice((1.0, 2.0)))
+            kw["reweighter"] = robustweights.SurrogateReweighter(
+                C, alpha=robustweights.AlphaSchedule(C, self.options["alpha_switch"]),
+                mode="incremental" if self.incremental else "recompute",
+                missing_class=self.missing_class,  # type: ignore[arg-type]
+                missing_class_weight=float(rng.choice((0.0, 0.5))), w_max=w_max)
         if rng.random() < 0.4:
             kw["health_data"] = self._data(int(rng.integers(2, 12)))
         if self.options["thresholds"] == "calibrated" and rng.random() < 0.5:
-            kw["calibration_data"] = self._data(int(rng.integers(C, 4 * C + 1)), all_classes=True)
+            kw["calibration_data"] = self._data(int(rng.integers(C, 4 * C + 1)),
+                                                classes=present if rng.random() < 0.7 else None)
         self.has_health = "health_data" in kw
         self.ctor = {"num_classes": C, "model": self.net, "head": self.net[-1],
                      "clean_data": clean, **kw, **self.options}
@@ -109,13 +131,18 @@ class RecipeDriver:
         self.fresh_known = True  # whether the driver knows ``fresh``
         self.batch: torch.Tensor | None = None  # labels of the last post-warm-up weights()
         self.description = (f"recipe C={C} D={D} H={H} M={M} {self.options} "
-                            f"{sorted(kw)} autocast={self.autocast}")
+                            f"{sorted(kw)} missing classes {sorted(self.missing)} "
+                            f"({self.missing_class}), incremental={self.incremental}, "
+                            f"DataLoader={not isinstance(clean, tuple)}, "
+                            f"autocast={self.autocast}")
 
     def close(self) -> None:
         self.recipe.remove()
 
-    def _data(self, n: int, all_classes: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        y = (torch.arange(n) % self.C if all_classes
+    def _data(self, n: int, classes: list[int] | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` samples: of random classes, or of ``classes`` in turn."""
+        y = (torch.tensor(classes)[torch.arange(n) % len(classes)] if classes is not None
              else torch.randint(0, self.C, (n,), generator=self.g))
         return self.centres[y] + torch.randn(n, self.D, generator=self.g), y
 
@@ -265,7 +292,10 @@ class RecipeDriver:
         f = torch.randn(len(y), self.H, generator=self.g)
 
         def fresh() -> str | None:  # a new recipe built alike resumes exactly
-            other = robustweights.SurrogateRecipe(**self.ctor)
+            ctor = dict(self.ctor)
+            if "reweighter" in ctor:  # its own, as a resumed run builds it
+                ctor["reweighter"] = copy.deepcopy(ctor["reweighter"])
+            other = robustweights.SurrogateRecipe(**ctor)
             try:
                 other.load_state_dict(r.state_dict())
                 if not same_state(other.state_dict(), r.state_dict()):
@@ -306,49 +336,56 @@ class RecipeDriver:
             kw["sample_ids"] = ids
         if logits is not None and rng.random() < 0.7:
             kw["logits"] = logits.detach()
-        expect, bad_arg = "ok", None
+        # The faults of this call by the phase weights() finds them in: its input checks (1),
+        # the warm-up's (2), the order (3), the computation of the weights (4). The earliest
+        # phase's fault must be named; where that phase has several, any of them. An empty
+        # batch may give (empty) weights or any named error.
+        faults: list[tuple[int, str | None]] = []
         if bad == "labels":
             kind = str(rng.choice(BAD_LABELS))
             kw["labels"] = bad_labels(rng, y, C, kind)
-            expect, bad_arg = "error", "labels"
-            if n == 0:
-                expect, bad_arg = "either", None  # e.g. no label out of range, float empty
+            faults.append((1, "labels"))
         elif bad == "nan_features":
             f = torch.randn(n, self.H, generator=self.g)
             if n:
                 f.view(-1)[int(rng.integers(0, f.numel()))] = float("nan")
-                expect, bad_arg = "error", "features"
+                faults.append((2 if self.in_warmup else 4, "features"))
             kw["features"] = f
         elif bad == "feature_rows":
             kw["features"] = torch.randn(n + 1, self.H, generator=self.g)
-            expect, bad_arg = "error", "features"
+            faults.append((1, "features"))
         elif bad == "input_rows":
             kw["inputs"] = torch.randn(n + 1, self.D, generator=self.g)
-            expect, bad_arg = "error", "inputs"
+            faults.append((1, "inputs"))
         elif bad == "id_rows":
             kw["sample_ids"] = torch.arange(n + 1)
-            expect, bad_arg = "error", "sample_ids"
+            faults.append((1, "sample_ids"))
         elif bad == "missing_forward":
-            expect, bad_arg = "error", "features"
+            faults.append((1, "features"))
         elif bad == "positional":
-            expect = "error"
+            faults.append((0, None))
         elif bad == "logits":
             kw["logits"] = bad_logits(rng, n, C)
-            expect, bad_arg = "error", "logits"
+            faults.append((1, "logits"))
         elif bad == "no_ids":
             kw.pop("sample_ids", None)
-        if expect == "ok" and not self.in_warmup:
+        if not self.in_warmup:
             if self.stale:
-                expect = "error"  # weights() before the clean passes ended: an order error
-            elif self.options["smoothing"] and "sample_ids" not in kw:
-                expect, bad_arg = "error", "sample_ids"
-        if bad == "nan_features" and not self.in_warmup and (
-                self.stale or (self.options["smoothing"] and "sample_ids" not in kw)):
-            bad_arg = None  # the order error or the missing ids come first
-        if expect == "ok" and n == 0:
-            expect = "either"
-        if expect == "ok" and "features" not in kw and not eval_features and not self.fresh:
-            expect, bad_arg = "error", "features"
+                faults.append((3, None))  # before the clean passes ended: an order error
+            if "sample_ids" not in kw and (self.options["smoothing"] or self.incremental):
+                faults.append((4, "sample_ids"))
+            labels_now = kw["labels"]
+            if (self.missing and self.missing_class == "error" and bad != "labels"
+                    and any(int(c) in self.missing for c in labels_now)):
+                faults.append((4, "labels"))
+        if faults:
+            first = min(p for p, _ in faults)
+            named = {a for p, a in faults if p == first}
+            expect, bad_arg = "error", (named.pop() if len(named) == 1 else None)
+        else:
+            expect, bad_arg = "ok", None
+        if n == 0:
+            expect, bad_arg = "either", None
 
         def call() -> Any:
             with self.context():
@@ -364,7 +401,7 @@ class RecipeDriver:
             result["w"] = w
 
         def after_error() -> None:
-            if bad in ("nan_features", "no_ids") or (expect == "error" and bad is None):
+            if not faults or min(p for p, _ in faults) >= 2:
                 # refused after the checks of its inputs: the batch is forgotten, and whether
                 # the forward counts as used depends on how far the call went
                 self.batch, self.fresh_known = None, False
