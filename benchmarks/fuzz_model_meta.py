@@ -118,7 +118,7 @@ class ModelMetaDriver:
         """Inputs and labels made invalid; the expectation and the argument to name."""
         rng = self.rng
         bad = str(rng.choice(("labels", "nan", "rows", "missing_inputs", "missing_labels",
-                              "empty")))
+                              "empty", "numpy_inputs")))
         if bad == "nan" and not nan_ok:
             bad = "rows"
         if bad == "labels":
@@ -134,6 +134,8 @@ class ModelMetaDriver:
             return x, torch.cat([y, y[:1]]), "error", None, bad
         if bad == "missing_inputs":
             return None, y, "error", prefix + "inputs", bad
+        if bad == "numpy_inputs":
+            return x.numpy(), y, "error", prefix + "inputs", bad
         if bad == "missing_labels":
             return x, None, "error", prefix + "labels", bad
         return x[:0], y[:0], "either", None, bad
