@@ -80,8 +80,11 @@ class RecipeDriver:
         self.C = C = int(rng.integers(2, 5))
         self.D = D = int(rng.integers(2, 6))
         H = int(rng.integers(3, 9))
-        self.net = nn.Sequential(nn.Linear(D, H), nn.ReLU(),
-                                 *([nn.Dropout(0.3)] if rng.random() < 0.4 else []),
+        # BatchNorm in train mode refuses a batch of one sample: the clean and pool batches
+        # below never have one (the caller's to avoid, as in any training loop)
+        self.bn = bool(rng.random() < 0.3)
+        self.net = nn.Sequential(nn.Linear(D, H), *([nn.BatchNorm1d(H)] if self.bn else []),
+                                 nn.ReLU(), *([nn.Dropout(0.3)] if rng.random() < 0.4 else []),
                                  nn.Linear(H, C))
         self.H = H
         self.opt = torch.optim.SGD(self.net.parameters(), lr=float(rng.choice((0.01, 0.1))))
@@ -90,6 +93,8 @@ class RecipeDriver:
         self.centres = 2.0 * torch.randn(C, D, generator=g)
         self.g = g
         self.options = _recipe_config(rng)
+        while self.bn and M % self.options["clean_batch_size"] == 1:
+            M += 1
         self.missing: set[int] = set()  # classes without a clean sample
         if C > 2 and rng.random() < 0.15:
             self.missing = {int(c) for c in rng.choice(C, int(rng.integers(1, C - 1)),
@@ -99,8 +104,10 @@ class RecipeDriver:
         kw: dict[str, Any] = {}
         clean: Any = (xc, yc)
         if rng.random() < 0.2:  # a DataLoader instead of a pair of tensors
-            clean = DataLoader(TensorDataset(xc, yc), batch_size=int(rng.integers(2, 9)),
-                               shuffle=False)
+            bs = int(rng.integers(2, 9))
+            while self.bn and M % bs == 1:
+                bs += 1
+            clean = DataLoader(TensorDataset(xc, yc), batch_size=bs, shuffle=False)
         self.missing_class, self.incremental = "error", False
         if rng.random() < 0.3:  # a configured reweighter
             self.missing_class = str(rng.choice(("error", "warn", "ignore")))
@@ -131,7 +138,7 @@ class RecipeDriver:
         self.fresh_known = True  # whether the driver knows ``fresh``
         self.batch: torch.Tensor | None = None  # labels of the last post-warm-up weights()
         self.description = (f"recipe C={C} D={D} H={H} M={M} {self.options} "
-                            f"{sorted(kw)} missing classes {sorted(self.missing)} "
+                            f"{sorted(kw)} bn={self.bn} missing classes {sorted(self.missing)} "
                             f"({self.missing_class}), incremental={self.incremental}, "
                             f"DataLoader={not isinstance(clean, tuple)}, "
                             f"autocast={self.autocast}")
@@ -314,6 +321,8 @@ class RecipeDriver:
     def pool_batch(self) -> Iterator[Step]:
         rng, r, C = self.rng, self.recipe, self.C
         n = 0 if rng.random() < 0.05 else int(rng.integers(1, 13))
+        if self.bn and n < 2:
+            n = 2
         x, y = self._data(n)
         ids = torch.randperm(64, generator=self.g)[:n]
         bad = None
