@@ -1,8 +1,14 @@
 """Fuzz benchmark: random calls through the public API, each classified by what came back.
 
-``python -m benchmarks.fuzz [--calls 10000] [--seed 0] [--smoke] [--replay K]``
+``python -m benchmarks.fuzz [--drivers reweighters,recipe,model_meta] [--calls 10000] [--seed 0]
+[--smoke] [--replay K]``
 
-Every call builds one reweighter and calls it, with keywords only, on random inputs:
+Three drivers, each run for ``--calls`` library calls: ``reweighters`` (below), and
+``recipe`` and ``model_meta``, random sequences of steps through ``SurrogateRecipe`` and
+``ModelMetaReweighter`` with bad inputs and steps in the wrong order, under the same contract
+(:mod:`benchmarks.fuzz_steps`, :mod:`benchmarks.fuzz_recipe`,
+:mod:`benchmarks.fuzz_model_meta`). In ``reweighters``, every call builds one reweighter and
+calls it, with keywords only, on random inputs:
 
 * methods: ``SurrogateReweighter`` (FBR) in ``"recompute"`` and ``"incremental"`` mode, each with
   and without ``ratio``; ``MetaReweighter`` in its last-layer form (``weights(logits=...,
@@ -28,8 +34,9 @@ Each call is one of
 * **failure**: anything else: weights that break the rules above, another exception type, an
   error that names no argument or another one, a valid input rejected, an invalid one accepted.
 
-It prints the three counts and, per kind of failure, the count and one reproducer; ``--replay
-K`` re-runs call ``K`` of ``--seed`` alone, describes it and prints its traceback. Call ``K``
+It prints the three counts per driver and, per kind of failure, the count and one reproducer;
+``--replay K`` re-runs call ``K`` of ``--seed`` alone (sequence ``K`` for ``recipe`` and
+``model_meta``, given as the only driver), describes it and prints its traceback. Call ``K``
 of seed ``s`` depends only on ``(s, K)``. The exit status is 1 if any call failed.
 """
 
@@ -51,6 +58,9 @@ import torch
 from tqdm import tqdm
 
 import robustweights
+from benchmarks import fuzz_steps
+from benchmarks.fuzz_model_meta import ModelMetaDriver
+from benchmarks.fuzz_recipe import RecipeDriver
 
 METHODS = ("fbr", "fbr_ratio", "fbr_incremental", "fbr_incremental_ratio", "l2rw_sum",
            "l2rw_mean", "l2rw_none")
@@ -66,6 +76,10 @@ INVALID_SHARE = 0.25
 MAX_EXPONENT = {"float16": 3, "bfloat16": 36, "float32": 36, "float64": 300}
 CATEGORIES = ("valid weights", "named error", "failure")
 SMOKE_CALLS = 300
+#: The drivers of stateful objects (:mod:`benchmarks.fuzz_steps`), by name.
+STEP_DRIVERS: dict[str, type[fuzz_steps.Driver]] = {"recipe": RecipeDriver,
+                                                    "model_meta": ModelMetaDriver}
+DRIVERS = ("reweighters", *STEP_DRIVERS)
 _NAMED = re.compile(r"`([^`]+)`")
 
 
@@ -461,8 +475,12 @@ def replay(seed: int, index: int, space: Space = Space()) -> int:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.fuzz", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--drivers", default=None,
+                   help=f"comma-separated subset of {','.join(DRIVERS)} (default: all; "
+                        "reweighters with --replay)")
     p.add_argument("--calls", type=int, default=None,
-                   help=f"number of calls (default 10000; {SMOKE_CALLS} with --smoke)")
+                   help=f"number of calls per driver (default 10000; {SMOKE_CALLS} with "
+                        "--smoke)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--smoke", action="store_true", help=f"{SMOKE_CALLS} calls, for CI")
     p.add_argument("--max-exponent", type=int, default=30,
@@ -483,12 +501,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_exponent < 0:
         raise SystemExit(f"Expected --max-exponent >= 0, but got {args.max_exponent}")
     space = Space(args.max_exponent, dtypes)
+    default = ("reweighters",) if args.replay is not None else DRIVERS
+    drivers = (default if args.drivers is None
+               else tuple(d.strip() for d in args.drivers.split(",") if d.strip()))
+    if not drivers or set(drivers) - set(DRIVERS):
+        raise SystemExit(f"Expected --drivers from {DRIVERS}, but got {args.drivers!r}")
     if args.replay is not None:
+        if len(drivers) != 1:
+            raise SystemExit(f"Expected one driver with --replay, but got {drivers}")
+        if drivers[0] != "reweighters":
+            return fuzz_steps.replay(drivers[0], STEP_DRIVERS[drivers[0]], args.seed,
+                                     args.replay)
         return replay(args.seed, args.replay, space)
     calls = args.calls if args.calls is not None else (SMOKE_CALLS if args.smoke else 10_000)
-    report = run(calls, args.seed, space, progress=not args.no_progress)
-    print(format_report(report, space))
-    return 1 if report.counts["failure"] else 0
+    total = failed = 0
+    for driver in drivers:
+        if driver == "reweighters":
+            report = run(calls, args.seed, space, progress=not args.no_progress)
+            print(format_report(report, space))
+            total, failed = total + report.calls, failed + report.counts["failure"]
+        else:
+            steps = fuzz_steps.run(driver, STEP_DRIVERS[driver], calls, args.seed)
+            print(fuzz_steps.format_report(steps))
+            total, failed = total + steps.calls, failed + steps.counts["failure"]
+    if len(drivers) > 1:
+        print(f"total: {total} calls, {failed} failures ({', '.join(drivers)})")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

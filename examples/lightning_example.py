@@ -54,6 +54,11 @@ class NoisyLabelClassifier(pl.LightningModule):
                                       clean_data=clean_data, warmup_epochs=2,
                                       alpha_switch=1000, clean_passes=5,
                                       clean_batch_size=20,
+                                      # the plain filter on the training forward's
+                                      # features (the default adds targets and mixup:
+                                      # examples/recipe_loop.py)
+                                      eval_features=False, dropped_weight=0.0,
+                                      pseudo_labels=False,
                                       generator=torch.Generator().manual_seed(0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -45,6 +45,19 @@ def check_data(data: Any, name: str) -> CleanData:
     return data
 
 
+def check_batch_logits(logits: Any, n: int, num_classes: int, name: str = "logits"
+                       ) -> torch.Tensor:
+    """A batch's logits: a ``(n, C)`` tensor; a ``TypeError`` or ``ValueError`` naming
+    ``name`` otherwise (no host synchronisation)."""
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"Expected `{name}` to be a torch.Tensor, but got "
+                        f"{type(logits).__name__}")
+    if tuple(logits.shape) != (n, num_classes):
+        raise ValueError(f"Expected `{name}` to have shape ({n}, {num_classes}), but got "
+                         f"{tuple(logits.shape)}")
+    return logits
+
+
 def check_class_labels(labels: Any, num_classes: int) -> torch.Tensor:
     """A batch's labels: a 1-D integer tensor (possibly empty) with values in ``[0, C)``, as
     int64; a ``TypeError`` or ``ValueError`` naming ``labels`` otherwise."""

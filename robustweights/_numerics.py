@@ -47,6 +47,8 @@ def pow2_scale(magnitude: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def saturate(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``x`` cast to ``dtype``, values beyond its finite range clamped to it (never inf)."""
     big = torch.finfo(dtype).max
+    if x.dtype.is_floating_point and torch.finfo(x.dtype).max <= big:
+        return x.to(dtype)  # nothing beyond the range (and ``big`` may not fit x's dtype)
     return x.clamp(-big, big).to(dtype)
 
 

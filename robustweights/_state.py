@@ -63,7 +63,8 @@ def check_state_dict(state: Any, *, owner: str, keys: Iterable[str],
     given = set(state) - {"_version"}
     unexpected, missing = sorted(given - expected), sorted(expected - given)
     if strict and (unexpected or missing):
-        raise ValueError(f"Error loading the state dict of {owner}: unexpected keys {unexpected}, "
+        raise ValueError(f"Expected the keys of `state_dict` to be those of {owner}, but got "
+                         f"unexpected keys {unexpected}, "
                          f"missing keys {missing} (pass strict=False to ignore them)")
     for key, value in config.items():
         if key in state and state[key] != value:

@@ -84,10 +84,14 @@ class Reweighter(abc.ABC):
 
         Call it e.g. at epoch start with the clean subset's features (computed in eval mode);
         later ``weights`` calls without a clean batch reuse the cache. Pass the inputs the
-        method needs (``requires``); the others may be omitted.
+        method needs (``requires``); the others may be omitted. A batch it refuses leaves the
+        cache as it was.
         """
+        batch = self._prepare({"logits": logits, "features": features, "labels": labels,
+                               "inputs": inputs}, prefix="", allow_empty=self._shards_clean())
+        sums = self._clean_sums(**batch)
         self.reset_clean()
-        self.update_clean(features=features, labels=labels, logits=logits, inputs=inputs)
+        self.clean.add(**sums)
 
     def update_clean(self, *, features: Any = None, labels: Any = None, logits: Any = None,
                      inputs: Any = None) -> None:

@@ -26,6 +26,7 @@ from robustweights._validation import (
 from robustweights.base import Reweighter
 from robustweights.functional.model_meta import (
     COUNT,
+    check_clean_gradient,
     check_scores,
     clean_gradient_sums,
     mean_clean_gradient,
@@ -142,7 +143,10 @@ class ModelMetaReweighter(Reweighter):
 
     # ------------------------------------------------------------ the base's two steps
     def _clean_sums(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-        return clean_gradient_sums(self.model, self.loss_fn, inputs["inputs"], inputs["labels"])
+        sums = clean_gradient_sums(self.model, self.loss_fn, inputs["inputs"], inputs["labels"])
+        if self.validate:
+            check_clean_gradient(sums)  # before a NaN is cached by set_clean / update_clean
+        return sums
 
     def _compute(self, stats: CleanStatistics, *, sample_ids: torch.Tensor | None,
                  **batch: torch.Tensor) -> torch.Tensor:

@@ -182,7 +182,7 @@ def test_model_meta_weights_errors_name_the_argument():
 
 def test_functional_exports_only_the_twins():
     assert sorted(functional.__all__) == ["meta_weights", "model_meta_weights",
-                                          "surrogate_weights"]
+                                          "small_loss_weights", "surrogate_weights"]
     for module, name in ((fsurrogate, "surrogate_weights"), (fmeta, "meta_weights"),
                          (fmodel, "model_meta_weights")):
         assert module.__all__ == [name], f"{module.__name__} exports its internals"

@@ -1,6 +1,7 @@
 """The fuzz benchmark (``python -m benchmarks.fuzz``) at smoke size: its counts add up, it is
-deterministic, its classifier tells named errors from failures, and the library has no failure
-in the magnitude range it handles today."""
+deterministic, its classifiers tell named errors from failures, and the library has no failure
+in the magnitude range it handles today, nor in random step sequences through the recipe and
+the full-network L2RW."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import fuzz  # noqa: E402
+from benchmarks import fuzz, fuzz_steps  # noqa: E402
 from robustweights import MetaReweighter, SurrogateReweighter  # noqa: E402
 
 #: The whole fuzzed range must give no failure: magnitudes up to 1e30 in every float dtype
@@ -140,3 +141,74 @@ def test_cli(capsys):
     assert "call 5 of seed 1:" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         fuzz.main(["--dtypes", "float8"])
+
+
+# --------------------------------------------------------------------------- stateful drivers
+@pytest.fixture(scope="module", params=sorted(fuzz.STEP_DRIVERS))
+def steps_smoke(request) -> fuzz_steps.StepReport:
+    return fuzz_steps.run(request.param, fuzz.STEP_DRIVERS[request.param], fuzz.SMOKE_CALLS,
+                          seed=0)
+
+
+def test_step_drivers_smoke(steps_smoke):
+    r = steps_smoke
+    assert r.calls == fuzz.SMOKE_CALLS == sum(r.counts.values()), r.counts
+    assert set(r.counts) <= set(fuzz_steps.CATEGORIES), r.counts
+    assert r.counts["failure"] == 0, fuzz_steps.format_report(r)
+    # Both outcomes that are not failures occur often: the driver is not vacuous.
+    assert r.counts["valid output"] > 0.5 * r.calls, r.counts
+    assert r.counts["named error"] > 0.1 * r.calls, r.counts
+    assert r.sequences > 5, "too few sequences to vary the configuration"
+
+
+@pytest.mark.parametrize("driver", sorted(fuzz.STEP_DRIVERS))
+def test_step_drivers_deterministic_per_seed(driver):
+    make = fuzz.STEP_DRIVERS[driver]
+
+    def names(seed: int, index: int) -> list[str]:
+        return [s.name for _, s, _ in fuzz_steps.run_sequence(driver, make, seed, index)]
+
+    assert names(3, 1) == names(3, 1)
+    assert [names(3, k) for k in range(3)] != [names(4, k) for k in range(3)], "seed ignored"
+
+
+def test_step_classifier():
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    def named() -> None:
+        raise ValueError("Expected `labels` to lie in [0, 2]")
+
+    def order() -> None:
+        raise ValueError("Expected this epoch's prototypes before `weights()`")
+
+    S = fuzz_steps.Step
+    assert fuzz_steps.classify(S("x", boom, expect="error"))[0].kind == "crash: RuntimeError"
+    assert fuzz_steps.classify(S("x", named, expect="error", bad_arg="labels"))[0].category \
+        == "named error"
+    assert fuzz_steps.classify(S("x", named, expect="ok"))[0].kind == "valid input rejected"
+    assert fuzz_steps.classify(S("x", named, expect="error", bad_arg="features"))[0].kind \
+        .startswith("error names ['labels'] instead of `features`")
+    assert fuzz_steps.classify(S("x", order, expect="either"))[0].category == "named error"
+    assert fuzz_steps.classify(S("x", lambda: 1, expect="error"))[0].kind \
+        == "invalid input accepted"
+    nan = S("x", lambda: torch.tensor([0.5, float("nan")]),
+            check=lambda w: fuzz_steps.check_vector(w, 2, low=0.0, high=1.0))
+    assert fuzz_steps.classify(nan)[0].kind == "non-finite output"
+    wide = S("x", lambda: torch.ones(3), check=lambda w: fuzz_steps.check_vector(w, 2))
+    assert fuzz_steps.classify(wide)[0].kind.startswith("output shape")
+    assert fuzz_steps._names("got `weights(labels=..., inputs=...)` and `state_dict['x']`") \
+        == ["weights", "state_dict"]
+
+
+def test_cli_step_drivers(capsys):
+    assert fuzz.main(["--drivers", "recipe,model_meta", "--calls", "40", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "fuzz recipe: 40 calls" in out and "fuzz model_meta: 40 calls" in out
+    assert "total: 80 calls, 0 failures" in out
+    assert fuzz.main(["--drivers", "recipe", "--replay", "2"]) == 0
+    assert "sequence 2 of seed 0 (recipe):" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        fuzz.main(["--drivers", "bogus"])
+    with pytest.raises(SystemExit):
+        fuzz.main(["--drivers", "recipe,model_meta", "--replay", "2"])

@@ -11,6 +11,7 @@ from reference import l2rw_normalise, l2rw_virtual_step_reference
 from torch import nn
 
 from robustweights import FeatureCapture, MetaReweighter, ModelMetaReweighter, weighted_mean
+from robustweights.functional import model_meta_weights
 
 CE = nn.CrossEntropyLoss(reduction="none")
 
@@ -378,3 +379,37 @@ def test_clean_set_empty_on_every_rank_is_an_error_on_every_use(kind, monkeypatc
         with pytest.raises(ValueError, match=r"Expected the clean set to hold at least one sample "
                                              r"over all ranks, but got none"):
             rw.weights(**batch)
+
+
+def test_model_reweighter_refuses_a_non_finite_clean_gradient():
+    """Found by the fuzz: NaN clean inputs were cached silently by set_clean / update_clean
+    (the error came at the next weights() call, naming the training `inputs`)."""
+    net, x, y, xc, yc = net_data(0)
+    bad = xc.clone()
+    bad[3, 1] = float("nan")
+    rw = ModelMetaReweighter(net, CE, num_classes=3)
+    for method in (rw.set_clean, rw.update_clean):
+        with pytest.raises(ValueError, match=r"clean gradient to be finite.*`inputs`"):
+            method(inputs=bad, labels=yc)
+    assert rw.clean.empty, "a refused clean batch was cached"
+    with pytest.raises(ValueError, match=r"clean gradient to be finite.*`clean_inputs`"):
+        rw.weights(inputs=x, labels=y, clean_inputs=bad, clean_labels=yc)
+    with pytest.raises(ValueError, match=r"clean gradient to be finite.*`clean_inputs`"):
+        model_meta_weights(net, CE, x, y, bad, yc)
+
+
+def test_set_clean_that_fails_leaves_the_cache_alone():
+    """Found by the fuzz: set_clean emptied the cache before checking its batch."""
+    net, x, y, xc, yc = net_data(0)
+    rw = ModelMetaReweighter(net, CE, num_classes=3)
+    rw.set_clean(inputs=xc, labels=yc)
+    before = rw.weights(inputs=x, labels=y)
+    with pytest.raises(ValueError, match=r"`labels` to lie in \[0, 2\]"):
+        rw.set_clean(inputs=xc, labels=yc + 3)
+    assert torch.equal(rw.weights(inputs=x, labels=y), before)
+    lin = MetaReweighter(3)
+    f, z = torch.randn(16, 4, dtype=torch.float64), torch.randn(16, 3, dtype=torch.float64)
+    lin.set_clean(features=f, logits=z, labels=yc)
+    with pytest.raises(ValueError, match=r"`features` to be finite"):
+        lin.set_clean(features=f * float("nan"), logits=z, labels=yc)
+    assert not lin.clean.empty

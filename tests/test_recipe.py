@@ -595,7 +595,56 @@ def test_bad_batch_inputs_named_in_every_phase(warmup: bool, eval_features: bool
         call()
         with pytest.raises(ValueError, match="already used"):
             recipe.weights(inputs=x, labels=y)
+        nan = torch.randn(4, 16)
+        nan[2, 3] = float("nan")  # found by the fuzz: accepted in the warm-up
+        with pytest.raises(ValueError, match="`features` to be finite"):
+            call(features=nan)
+        with pytest.raises(TypeError, match=r"`features` to be a torch\.Tensor"):
+            call(features=nan.tolist())
     assert call().shape == (4,)
+
+
+def test_weights_before_any_forward_names_the_features() -> None:
+    """Found by the fuzz: a RuntimeError from the feature hook when no forward had run."""
+    recipe, _, _, _ = make(warmup_epochs=1, eval_features=False)
+    recipe.start_epoch(0)
+    with pytest.raises(ValueError, match=r"features of this batch \(2 rows\), but got no "
+                                         r"forward.*`features=`"):
+        recipe.weights(inputs=torch.randn(2, 6), labels=torch.tensor([0, 1]))
+
+
+def test_losses_check_their_labels_and_weights() -> None:
+    """Found by the fuzz: float labels were truncated, (B, 1) or out-of-range labels crashed
+    inside the loss, and an empty batch took weights of any shape."""
+    recipe, model, _, _ = make()
+    z, y = model(torch.randn(4, 6)), torch.tensor([0, 1, 2, 0])
+    w = torch.ones(4)
+    for loss in (lambda labels: recipe.loss(z, labels, w),
+                 lambda labels: recipe.clean_loss(z, labels)):
+        with pytest.raises(TypeError, match="`labels` to be integer"):
+            loss(y.float() + 0.5)
+        with pytest.raises(ValueError, match="`labels` to be 1-D"):
+            loss(y[:, None])
+        with pytest.raises(ValueError, match=r"`labels` to lie in \[0, 2\]"):
+            loss(torch.tensor([0, 1, 3, 0]))
+        with pytest.raises(TypeError, match=r"`labels` to be a torch\.Tensor"):
+            loss([0, 1, 2, 0])
+    with pytest.raises(ValueError, match=r"`weights` of shape \(0,\), but got"):
+        recipe.loss(z[:0], y[:0], torch.ones(1))
+    with pytest.raises(ValueError, match=r"`weights` of shape \(4,\), but got"):
+        recipe.loss(z, y, torch.ones(5))
+
+
+def test_directions_under_autocast() -> None:
+    """Found by the fuzz: float32 features under bfloat16 autocast overflowed on the way out
+    (the float32 range does not fit bfloat16)."""
+    recipe, _, _, _ = make(warmup_epochs=0)
+    recipe.start_epoch(0)
+    list(recipe.clean_batches())
+    y = torch.tensor([0, 1, 2, 0])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        d = recipe.directions(labels=y, features=torch.randn(4, 16))
+    assert d.shape == (4,) and bool(torch.isfinite(d).all())
 
 
 def test_empty_batch_losses_are_zero() -> None:
@@ -658,32 +707,34 @@ def _gaussians() -> tuple[torch.Tensor, ...]:
 def test_short_run_learns_and_filters(authors: bool) -> None:
     """The network of the README's loop classifies held-out points well and its kept samples
     are much cleaner than the pool: the authors' configuration (weights before the training
-    forward, their order) and the default one (the training forward's features, so the
-    forward first)."""
+    forward, their order) and the default, recommended one (targets and mixup)."""
+    from robustweights.recipe.targets import mixup, soft_cross_entropy
+
     x, _, y, flip, xc, yc, xt, yt = _gaussians()
     n, c = len(y), 4
     model = nn.Sequential(nn.Linear(10, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, c))
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    config = RecipeConfig.authors() if authors else RecipeConfig()
-    recipe = SurrogateRecipe(c, config=config, model=model, head=model[3], clean_data=(xc, yc),
-                             warmup_epochs=1, alpha_switch=4, clean_passes=3,
-                             clean_batch_size=20)
+    schedule = {"warmup_epochs": 1, "alpha_switch": 4} if authors else {}
+    recipe = SurrogateRecipe(c, config=RecipeConfig.authors() if authors else RecipeConfig(),
+                             model=model, head=model[3], clean_data=(xc, yc), clean_passes=3,
+                             clean_batch_size=20, **schedule)  # type: ignore[arg-type]
     kept = torch.zeros(n, dtype=torch.bool)
+    mix = torch.Generator().manual_seed(0)
     for epoch in range(8):
         recipe.start_epoch(epoch)
-        recipe.refresh_prototypes()
         model.train()
         for xb, yb in recipe.clean_batches():
             sgd_step(opt, recipe.clean_loss(model(xb), yb))
         for idx in torch.randperm(n).split(50):
+            w = recipe.weights(inputs=x[idx], labels=y[idx])
             if authors:
-                w = recipe.weights(inputs=x[idx], labels=y[idx])
-                logits = model(x[idx])
+                sgd_step(opt, recipe.loss(model(x[idx]), y[idx], w))
+                kept[idx] = w > 0
             else:
-                logits = model(x[idx])
-                w = recipe.weights(inputs=x[idx], labels=y[idx])
-            sgd_step(opt, recipe.loss(logits, y[idx], w))
-            kept[idx] = w > 0
+                t = recipe.targets(y[idx], w)
+                xm, q, wm = mixup(x[idx], t.labels, t.weights, num_classes=c, generator=mix)
+                sgd_step(opt, soft_cross_entropy(model(xm), q, wm))
+                kept[idx] = t.kept
     model.eval()
     with torch.no_grad():
         acc = float((model(xt).argmax(1) == yt).float().mean())
@@ -691,3 +742,44 @@ def test_short_run_learns_and_filters(authors: bool) -> None:
     assert acc > 0.85, acc
     assert precision > 0.9 > float((~flip).float().mean()) + 0.2, precision
     assert 0.3 < float(kept.float().mean()) < 0.9
+
+
+def test_targets_after_a_refused_weights_call() -> None:
+    """weights() that refuses a batch after its checks leaves no batch for targets()."""
+    recipe, model, _, _ = make(warmup_epochs=0, eval_features=False)
+    recipe.start_epoch(0)
+    list(recipe.clean_batches())
+    x, y = torch.randn(4, 6), torch.tensor([0, 1, 2, 0])
+    model(x)
+    w = recipe.weights(inputs=x, labels=y)
+    nan = torch.randn(4, 16)
+    nan[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="`features` to be finite"):
+        recipe.weights(inputs=x, labels=y, features=nan)
+    with pytest.raises(ValueError, match=r"`weights\(\)` to be called on this batch"):
+        recipe.targets(y, w)
+
+
+@pytest.mark.parametrize("warmup", [True, False], ids=["warm-up", "after"])
+def test_logits_checked_in_weights_and_targets(warmup: bool) -> None:
+    """Found by the fuzz: logits of another shape crashed the health signal (or were silently
+    ignored), a list of weights crashed targets()."""
+    recipe, model, _, _ = make(warmup_epochs=5 if warmup else 0, eval_features=False,
+                               pseudo_labels=True)
+    recipe.start_epoch(0)
+    list(recipe.clean_batches())
+    x, y = torch.randn(4, 6), torch.tensor([0, 1, 2, 0])
+    for bad in (torch.randn(5, 3), torch.randn(4, 4), torch.randn(4)):
+        z = model(x)
+        with pytest.raises(ValueError, match=r"`logits` to have shape \(4, 3\), but got"):
+            recipe.weights(inputs=x, labels=y, logits=bad)
+    with pytest.raises(TypeError, match=r"`logits` to be a torch\.Tensor, but got ndarray"):
+        recipe.weights(inputs=x, labels=y, logits=z.detach().numpy())
+    w = recipe.weights(inputs=x, labels=y, logits=z.detach())
+    with pytest.raises(ValueError, match=r"`logits` to have shape \(4, 3\)"):
+        recipe.targets(y, w, logits=torch.randn(3, 3))
+    with pytest.raises(ValueError, match=r"`peer_logits` to have shape \(4, 3\)"):
+        recipe.targets(y, w, logits=z.detach(), peer_logits=torch.randn(4, 2))
+    with pytest.raises(ValueError, match=r"`weights` of shape \(4,\), but got list"):
+        recipe.targets(y, w.tolist(), logits=z.detach())  # type: ignore[arg-type]
+    assert recipe.targets(y, w, logits=z.detach()).labels.shape == (4,)

@@ -136,7 +136,8 @@ def test_configuration_mismatch_names_the_key(make, key, other):
                                   lambda: PhaseMonitor()])
 def test_unexpected_missing_and_newer_keys(make):
     state = make().state_dict()
-    with pytest.raises(ValueError, match=r"unexpected keys \['bogus'\], missing keys \[\]"):
+    with pytest.raises(ValueError, match=r"Expected the keys of `state_dict` to be those of \w+, "
+                                         r"but got unexpected keys \['bogus'\], missing keys \[\]"):
         make().load_state_dict({**state, "bogus": 1})
     make().load_state_dict({**state, "bogus": 1}, strict=False)
     partial = {k: v for k, v in state.items() if k != "clean" and k != "history"}

@@ -181,9 +181,11 @@ def _recipe(**kw: object) -> SurrogateRecipe:
     xc = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.2, 0.0], [0.0, 1.0, 0.0], [0.2, 1.0, 0.0],
                        [0.0, 0.0, 1.0], [0.0, 0.1, 1.0]])
     yc = torch.tensor([0, 0, 1, 1, 2, 2])
+    options = {"eval_features": False, "dropped_weight": 0.0, "pseudo_labels": False, **kw}
     recipe = SurrogateRecipe(3, model=net, head=net.fc, clean_data=(xc, yc),
                              config=RecipeConfig(warmup_epochs=0, alpha_switch=0,
-                                                 clean_passes=0, **kw))  # type: ignore[arg-type]
+                                                 clean_passes=0,
+                                                 **options))  # type: ignore[arg-type]
     recipe.start_epoch(0)
     list(recipe.clean_batches())  # no pass; its end refreshes the prototypes
     return recipe
@@ -241,7 +243,8 @@ def test_calibrated_thresholds_change_who_is_kept() -> None:
     net = Net()
     r = SurrogateRecipe(3, model=net, head=net.fc, clean_data=(xc, yc),
                         config=RecipeConfig(warmup_epochs=0, alpha_switch=0, clean_passes=0,
-                                            thresholds="calibrated", calibration_quantile=0.0))
+                                            thresholds="calibrated", calibration_quantile=0.0,
+                                            eval_features=False, dropped_weight=0.0))
     r.start_epoch(0)
     r.refresh_prototypes()
     x = torch.tensor([[0.55, 0.45, 0.0], [0.45, 0.55, 0.0], [0.2, 0.5, 0.6]])

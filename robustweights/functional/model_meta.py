@@ -168,6 +168,15 @@ def losses_and_jvp(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor,
     return primal, tangent
 
 
+def check_clean_gradient(sums: Mapping[str, torch.Tensor]) -> None:
+    """A finite clean gradient (one host synchronisation): NaN/inf means a bad clean batch or a
+    broken model."""
+    if sums and not bool(torch.stack([torch.isfinite(g).all() for g in sums.values()]).all()):
+        raise ValueError("Expected the clean gradient to be finite, but got NaN/inf: check the "
+                         "clean batch (`clean_inputs`, `clean_labels`, or the `inputs`, `labels` "
+                         "of `set_clean`/`update_clean`) and the model")
+
+
 def check_scores(u: torch.Tensor) -> None:
     """Finite scores (one host synchronisation): NaN/inf means bad inputs or a broken model."""
     if not bool(torch.isfinite(u).all()):
@@ -244,7 +253,10 @@ def model_meta_weights(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor, 
                                "clean_": {"inputs": clean_inputs, "labels": clean_labels}},
                               ("inputs", "labels"), num_classes=num_classes, validate=validate)
     x, xc = batches[""], batches["clean_"]
-    g = mean_clean_gradient(clean_gradient_sums(model, loss_fn, xc["inputs"], xc["labels"]))
+    sums = clean_gradient_sums(model, loss_fn, xc["inputs"], xc["labels"])
+    if validate:
+        check_clean_gradient(sums)
+    g = mean_clean_gradient(sums)
     u = model_scores(model, loss_fn, x["inputs"], x["labels"], g, lr=lr)
     if validate:
         check_scores(u)

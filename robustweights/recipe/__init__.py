@@ -3,8 +3,11 @@
 * :mod:`~robustweights.recipe.surrogate`: :class:`SurrogateRecipe`;
 * :mod:`~robustweights.recipe.config`: :class:`RecipeConfig`, its schedule and options, and the
   named configurations;
+* :mod:`~robustweights.recipe.weights`: the weights of one pool batch, options applied;
 * :mod:`~robustweights.recipe.options`: the options beyond the authors' recipe, as pure
-  functions of one batch.
+  functions of one batch;
+* :mod:`~robustweights.recipe.health`: held-out trusted samples judged as the pool was, for
+  the filter's health.
 """
 
 from robustweights.recipe.config import RecipeConfig

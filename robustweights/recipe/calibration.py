@@ -26,9 +26,11 @@ from robustweights.functional.surrogate import surrogate_directions
 
 if TYPE_CHECKING:
     from robustweights.features import FeatureCapture
+    from robustweights.recipe.surrogate import SurrogateRecipe
     from robustweights.surrogate import SurrogateReweighter
 
-__all__ = ["class_thresholds", "heldout_directions", "leave_one_out_directions"]
+__all__ = ["class_thresholds", "heldout_directions", "leave_one_out_directions",
+           "recipe_thresholds"]
 
 
 def leave_one_out_directions(features: torch.Tensor, labels: torch.Tensor, num_classes: int
@@ -112,3 +114,19 @@ def class_thresholds(directions: torch.Tensor, labels: torch.Tensor, num_classes
         if scores.numel():
             out[c] = torch.quantile(scores, quantile)
     return out
+
+
+def recipe_thresholds(recipe: SurrogateRecipe, feats: torch.Tensor, labels: torch.Tensor
+                      ) -> torch.Tensor:
+    """The recipe's per-class thresholds: from held-out trusted images (``calibration_data``)
+    scored against the prototypes, or from every prototype image (eval-mode ``feats`` and
+    ``labels``) scored against the others."""
+    valid = None
+    if recipe.calibration_data is None:
+        d, valid = leave_one_out_directions(feats, labels, recipe.num_classes)
+    else:
+        d, labels = heldout_directions(
+            recipe.model, recipe._capture, recipe.reweighter,
+            recipe._iterate(recipe.calibration_data, shuffle=False, chunk=512))
+    return class_thresholds(d, labels, recipe.num_classes,
+                            quantile=recipe.config.calibration_quantile, valid=valid)

@@ -17,6 +17,7 @@ from robustweights._data import (
     Batch,
     CleanData,
     batches_per_pass,
+    check_batch_logits,
     check_class_labels,
     check_data,
     eval_mode,
@@ -27,21 +28,16 @@ from robustweights._validation import (
     check_keywords_only,
     check_loss_fn,
     check_nonneg_int,
-    check_sample_ids,
 )
 from robustweights.features import FeatureCapture
 from robustweights.losses import LossFn, per_sample_losses
 from robustweights.phases.health import FilterHealth, HealthReport
-from robustweights.recipe.calibration import (
-    class_thresholds,
-    heldout_directions,
-    leave_one_out_directions,
-)
+from robustweights.recipe.calibration import recipe_thresholds
 from robustweights.recipe.checkpoint import load_recipe_state_dict, recipe_state_dict
 from robustweights.recipe.config import RecipeConfig
-from robustweights.recipe.options import rate_rule_weights
+from robustweights.recipe.health import score_heldout
 from robustweights.recipe.targets import Targets, pseudo_label_targets
-from robustweights.selection import drop_rate_at
+from robustweights.recipe.weights import pool_weights
 from robustweights.surrogate import AlphaSchedule, SurrogateReweighter
 
 __all__ = ["SurrogateRecipe"]
@@ -245,22 +241,9 @@ class SurrogateRecipe:
         feats_, labels_ = torch.cat(feats), torch.cat(labels)
         self.reweighter.set_clean(features=feats_, labels=labels_)
         if self.config.thresholds == "calibrated":
-            self._thresholds = self._calibrate(feats_, labels_)
+            self._thresholds = recipe_thresholds(self, feats_, labels_)
         self._stale = False
         self._used = self._capture.count  # these forwards were not a pool batch's
-
-    def _calibrate(self, feats: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Per-class thresholds from held-out trusted images (``calibration_data``) scored
-        against the prototypes, or from every prototype image scored against the others."""
-        valid = None
-        if self.calibration_data is None:
-            d, valid = leave_one_out_directions(feats, labels, self.num_classes)
-        else:
-            d, labels = heldout_directions(
-                self.model, self._capture, self.reweighter,
-                self._iterate(self.calibration_data, shuffle=False, chunk=512))
-        return class_thresholds(d, labels, self.num_classes,
-                                quantile=self.config.calibration_quantile, valid=valid)
 
     # ------------------------------------------------------------------ weights and targets
     def weights(self, *args: Any, labels: torch.Tensor | None = None,
@@ -282,91 +265,8 @@ class SurrogateRecipe:
                 (not needed with ``eval_features=True``, whose eval forward gives them).
         """
         check_keywords_only(self, "weights", args, ("labels", "inputs"))
-        labels = self._check_labels(labels)
-        n = labels.shape[0]
-        if sample_ids is not None:
-            sample_ids = check_sample_ids(sample_ids, n)
-        if inputs is not None and (not isinstance(inputs, torch.Tensor) or
-                                   inputs.ndim == 0 or inputs.shape[0] != n):
-            raise ValueError(f"Expected `inputs` to be a tensor of {n} samples, but got "
-                             f"{getattr(inputs, 'shape', type(inputs).__name__)}")
-        self._eval_logits = None
-        if self.config.eval_features:
-            if inputs is None:
-                raise ValueError("Expected `inputs` to be given with `eval_features=True`, but "
-                                 "got None")
-        else:  # read before anything else runs a forward
-            feats = self._capture.features if features is None else features.detach()
-            used = features is None and self._capture.count == self._used
-            if used or feats is None or feats.ndim != 2 or feats.shape[0] != n:
-                got = ("features already used" if used else
-                       tuple(feats.shape) if feats is not None else "no forward")
-                raise ValueError(f"Expected the training forward's features of this batch "
-                                 f"({n} rows), but got {got}: run the forward before "
-                                 "`weights()` or pass `features=`")
-        self._batch = None
-        if self.in_warmup:  # every weight w_init: no prototypes needed
-            floating = inputs is not None and inputs.is_floating_point()
-            w = torch.full((n,), self.reweighter.w_init, device=labels.device,
-                           dtype=inputs.dtype if floating else None)  # type: ignore[union-attr]
-            self.last_fbr_weights = self.last_weights = w
-            self._used = self._capture.count
-            if logits is not None:
-                agree = logits.detach().argmax(1) == labels.to(logits.device)
-                self.health.update_pool(agree=agree)
-            return w
-        if self._stale:
-            raise ValueError("Expected this epoch's prototypes before `weights()`: iterate "
-                             "`clean_batches()` to its end (it refreshes them) or call "
-                             "`refresh_prototypes()`")
-        if self.config.eval_features:
-            with torch.no_grad(), eval_mode(self.model):
-                self._eval_logits = self.model(inputs).detach()
-                feats = self._capture.features
-        labels = labels.to(feats.device)
-        self._used = self._capture.count  # these features are now used
-        self._batch = (feats, labels)
-        w = self._weights_from(feats, labels, sample_ids)
-        source = self._eval_logits if self._eval_logits is not None else logits
-        self.health.update_pool(
-            kept=cast(torch.Tensor, self.last_fbr_weights) > 0,
-            agree=None if source is None else source.detach().argmax(1) == labels.to(source.device),
-            scores=self.reweighter.last_directions)
-        return w
-
-    def _check_labels(self, labels: Any) -> torch.Tensor:
-        return check_class_labels(labels, self.num_classes)
-
-    def _weights_from(self, feats: torch.Tensor, labels: torch.Tensor,
-                      sample_ids: torch.Tensor | None) -> torch.Tensor:
-        if self.config.smoothing and sample_ids is None:
-            raise ValueError("Expected `sample_ids` to be given when `smoothing` > 0, but got "
-                             "None")
-        rw = self.reweighter
-        ids = sample_ids if rw.mode == "incremental" else None
-        w = rw.weights(features=feats, labels=labels, sample_ids=ids)
-        if self.config.thresholds == "calibrated":  # d > t_y with alpha = 0
-            d0 = rw.directions(features=feats, labels=labels, alpha=0.0)
-            rw.last_directions = d0 - cast(torch.Tensor, self._thresholds).to(d0)[labels]
-            present = rw.clean["class_counts"].to(labels.device) > 0
-            w = torch.where(present[labels], torch.where(rw.last_directions > 0, rw.w_max, 0.0),
-                            rw.missing_class_weight).to(w.dtype)
-        elif self.config.drop_rate is not None:
-            w = rate_rule_weights(
-                cast(torch.Tensor, rw.last_directions), labels,  # set by every weights() call
-                rw.clean["class_counts"].to(labels.device) > 0,
-                rate=drop_rate_at(self.epoch, self.config.drop_rate, self.config.drop_ramp_epochs),
-                class_balanced=self.config.class_balanced, w_max=rw.w_max,
-                missing_class_weight=rw.missing_class_weight).to(w.dtype)
-        self.last_fbr_weights = w
-        if self.config.smoothing:  # the running average per sample id
-            ids, m = cast(torch.Tensor, sample_ids).to(w.device), self.config.smoothing
-            w = m * self._smoothed.gather(ids, like=w) + (1 - m) * w
-            self._smoothed.scatter(ids, w)
-        if self.config.dropped_weight:
-            w = w.clamp_min(self.config.dropped_weight)
-        self.last_weights = w
-        return w
+        return pool_weights(self, labels=labels, inputs=inputs, sample_ids=sample_ids,
+                            features=features, logits=logits)
 
     @torch.no_grad()
     def targets(self, labels: torch.Tensor, weights: torch.Tensor, *,
@@ -386,11 +286,14 @@ class SurrogateRecipe:
                 with ``pseudo_labels`` unless ``eval_features`` ran an eval forward.
             peer_logits: a second network's logits of the batch: a third view that must agree.
         """
-        labels = self._check_labels(labels).to(weights.device)
-        if weights.shape != labels.shape:
+        labels = check_class_labels(labels, self.num_classes)
+        for name, z in (("logits", logits), ("peer_logits", peer_logits)):
+            if z is not None:
+                check_batch_logits(z, labels.shape[0], self.num_classes, name)
+        if not isinstance(weights, torch.Tensor) or weights.shape != labels.shape:
             raise ValueError(f"Expected `weights` of shape {tuple(labels.shape)}, but got "
-                             f"{tuple(weights.shape)}")
-        w = weights.detach()
+                             f"{getattr(weights, 'shape', type(weights).__name__)}")
+        labels, w = labels.to(weights.device), weights.detach()
         none = torch.zeros_like(labels, dtype=torch.bool)
         if self.in_warmup:
             return Targets(w, labels, ~none, none)
@@ -416,20 +319,21 @@ class SurrogateRecipe:
         r"""The weighted loss of one pool batch from its training forward's ``logits``:
         :math:`\frac1B\sum_i w_i\,\ell(z_i, y_i)`, weights detached (0 for an empty batch).
         Pure: no state is read or written. For :meth:`targets`, pass ``t.labels, t.weights``."""
-        labels = labels.to(logits.device).long()
+        labels = check_class_labels(labels, self.num_classes).to(logits.device)
+        if not isinstance(weights, torch.Tensor) or weights.shape != labels.shape:
+            raise ValueError(f"Expected `weights` of shape {tuple(labels.shape)}, but got "
+                             f"{getattr(weights, 'shape', type(weights).__name__)}")
         if labels.numel() == 0:
             return logits.sum() * 0.0
         per_sample = per_sample_losses(self.loss_fn, logits, labels)
-        if weights.shape != per_sample.shape:
-            raise ValueError(f"Expected `weights` of shape {tuple(per_sample.shape)}, but got "
-                             f"{tuple(weights.shape)}")
         return (weights.detach().to(per_sample) * per_sample).mean()
 
     def clean_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The plain mean loss of a clean batch: ``loss_fn`` averaged. Pure."""
+        labels = check_class_labels(labels, self.num_classes).to(logits.device)
         if labels.numel() == 0:
             return logits.sum() * 0.0
-        return self.loss_fn(logits, labels.to(logits.device).long()).mean()
+        return self.loss_fn(logits, labels).mean()
 
     # ------------------------------------------------------------------ health
     @torch.no_grad()
@@ -439,27 +343,8 @@ class SurrogateRecipe:
         (warning once on collapse). Held-out samples count as kept when their direction passes
         the rule: :math:`d > 0` for the threshold rule, at least the epoch's pool quantile at
         the dropped fraction for the rate rule."""
-        if self.health_data is not None:
-            with eval_mode(self.model):
-                for x, y in self._iterate(self.health_data, shuffle=False, chunk=512):
-                    logits = self.model(x)
-                    kept = None
-                    if not self.in_warmup and not self.reweighter.clean.empty:
-                        kept = self._heldout_kept(self._capture.features, y)
-                    self.health.update_heldout(kept=kept, correct=logits.argmax(1) == y)
-            self._used = self._capture.count  # not a pool batch's features
+        score_heldout(self)
         return self.health.end_epoch(self.epoch)
-
-    def _heldout_kept(self, feats: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if self.config.thresholds == "calibrated":
-            d = self.directions(labels=labels, features=feats, alpha=0.0).float()
-            return d > cast(torch.Tensor, self._thresholds).to(d)[labels.to(d.device)]
-        d = self.directions(labels=labels, features=feats).float()
-        if self.config.drop_rate is None:
-            return d > 0
-        cutoff = self.health.score_quantile(  # judged as the epoch's pool was
-            drop_rate_at(self.epoch, self.config.drop_rate, self.config.drop_ramp_epochs))
-        return d >= (0.0 if cutoff is None else cutoff.to(d.device))
 
     @torch.no_grad()
     def directions(self, *args: Any, labels: torch.Tensor | None = None,
@@ -473,7 +358,7 @@ class SurrogateRecipe:
         defaults to the schedule's current value. Its forward counts as used features: a
         :meth:`weights` call after it needs a new training forward."""
         check_keywords_only(self, "directions", args, ("labels", "inputs"))
-        labels = self._check_labels(labels)
+        labels = check_class_labels(labels, self.num_classes)
         if self.reweighter.clean.empty:
             raise ValueError("Expected prototypes before `directions()`: iterate "
                              "`clean_batches()` or call `refresh_prototypes()` first")
