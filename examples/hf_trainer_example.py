@@ -145,7 +145,8 @@ def train(data: dict[str, torch.Tensor], epochs: int = 12,
                              clean_batch_size=32,
                              # the plain filter on the training forward's features (the
                              # default adds targets and mixup: examples/recipe_loop.py)
-                             eval_features=False, dropped_weight=0.0, pseudo_labels=False,
+                             eval_features=False, dropped_weight=0.0,
+                             pseudo_labels=False,
                              generator=torch.Generator().manual_seed(0))
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(output_dir=out, num_train_epochs=epochs,

@@ -1,6 +1,6 @@
 import torch, torch.nn as nn
 from robustweights import SurrogateRecipe
-from robustweights.recipe.targets import mixup, soft_cross_entropy
+from robustweights.recipe import mixup, soft_cross_entropy
 
 torch.manual_seed(0)
 X = torch.randn(2000, 20); y_true = (X[:, 0] + X[:, 1] > 0).long()

@@ -17,6 +17,7 @@ DOCS = ROOT / "docs"
 #: (``robustweights.surrogate``, ``robustweights.meta``, ...) is an implementation detail: the
 #: pages reference a class where users import it from.
 PUBLIC_MODULES = ("robustweights", "robustweights.functional", "robustweights.phases",
+                  "robustweights.recipe",
                   "robustweights.integrations",
                   "robustweights.integrations.lightning")
 #: Public modules that import an optional framework (skipped when it is not installed).

@@ -708,7 +708,7 @@ def test_short_run_learns_and_filters(authors: bool) -> None:
     """The network of the README's loop classifies held-out points well and its kept samples
     are much cleaner than the pool: the authors' configuration (weights before the training
     forward, their order) and the default, recommended one (targets and mixup)."""
-    from robustweights.recipe.targets import mixup, soft_cross_entropy
+    from robustweights.recipe import mixup, soft_cross_entropy
 
     x, _, y, flip, xc, yc, xt, yt = _gaussians()
     n, c = len(y), 4

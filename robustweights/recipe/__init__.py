@@ -7,10 +7,20 @@
 * :mod:`~robustweights.recipe.options`: the options beyond the authors' recipe, as pure
   functions of one batch;
 * :mod:`~robustweights.recipe.health`: held-out trusted samples judged as the pool was, for
-  the filter's health.
+  the filter's health;
+* :mod:`~robustweights.recipe.targets`: targets for what the filter drops, mixup and the
+  soft-target loss (public here: ``from robustweights.recipe import mixup``);
+* :mod:`~robustweights.recipe.calibration`: per-class thresholds calibrated on trusted images.
 """
 
 from robustweights.recipe.config import RecipeConfig
 from robustweights.recipe.surrogate import SurrogateRecipe
+from robustweights.recipe.targets import (
+    Targets,
+    agreement_pseudo_labels,
+    mixup,
+    soft_cross_entropy,
+)
 
-__all__ = ["RecipeConfig", "SurrogateRecipe"]
+__all__ = ["RecipeConfig", "SurrogateRecipe", "Targets", "agreement_pseudo_labels", "mixup",
+           "soft_cross_entropy"]

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from benchmarks.cifar_n.methods.base import Context, EpochLog, Method
-from robustweights.recipe.targets import mixup, soft_cross_entropy
+from robustweights.recipe import mixup, soft_cross_entropy
 
 __all__ = ["CE", "CEMixup"]
 

@@ -41,7 +41,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from benchmarks.cifar_n.methods.base import Context, EpochLog, Method
 from benchmarks.cifar_n.models import head
 from robustweights import AlphaSchedule, SurrogateRecipe, SurrogateReweighter
-from robustweights.recipe.targets import mixup, soft_cross_entropy
+from robustweights.recipe import mixup, soft_cross_entropy
 
 __all__ = ["FBR", "FBRPlus"]
 
