@@ -124,7 +124,7 @@ def _menu_pages() -> list[Path]:
     records in deeper folders are linked, not in the menu)."""
     pages = [*DOCS.glob("*.md"), *DOCS.glob("methods/*.md"), *DOCS.glob("results/*.md"),
              *DOCS.glob("results/*/README.md"), *DOCS.glob("results/*/results.md"),
-             DOCS / "results" / "cifar_n_memorise" / "fbr_plus_strict" / "results.md"]
+             *DOCS.glob("results/cifar_n_*/fbr_plus_*/results.md")]
     return sorted(set(pages))
 
 
