@@ -171,7 +171,7 @@ def step(lane: Lane, data: Data, clean: tuple[torch.Tensor, torch.Tensor], cfg: 
     else:
         w = lane.reweighter.weights(features=feats, labels=labels,
                                     sample_ids=torch.arange(feats.shape[0]))
-        coupling = lane.reweighter.last_directions
+        coupling = lane.reweighter.last_scores
         step_w = w
     resid = torch.softmax(logits, 1) - F.one_hot(labels, cfg.num_classes).to(logits.dtype)
     lane.theta = lane.theta - cfg.lr * (w[:, None] * resid).T @ feats / feats.shape[0]

@@ -184,7 +184,7 @@ class SurrogateReweighter(Reweighter):
         self.eta = check_positive_float(eta, "eta")
         self.epoch = 0
         self._store = SampleStore(fill=self.w_init)  # incremental mode: weight per sample id
-        self.last_directions: torch.Tensor | None = None
+        self.last_scores: torch.Tensor | None = None
         self._proto_cache: tuple[Any, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
         self._coverage: tuple[Any, bool] | None = None  # (clean version, every class present)
 
@@ -268,7 +268,7 @@ class SurrogateReweighter(Reweighter):
 
     def _compute(self, stats: CleanStatistics, *, sample_ids: torch.Tensor | None,
                  **batch: torch.Tensor) -> torch.Tensor:
-        self.last_directions, d, valid, scale = self._directions(stats, batch,
+        self.last_scores, d, valid, scale = self._directions(stats, batch,
                                                                  self.current_alpha())
         if self.missing_class != "ignore" and not self._covers_every_class(stats):
             check_missing_classes(missing_classes(batch["labels"], valid),

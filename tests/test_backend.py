@@ -70,7 +70,7 @@ def test_half_precision_accumulates_in_float32(dtype):
     w = rw.weights(features=Fh, labels=torch.from_numpy(Y), clean_features=Gh,
                    clean_labels=torch.from_numpy(YC))
     assert w.dtype == dtype and torch.isfinite(w).all()
-    assert rw.last_directions.dtype == torch.float32
+    assert rw.last_scores.dtype == torch.float32
     w32 = SurrogateReweighter(4, alpha=0.2).weights(
         features=Fh.float(), labels=torch.from_numpy(Y), clean_features=Gh.float(),
         clean_labels=torch.from_numpy(YC))

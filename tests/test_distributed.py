@@ -77,8 +77,8 @@ def make_data() -> dict[str, dict[str, list[torch.Tensor]]]:
     # Rank 0 holds only samples with a positive direction: per rank it would keep them all.
     rw = SurrogateReweighter(C, alpha=0.3)
     rw.weights(features=F, labels=y, clean_features=G, clean_labels=yc)
-    assert rw.last_directions is not None
-    pos: torch.Tensor = rw.last_directions > 0
+    assert rw.last_scores is not None
+    pos: torch.Tensor = rw.last_scores > 0
     order = torch.cat([pos.nonzero().flatten(), (~pos).nonzero().flatten()])
     assert pos.sum() >= TRAIN_SPLIT[0] and (~pos).any(), "rank 0 should get positives only"
     fbr_pos = dict(fbr, features=_split(F[order], TRAIN_SPLIT),

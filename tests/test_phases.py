@@ -275,8 +275,8 @@ def test_monitor_accepts_reweighter_outputs_as_coupling():
     mon = PhaseMonitor(warn=False)
     r = mon.update(w, coupling=meta.last_scores)
     assert r.coupling == pytest.approx(float(meta.last_scores.abs().mean()))
-    r2 = mon.update(w2, coupling=fbr.last_directions)
-    assert r2.coupling == pytest.approx(float(fbr.last_directions.abs().mean()))
+    r2 = mon.update(w2, coupling=fbr.last_scores)
+    assert r2.coupling == pytest.approx(float(fbr.last_scores.abs().mean()))
 
 
 def test_warns_once_on_entering_post_filtering():

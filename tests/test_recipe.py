@@ -349,7 +349,7 @@ def test_drop_rate_keeps_the_highest_directions_with_the_ramp() -> None:
         recipe.start_epoch(epoch)
         recipe.refresh_prototypes()
         w = recipe.weights(inputs=x, labels=y)
-        d = recipe.reweighter.last_directions
+        d = recipe.reweighter.last_scores
         assert d is not None
         assert int((w == 0).sum()) == dropped and bool(((w == 0) | (w == 1)).all())
         if dropped:  # every kept direction is at least every dropped one

@@ -36,7 +36,7 @@ def test_matches_literal_gram_reference(seed, alpha, ratio):
     rw = SurrogateReweighter(5, alpha=alpha, ratio=ratio)
     w = rw.weights(features=F, labels=y, clean_features=G, clean_labels=yc)
     d_ref, w_ref = fbr_reference(F, y, G, yc, 5, alpha, ratio=ratio)
-    np.testing.assert_allclose(rw.last_directions.numpy(), d_ref, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(rw.last_scores.numpy(), d_ref, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(w, w_ref, rtol=1e-9, atol=1e-12)
     assert (w > 0).any() and (w == 0).any(), "test data should exercise both kept and dropped"
 
@@ -153,7 +153,7 @@ def test_top_two_tie_gives_no_positive_direction():
     rw = SurrogateReweighter(2, alpha=0.0)
     rw.weights(features=np.array([[0.0, 3.0], [2.0, 0.0]]), labels=np.array([0, 0]),
                clean_features=G, clean_labels=yc)
-    d = rw.last_directions.numpy()
+    d = rw.last_scores.numpy()
     assert d[0] == 0.0 and d[1] > 0
 
 
@@ -176,7 +176,7 @@ def test_hand_computed_case():
     rw = SurrogateReweighter(2, alpha=0.5)
     w = rw.weights(features=np.array([[2.0, 0.0], [1.0, 0.0], [-1.0, 0.0]]),
                    labels=np.array([0, 0, 0]), clean_features=G, clean_labels=np.array([0, 1]))
-    np.testing.assert_allclose(rw.last_directions.numpy(), [4.0, 2.0, -1.0])
+    np.testing.assert_allclose(rw.last_scores.numpy(), [4.0, 2.0, -1.0])
     np.testing.assert_allclose(w, [1.0, 1.0, 0.0])
     # With w_max = 3 the intermediate weights are visible: 0.5 + 0.5 * [4, 2] = [2.5, 1.5].
     rw = SurrogateReweighter(2, alpha=0.5, w_max=3.0)
@@ -211,7 +211,7 @@ def test_ratio_sets_the_step_from_the_k_most_negative_sample():
     rw = SurrogateReweighter(2, alpha=1.0, ratio=0.25, w_max=10.0)  # k = 1: eta = 0.5/8
     w = rw.weights(features=F, labels=np.zeros(4, int), clean_features=G,
                    clean_labels=np.array([0, 1]))
-    np.testing.assert_allclose(rw.last_directions.numpy(), [6, -2, -4, -8])
+    np.testing.assert_allclose(rw.last_scores.numpy(), [6, -2, -4, -8])
     np.testing.assert_allclose(w, [0.5 + 6 / 16, 0, 0, 0])
 
 
@@ -224,7 +224,7 @@ def test_ratio_keeps_the_dropped_set_under_the_default_threshold():
     kw = dict(features=F, labels=y, clean_features=G, clean_labels=yc)
     plain_rw = SurrogateReweighter(5, alpha=0.25)
     plain = plain_rw.weights(**kw)
-    d = plain_rw.last_directions.numpy()
+    d = plain_rw.last_scores.numpy()
     ratio = SurrogateReweighter(5, alpha=0.25, ratio=0.1).weights(**kw)
     negative = (d < 0).sum()
     assert 10 < negative < 100, f"the case needs more than k = 10 negative directions: {d}"
@@ -300,10 +300,10 @@ def test_invariant_to_constant_feature_shift(data, alpha, shift):
     c = np.full(F.shape[1], shift) + np.arange(F.shape[1])
     rw = SurrogateReweighter(C, alpha=alpha, missing_class="ignore")
     w = rw.weights(features=F, labels=y, clean_features=G, clean_labels=yc)
-    d = rw.last_directions.numpy()
+    d = rw.last_scores.numpy()
     ws = rw.weights(features=F + c, labels=y, clean_features=G + c, clean_labels=yc)
     scale = np.abs(F).max() + np.abs(G).max() + abs(shift) + F.shape[1]
-    np.testing.assert_allclose(rw.last_directions.numpy(), d, atol=1e-9 * scale**2)
+    np.testing.assert_allclose(rw.last_scores.numpy(), d, atol=1e-9 * scale**2)
     # Weights depend on the signs of d and on eta (set by the smallest negative |d|): compare
     # them only when no direction sits at a floating-point knife edge.
     if np.all(np.abs(d) > 1e-6 * scale**2):

@@ -24,8 +24,8 @@ def run_checks(sizes: Sizes, device: torch.device) -> dict[str, Any]:
             ref = GramFBR(G, yc, C, alpha)
             d_ref, w_ref = ref.directions(F, y), ref.weights(F, y)
             dw = float((w - w_ref).abs().max())
-            assert rw.last_directions is not None
-            dd = float((rw.last_directions - d_ref).abs().max() / d_ref.abs().max())
+            assert rw.last_scores is not None
+            dd = float((rw.last_scores - d_ref).abs().max() / d_ref.abs().max())
             worst_w, worst_d = max(worst_w, dw), max(worst_d, dd)
             cases.append({"B": B, "D": D, "C": C, "M": M, "alpha": alpha,
                           "max_abs_weight_diff": dw, "max_rel_direction_diff": dd,

@@ -54,9 +54,9 @@ class PhaseMonitor:
     r"""Watch a reweighted training run go through alignment, filtering and post-filtering.
 
     Call :meth:`update` once per step or epoch with the weights the reweighter returned and,
-    when available, the clean-subset loss and the per-sample coupling. For
-    :class:`~robustweights.MetaReweighter` the coupling is ``last_scores``; for
-    :class:`~robustweights.SurrogateReweighter` it is ``last_directions``. The phase is detected
+    when available, the clean-subset loss and the per-sample coupling: the reweighter's
+    ``last_scores`` (:class:`~robustweights.MetaReweighter`'s scores :math:`u_i`,
+    :class:`~robustweights.SurrogateReweighter`'s directions :math:`d_i`). The phase is detected
     with the causal rule of :func:`detect_phases`. Each report gives the kept fraction
     :math:`|\{i: w_i > \tau\}|/B`, the effective sample size :math:`(\sum w)^2/\sum w^2` and,
     when the true clean mask is known (benchmarks only), precision and recall of the kept

@@ -98,7 +98,7 @@ def coupling_magnitude(coupling: Any) -> float:
 
     For L2RW, :math:`u_i = \langle\nabla\ell_i, \nabla L_{clean}\rangle` is
     ``MetaReweighter.last_scores``. For FBR, the directions :math:`d_i` are
-    ``SurrogateReweighter.last_directions``. A scalar (0-d) is taken as an already computed
+    ``SurrogateReweighter.last_scores``. A scalar (0-d) is taken as an already computed
     magnitude and returned as it is.
 
     Example:

@@ -78,7 +78,7 @@ def pool_weights(recipe: SurrogateRecipe, *, labels: torch.Tensor | None,
     recipe.health.update_pool(
         kept=cast(torch.Tensor, recipe.last_fbr_weights) > 0,
         agree=None if source is None else source.detach().argmax(1) == labels.to(source.device),
-        scores=recipe.reweighter.last_directions)
+        scores=recipe.reweighter.last_scores)
     return w
 
 def training_features(recipe: SurrogateRecipe, features: torch.Tensor | None, n: int
@@ -113,14 +113,14 @@ def filter_weights(recipe: SurrogateRecipe, feats: torch.Tensor, labels: torch.T
     ids = sample_ids if rw.mode == "incremental" else None
     w = rw.weights(features=feats, labels=labels, sample_ids=ids)
     if cfg.thresholds == "calibrated":  # d > t_y with alpha = 0
-        rw.last_directions, w_cal = calibrated_rule_weights(
+        rw.last_scores, w_cal = calibrated_rule_weights(
             rw.directions(features=feats, labels=labels, alpha=0.0), labels,
             cast(torch.Tensor, recipe._thresholds), rw.clean["class_counts"].to(labels.device)
             > 0, w_max=rw.w_max, missing_class_weight=rw.missing_class_weight)
         w = w_cal.to(w.dtype)
     elif cfg.drop_rate is not None:
         w = rate_rule_weights(
-            cast(torch.Tensor, rw.last_directions), labels,  # set by every weights() call
+            cast(torch.Tensor, rw.last_scores), labels,  # set by every weights() call
             rw.clean["class_counts"].to(labels.device) > 0,
             rate=drop_rate_at(recipe.epoch, cfg.drop_rate, cfg.drop_ramp_epochs),
             class_balanced=cfg.class_balanced, w_max=rw.w_max,

@@ -209,7 +209,7 @@ class FBR(Method):
                     total, n = total + float(loss.detach()) * len(idx), n + len(idx)
                     weights[idx.cpu().numpy()] = w.detach().cpu().numpy()
                     pseudo[idx.cpu().numpy()] = torch.where(t.pseudo, t.labels, -1).cpu().numpy()
-            d = self.recipe.reweighter.last_directions
+            d = self.recipe.reweighter.last_scores
             if not self.recipe.in_warmup and d is not None:
                 couplings.append(float(d.abs().mean()))  # mean |d_i|, for the phase rule
         for sched in self.scheds:
