@@ -170,13 +170,19 @@ def markdown_report(records: list[dict[str, Any]], *, command: str = "", machine
                 lines.append(f"Phases of {LABELS.get(m, m)} (epochs, per seed; - = not reached): "
                              f"filtering from {_epochs([p['filtering'] for p in ph])}, "
                              f"post-filtering from {_epochs([p['post_filtering'] for p in ph])}.")
-        if any(r.get("phases") for r in recs):
+        for m in methods:
+            ps = [r["final"] for r in groups.get((nz, m), []) if "pseudo_coverage" in r["final"]]
+            if ps:
+                lines.append(f"Pseudo-labels of {LABELS.get(m, m)} at the last epoch: "
+                             f"{_ms([p['pseudo_coverage'] for p in ps], 100)}% of the pool, "
+                             f"{_ms([p['pseudo_precision'] for p in ps], 100)}% of them right.")
+        if any(r.get("phases") or "pseudo_coverage" in r["final"] for r in recs):
             lines.append("")
     lines += [
         "Columns: *last acc* at the final epoch; *best acc* at the best epoch (selected on the "
         "test set: the early-stopping upper bound, reported for every method); *kept "
-        "precision / recall*: of the pool samples a method kept in its last epoch (weight > 0), "
-        "the share whose label is correct, and the share of correctly labelled pool samples it "
+        "precision / recall*: of the pool samples a method kept in its last epoch (weight > 0, "
+        "or above the floor for a recipe that gives dropped samples one), the share whose label is correct, and the share of correctly labelled pool samples it "
         "kept (ʷ MW-Net never drops a sample: weight-averaged precision instead); *noisy labels "
         "memorised*: share of mislabelled pool samples the final network predicts as their "
         "wrong label (eval mode, no augmentation); *s / epoch*: training time of one epoch "

@@ -65,16 +65,19 @@ class RunResult:
     is_clean: np.ndarray  # (n_pool,) bool: noisy label == true label
 
 
-def selection_stats(weights: np.ndarray, is_clean: np.ndarray) -> dict[str, float]:
+def selection_stats(weights: np.ndarray, is_clean: np.ndarray,
+                    kept: np.ndarray | None = None) -> dict[str, float]:
     """Kept-sample statistics of one epoch's pool weights against the true labels.
 
-    ``kept`` means weight > 0 among visited samples (NaN = not visited). Precision: the share of
+    ``kept`` means weight > 0 among visited samples (NaN = not visited), or the method's own
+    verdict where it gives one (a floor weight keeps every sample, so the weights alone would
+    count every sample as kept). Precision: the share of
     kept samples whose label is correct; recall: the share of correctly labelled samples kept;
     ``weighted_precision``: :math:`\\sum_i w_i [\\text{clean}_i] / \\sum_i w_i`.
     """
     seen = ~np.isnan(weights)
     w = np.where(seen, weights, 0.0)
-    kept = seen & (w > 0)
+    kept = seen & (w > 0) if kept is None else seen & (np.nan_to_num(kept) > 0)
     clean, noisy = seen & is_clean, seen & ~is_clean
     nan = float("nan")
 
@@ -191,7 +194,7 @@ def run_one(spec: RunSpec, ds: LabeledImages, progress: Progress | None = None) 
         log = method.train_epoch(epoch)
         dt, dc = time.perf_counter() - t0, time.process_time() - c0
         acc = _accuracy(ctx, method.eval_model(), test_x, test_y)
-        stats = (selection_stats(log.weights, is_clean) if log.weights is not None
+        stats = (selection_stats(log.weights, is_clean, log.kept) if log.weights is not None
                  else dict.fromkeys(("kept_frac", "kept_frac_clean", "kept_frac_noisy",
                                      "precision", "recall", "weighted_precision",
                                      "mean_weight_clean", "mean_weight_noisy"), float("nan")))
@@ -221,6 +224,8 @@ def run_one(spec: RunSpec, ds: LabeledImages, progress: Progress | None = None) 
     best_epoch = int(np.argmax(accs))
     final = {k: curves[k][-1] for k in ("kept_frac", "kept_frac_clean", "kept_frac_noisy",
                                          "precision", "recall", "weighted_precision")}
+    if log.kept is not None:  # precision / recall above are of the filter's verdict
+        final["kept_by"] = "filter"
     if log.pseudo_labels is not None:
         final.update(pseudo_stats(log.pseudo_labels, split.pool_true.cpu().numpy()))
     phases = None

@@ -295,6 +295,19 @@ def test_selection_stats_precision_recall() -> None:
     assert s["weighted_precision"] == pytest.approx(1.5 / 2.5)
 
 
+def test_selection_stats_use_the_filters_verdict_under_a_floor() -> None:
+    # A floor of 0.3 keeps every weight above 0: the filter's verdict says what it kept.
+    w = np.array([1.0, 0.3, 1.0, np.nan, 0.3])
+    kept = np.array([1.0, 0.0, 1.0, np.nan, 0.0])
+    clean = np.array([True, True, False, True, True])
+    s = selection_stats(w, clean, kept)
+    # Visited: 0,1,2,4. Kept: 0,2. Clean among visited: 0,1,4.
+    assert s["precision"] == pytest.approx(1 / 2) and s["recall"] == pytest.approx(1 / 3)
+    assert s["kept_frac"] == pytest.approx(2 / 4)
+    assert s["weighted_precision"] == pytest.approx(1.6 / 2.6)
+    assert selection_stats(w, clean)["recall"] == 1.0  # weights alone: everything kept
+
+
 def test_report_wraps_the_reproduce_command_for_the_docs_column() -> None:
     import shlex
 

@@ -74,12 +74,16 @@ class EpochLog:
         extra: method-specific scalars (e.g. FBR's alpha, Co-teaching's forget rate).
         pseudo_labels: (n_pool,) the pseudo-label each pool sample trained towards at its visit
             this epoch, -1 where none (methods that label what they drop).
+        kept: (n_pool,) 1 where the method's filter kept the sample at its visit this epoch, 0
+            where it dropped it, NaN if not visited; None: kept means weight > 0 (methods whose
+            dropped samples keep a floor weight give it).
     """
 
     loss: float
     weights: np.ndarray | None = None
     extra: dict[str, float] = field(default_factory=dict)
     pseudo_labels: np.ndarray | None = None
+    kept: np.ndarray | None = None
 
 
 def per_sample_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

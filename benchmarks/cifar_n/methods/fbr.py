@@ -180,6 +180,7 @@ class FBR(Method):
                 recipe.refresh_prototypes()
         weights = np.full(c.n_pool, np.nan)
         pseudo = np.full(c.n_pool, -1, dtype=np.int64)
+        kept = np.full(c.n_pool, np.nan)
         mix = float(self.params["mixup"])
         total, n = 0.0, 0
         couplings: list[float] = []
@@ -209,6 +210,7 @@ class FBR(Method):
                     total, n = total + float(loss.detach()) * len(idx), n + len(idx)
                     weights[idx.cpu().numpy()] = w.detach().cpu().numpy()
                     pseudo[idx.cpu().numpy()] = torch.where(t.pseudo, t.labels, -1).cpu().numpy()
+                    kept[idx.cpu().numpy()] = t.kept.float().cpu().numpy()
             d = self.recipe.reweighter.last_scores
             if not self.recipe.in_warmup and d is not None:
                 couplings.append(float(d.abs().mean()))  # mean |d_i|, for the phase rule
@@ -220,7 +222,9 @@ class FBR(Method):
                   for k, v in asdict(recipe.end_epoch()).items() if k != "epoch"}
         for r in self.recipes[1:]:
             r.end_epoch()
-        return EpochLog(total / n, weights, pseudo_labels=pseudo if p_on else None, extra=
+        floor = float(self.params["dropped_weight"]) > 0
+        return EpochLog(total / n, weights, pseudo_labels=pseudo if p_on else None,
+                        kept=kept if floor else None, extra=
                         {"alpha": recipe.reweighter.current_alpha(),
                          "clean_pass_loss": clean_total / clean_n if clean_n else float("nan"),
                          "warmup": float(recipe.in_warmup),
