@@ -141,8 +141,24 @@ def verdict(results: Path) -> str:
     fitted = ("" if memorised is None else
               f" CE fitted {100 * memorised:.0f}% of the wrong labels in this run.")
     return (f"\nLast epoch: FBR+ {last['fbr_plus']:.1f}: FBR+ {', '.join(rivals)}."
-            f"{fitted} The full comparison (80 epochs, four label sets, three seeds, every "
-            "baseline): docs/benchmarks.md.")
+            f"{fitted}{health(recs['fbr_plus'])} The full comparison (80 epochs, four label sets, "
+            "three seeds, every baseline): docs/benchmarks.md.")
+
+
+def health(record: dict) -> str:
+    """FBR+'s filter-health report of the last epoch (``SurrogateRecipe.end_epoch()``)."""
+    extra = record.get("curves", {}).get("extra") or [{}]
+    h = {k.removeprefix("health_"): v for k, v in extra[-1].items() if k.startswith("health_")}
+    if h.get("pool_kept") is None:
+        return ""
+    held = ("" if h.get("heldout_kept") is None else
+            f", {100 * h['heldout_kept']:.0f}% of the held-out trusted images")
+    agree = ("" if h.get("pool_agreement") is None else
+             f"; the network predicts the given label of {100 * h['pool_agreement']:.0f}% of "
+             "the pool")
+    collapsed = "collapsed" if h.get("collapsed") else "not collapsed"
+    return (f" FBR+'s health report: its filter keeps {100 * h['pool_kept']:.0f}% of the pool"
+            f"{held}{agree}; {collapsed}.")
 
 
 if __name__ == "__main__":

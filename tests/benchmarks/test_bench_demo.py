@@ -86,8 +86,20 @@ def test_one_epoch_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                r"(beats|does not beat) CE \+ mixup \(\d+\.\d\), (beats|does not beat) "
                r"Co-teaching \(\d+\.\d\)\. CE fitted \d+% of the wrong labels")
     assert re.search(verdict, out), out
+    assert re.search(r"FBR\+'s health report: its filter keeps \d+% of the pool; the network "
+                     r"predicts the given label of \d+% of the pool; (not )?collapsed\.", out), out
     for row in ("| CE |", "| Co-teaching |", "| FBR+ (ours) |", "| CE + mixup |",
                 "kept precision"):
         assert row in out, row
     recs = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert sorted(r["method"] for r in recs) == ["ce", "ce_mixup", "coteaching", "fbr_plus"]
+
+
+def test_health_sentence_reads_the_last_epochs_report() -> None:
+    extra = [{"health_pool_kept": 0.9}, {"health_pool_kept": 0.527, "health_heldout_kept": 0.74,
+                                         "health_pool_agreement": 0.536, "health_collapsed": 1.0}]
+    got = demo.health({"curves": {"extra": extra}})
+    assert got == (" FBR+'s health report: its filter keeps 53% of the pool, 74% of the held-out "
+                   "trusted images; the network predicts the given label of 54% of the pool; "
+                   "collapsed.")
+    assert demo.health({"curves": {"extra": [{"alpha": 0.0}]}}) == "", "no report, no sentence"
