@@ -225,3 +225,48 @@ def test_the_check_fails_for_a_removed_name():
     assert problems_in("```python\nfrom robustweights import NoSuchThing\n```")
     assert bare_calls_in("stream with `update_clean(...)`, `sync_clean()`") == []
     assert bare_calls_in("stream with `update_clean_inputs(...)`")
+
+
+# ------------------------------------------------------------------ commands: python -m <module>
+_COMMAND = re.compile(r"python3? -m ((?:benchmarks|examples|robustweights)(?:\.\w+)*)")
+
+
+def _command_sources() -> list[Path]:
+    """Every text a user copies commands from: the pages (run records included), the
+    benchmarks' README and the docstrings of the benchmark and example scripts."""
+    return [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *sorted(DOCS.rglob("*.md")),
+            *sorted((ROOT / "benchmarks").rglob("*.py")), *sorted((ROOT / "examples").glob("*.py"))]
+
+
+def missing_modules(text: str) -> list[str]:
+    """The ``python -m`` targets of this repository in ``text`` that do not exist."""
+    import importlib.util
+
+    missing = []
+    for name in sorted(set(_COMMAND.findall(text))):
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # a parent package is missing
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
+def test_every_documented_command_module_exists():
+    import sys
+
+    sys.path.insert(0, str(ROOT))  # benchmarks/ and examples/ run from the repository root
+    problems = [f"{p.relative_to(ROOT)}: python -m {m}" for p in _command_sources()
+                for m in missing_modules(p.read_text(errors="replace"))]
+    assert not problems, "modules that do not exist: " + "; ".join(problems)
+
+
+def test_the_command_check_fails_for_a_moved_module():
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    assert missing_modules("python -m benchmarks.cifar_n --preset cpu") == []
+    assert missing_modules("python -m benchmarks.cifar_n.cost_accuracy a b") == [
+        "benchmarks.cifar_n.cost_accuracy"]
+    assert missing_modules("python -m benchmarks.nothing_here") == ["benchmarks.nothing_here"]

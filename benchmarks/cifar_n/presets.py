@@ -93,7 +93,8 @@ CPU = Preset(
 # The regime a label-noise library exists for: a network that memorises the wrong labels. The
 # cpu preset with horizontal flips only (no random crop) and the authors' weight decay 1e-3,
 # chosen on held-out seeds 10-12 from CE, CE on the true labels and Co-teaching alone, by a rule
-# fixed before the runs (benchmarks.cifar_n.preset_search; docs/results/memorise_preset_search):
+# fixed before the runs (benchmarks.cifar_n.studies.preset_search;
+# docs/results/memorise_preset_search):
 # CE memorises 83% of the wrong *worst* labels by the last epoch, Co-teaching beats it by 12.7
 # points (57.5 vs 44.8), as in the field, and CE on the true labels reaches 67.1, the highest
 # ceiling among the candidates that fit the budget (width 24 reached 69.8 but its table would
