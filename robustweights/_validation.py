@@ -91,11 +91,11 @@ def check_weight_bounds(*, w_init: Any, w_max: Any, threshold: Any,
 
 
 #: What to do when a batch uses a class without a clean sample (see :func:`check_missing_classes`).
-MISSING_CLASS_MODES = ("error", "warn", "ignore")
+MISSING_CLASS_CHOICES = ("error", "warn", "ignore")
 
 
 def check_missing_class(value: Any) -> str:
-    if value not in MISSING_CLASS_MODES:
+    if value not in MISSING_CLASS_CHOICES:
         raise ValueError(f"Expected `missing_class` to be 'error', 'warn' or 'ignore', but got "
                          f"{value!r}")
     return str(value)
@@ -110,17 +110,17 @@ def missing_classes(labels: torch.Tensor, valid: torch.Tensor) -> list[int]:
     return sorted({int(c) for c in labels[hit].tolist()})
 
 
-def check_missing_classes(missing: Sequence[int], *, mode: str, weight: float,
+def check_missing_classes(missing: Sequence[int], *, missing_class: str, weight: float,
                           name: str = "labels", stacklevel: int = 3) -> None:
     """A batch using classes without a clean sample is never silent: their samples have no FBR
-    direction and get ``missing_class_weight``. ``mode`` ``"error"`` raises a ``ValueError``
-    naming the classes, ``"warn"`` issues a ``UserWarning`` naming them, ``"ignore"`` says
-    nothing."""
-    if not missing or mode == "ignore":
+    direction and get ``missing_class_weight``. ``missing_class`` ``"error"`` raises a
+    ``ValueError`` naming the classes, ``"warn"`` issues a ``UserWarning`` naming them,
+    ``"ignore"`` says nothing."""
+    if not missing or missing_class == "ignore":
         return
     what = (f"classes {list(missing)}, which have no sample in the clean set (their samples have "
             f"no FBR direction)")
-    if mode == "error":
+    if missing_class == "error":
         raise ValueError(f"Expected `{name}` to use only classes present in the clean set, but "
                          f"got {what}: add clean samples of these classes, or pass "
                          "missing_class='warn' or 'ignore' to give their samples "

@@ -19,7 +19,8 @@ def check_normalization(value: object) -> Normalization:
     return value  # type: ignore[return-value]
 
 
-def normalize_weights(scores: torch.Tensor, mode: Normalization, total: torch.Tensor | None = None,
+def normalize_weights(scores: torch.Tensor, normalization: Normalization,
+                      total: torch.Tensor | None = None,
                       count: int | torch.Tensor | None = None) -> torch.Tensor:
     r"""Clip scores at zero and normalise them.
 
@@ -32,21 +33,21 @@ def normalize_weights(scores: torch.Tensor, mode: Normalization, total: torch.Te
 
     Args:
         scores: (B,) raw scores :math:`u`.
-        mode: ``"sum"`` (L2RW: weights sum to one), ``"mean"`` (mean one, keeps the loss scale of
-            an unweighted mean) or ``"none"``.
+        normalization: ``"sum"`` (L2RW: weights sum to one), ``"mean"`` (mean one, keeps the
+            loss scale of an unweighted mean) or ``"none"``.
         total: the denominator :math:`\sum_j \max(u_j, 0)` if it is known globally (e.g. summed
             over distributed ranks); computed from ``scores`` when omitted.
         count: the number of samples :math:`B` for ``"mean"`` (defaults to ``len(scores)``; a
             tensor, e.g. the global :math:`B` summed over distributed ranks, is used as is).
     """
     pos = scores.clamp_min(0)
-    if mode == "none":
+    if normalization == "none":
         return pos
     if total is None:
         total = pos.sum()
     # Branchless so it never syncs a GPU: a zero total gives all-zero weights, not NaN.
     safe = torch.where(total > 0, total, torch.ones_like(total))
     w = torch.where(total > 0, pos / safe, torch.zeros_like(pos))
-    if mode == "mean":
+    if normalization == "mean":
         w = w * (len(scores) if count is None else count)
     return w

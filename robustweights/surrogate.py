@@ -272,7 +272,8 @@ class SurrogateReweighter(Reweighter):
                                                                  self.current_alpha())
         if self.missing_class != "ignore" and not self._covers_every_class(stats):
             check_missing_classes(missing_classes(batch["labels"], valid),
-                                  mode=self.missing_class, weight=self.missing_class_weight,
+                                  missing_class=self.missing_class,
+                                  weight=self.missing_class_weight,
                                   stacklevel=4)
         if self.mode == "recompute":
             step = (self._global_step(d, valid, scale) if self._global_batch()

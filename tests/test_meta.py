@@ -169,8 +169,9 @@ def test_normalisations():
     torch.testing.assert_close(normalize_weights(u, "sum"), torch.tensor([2 / 3, 0, 1 / 3, 0]))
     torch.testing.assert_close(normalize_weights(u, "mean"), torch.tensor([8 / 3, 0, 4 / 3, 0]))
     torch.testing.assert_close(normalize_weights(u, "none"), torch.tensor([2.0, 0, 1, 0]))
-    for mode in ("sum", "mean"):
-        torch.testing.assert_close(normalize_weights(-u.abs(), mode), torch.zeros(4))
+    for normalization in ("sum", "mean"):
+        torch.testing.assert_close(normalize_weights(-u.abs(), normalization=normalization),
+                                   torch.zeros(4))
 
 
 def test_all_zero_when_no_sample_helps():

@@ -287,7 +287,7 @@ def surrogate_weights(features: Any, labels: Any, clean_features: Any, clean_lab
     w_init, w_max, threshold, missing_class_weight = check_weight_bounds(
         w_init=w_init, w_max=w_max, threshold=threshold,
         missing_class_weight=missing_class_weight)
-    missing_mode = check_missing_class(missing_class)
+    check_missing_class(missing_class)
     if num_classes is not None:
         num_classes = check_num_classes(num_classes)
     batches = prepare_batches({"": {"features": features, "labels": labels},
@@ -302,8 +302,8 @@ def surrogate_weights(features: Any, labels: Any, clean_features: Any, clean_lab
     mu, protos, present = surrogate_prototypes(sums["class_sums"], sums["class_counts"])
     d, valid, _ = surrogate_scaled_directions(x["features"], x["labels"], mu, protos, present,
                                               alpha)
-    if missing_mode != "ignore":
-        check_missing_classes(missing_classes(x["labels"], valid), mode=missing_mode,
+    if missing_class != "ignore":
+        check_missing_classes(missing_classes(x["labels"], valid), missing_class=missing_class,
                               weight=missing_class_weight)
     w = surrogate_recompute_weights(d, valid, w_init=w_init, w_max=w_max, threshold=threshold,
                               ratio=ratio, missing_class_weight=missing_class_weight)
