@@ -28,7 +28,7 @@ with warnings.catch_warnings(record=True) as caught:
                            labels=y[idx])
             report = monitor.update(w, clean_loss=clean_loss, coupling=rw.last_scores,
                                     sample_ids=idx, true_clean=~flip[idx])
-            w = monitor.freeze_weights(w, sample_ids=idx)  # stored once frozen
+            w = monitor.weights_to_use(w, sample_ids=idx)  # stored once frozen
             loss = criterion(logits, y[idx], weights=w)
             opt.zero_grad(); loss.backward(); opt.step()
 print(f"phase {report.phase}; boundaries {monitor.boundaries}; "

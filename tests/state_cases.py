@@ -100,7 +100,7 @@ def _monitor_step(mon: PhaseMonitor, t: int) -> torch.Tensor:
     phase = ("alignment", "filtering", "post_filtering").index(report.phase)
     summary = torch.tensor([phase, report.kept_fraction, report.effective_sample_size,
                             float(mon.frozen), len(mon.history)], dtype=torch.float64)
-    return torch.cat([mon.freeze_weights(fresh, sample_ids=ids), summary])
+    return torch.cat([mon.weights_to_use(fresh, sample_ids=ids), summary])
 
 
 class RecipeRun:

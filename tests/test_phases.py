@@ -322,13 +322,13 @@ def test_freeze_returns_weights_stored_before_post_filtering():
     for t in range(3):
         mon.update(ws[t], clean_loss=loss[t])
         assert not mon.frozen
-        assert mon.freeze_weights(fresh) is fresh  # unchanged until frozen
+        assert mon.weights_to_use(fresh) is fresh  # unchanged until frozen
     mon.update(ws[3], clean_loss=loss[3])  # post-filtering detected here
     assert mon.frozen and mon.phase == "post_filtering"
     # The weights of the update that entered post-filtering are not stored.
-    np.testing.assert_array_equal(mon.freeze_weights(fresh), ws[2])
+    np.testing.assert_array_equal(mon.weights_to_use(fresh), ws[2])
     mon.update(ws[4], clean_loss=loss[4])
-    np.testing.assert_array_equal(mon.freeze_weights(fresh), ws[2])
+    np.testing.assert_array_equal(mon.weights_to_use(fresh), ws[2])
 
 
 def test_freeze_with_minibatch_ids_and_unseen_ids():
@@ -338,7 +338,7 @@ def test_freeze_with_minibatch_ids_and_unseen_ids():
     mon.update(torch.tensor([1.0, 1.0]), sample_ids=torch.tensor([0, 1]), clean_loss=0.01)
     assert mon.frozen
     fresh = torch.tensor([5.0, 5.0, 5.0, 5.0], dtype=torch.float32)
-    got = mon.freeze_weights(fresh, sample_ids=torch.tensor([4, 1, 0, 7]))
+    got = mon.weights_to_use(fresh, sample_ids=torch.tensor([4, 1, 0, 7]))
     assert isinstance(got, torch.Tensor) and got.dtype == torch.float32
     # id 4: last stored 0.1; id 1: 0.0; id 0: 0.7; id 7 never seen: the fresh weight.
     torch.testing.assert_close(got, torch.tensor([0.1, 0.0, 0.7, 5.0]))
@@ -348,7 +348,7 @@ def test_freeze_preserves_numpy_type_and_dtype():
     mon = PhaseMonitor(freeze=True, warn=False)
     mon.update(np.array([0.25, 0.75], dtype=np.float32), clean_loss=1.0)
     mon.update(np.array([1.0, 1.0], dtype=np.float32), clean_loss=0.0)
-    got = mon.freeze_weights(np.array([0.0, 0.0], dtype=np.float32))
+    got = mon.weights_to_use(np.array([0.0, 0.0], dtype=np.float32))
     assert isinstance(got, np.ndarray) and got.dtype == np.float32
     np.testing.assert_array_equal(got, [0.25, 0.75])
 
@@ -358,7 +358,7 @@ def test_without_freeze_the_monitor_never_freezes():
     feed(mon)
     assert mon.phase == "post_filtering" and not mon.frozen
     w = np.ones(3)
-    assert mon.freeze_weights(w) is w
+    assert mon.weights_to_use(w) is w
 
 
 def test_custom_steps_and_json_export():
@@ -431,14 +431,14 @@ def test_update_argument_errors(kwargs, exc, match):
         PhaseMonitor().update([1.0, 0.0], **kwargs)
 
 
-def test_freeze_weights_checks_its_inputs_once_frozen():
+def test_weights_to_use_checks_its_inputs_once_frozen():
     mon = PhaseMonitor(freeze=True, warn=False)
     mon.update([1.0, 0.0], clean_loss=1.0)
     mon.update([1.0, 0.0], clean_loss=0.0)
     with pytest.raises(ValueError, match=r"Expected `sample_ids` to have shape \(2,\)"):
-        mon.freeze_weights([1.0, 1.0], sample_ids=[0])
+        mon.weights_to_use([1.0, 1.0], sample_ids=[0])
     with pytest.raises(ValueError, match=r"Expected `weights` to be non-negative"):
-        mon.freeze_weights([-1.0, 1.0])
+        mon.weights_to_use([-1.0, 1.0])
 
 
 @pytest.mark.parametrize("kwargs,match", [

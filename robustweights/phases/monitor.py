@@ -65,7 +65,7 @@ class PhaseMonitor:
     On entering post-filtering the monitor emits one :class:`PostFilteringWarning`. With
     ``freeze=True`` it also freezes the weights. It keeps the last weight it saw for every sample
     id, from updates made before post-filtering. From then on :attr:`frozen` is True and
-    :meth:`freeze_weights` returns those stored weights instead of the fresh ones. This is the
+    :meth:`weights_to_use` returns those stored weights instead of the fresh ones. This is the
     remedy the analysis suggests: the weights stop following a coupling that has vanished.
 
     Args:
@@ -85,7 +85,7 @@ class PhaseMonitor:
         >>> with warnings.catch_warnings(record=True):
         ...     for loss in [1.0, 0.5, 0.05]:
         ...         report = mon.update([1.0, 0.0, 0.7], clean_loss=loss)
-        >>> report.phase, mon.frozen, mon.freeze_weights([0.2, 0.9, 0.1]).tolist()
+        >>> report.phase, mon.frozen, mon.weights_to_use([0.2, 0.9, 0.1]).tolist()
         ('post_filtering', True, [1.0, 0.0, 0.7])
     """
 
@@ -169,8 +169,9 @@ class PhaseMonitor:
         self.history.append(report)
         return report
 
-    def freeze_weights(self, weights: Any, *, sample_ids: Any = None) -> Any:
-        """The weights to train with: ``weights`` unchanged until frozen, then the stored ones.
+    def weights_to_use(self, weights: Any, *, sample_ids: Any = None) -> Any:
+        """The weights to train with: the given ones until the monitor freezes, the stored frozen
+        ones after.
 
         Once :attr:`frozen`, each sample gets the weight stored for its id at the moment of
         freezing; ids never seen before freezing keep the weight passed in. The result has the
