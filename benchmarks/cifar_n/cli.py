@@ -13,8 +13,9 @@ Examples::
 
 Writes into ``--out``: ``results.jsonl`` (one JSON record per run, appended as runs finish;
 ``--resume`` skips runs already there), ``weights/*.npz`` (pool weight snapshots for the
-histograms), ``results.md`` (the tables, with the exact command that reproduces them) and PNG
-plots.
+histograms and ``studies.kept_by_class``; generated, not committed under ``docs/results``:
+rerun the command without ``--resume`` to write them), ``results.md`` (the tables, with the
+exact command that reproduces them) and PNG plots.
 """
 
 from __future__ import annotations

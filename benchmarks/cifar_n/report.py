@@ -204,7 +204,11 @@ def _curve_stats(recs: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.n
 
 def make_plots(records: list[dict[str, Any]], out_dir: str | Path,
                weights_dir: str | Path | None = None) -> list[Path]:
-    """Write the PNG plots into ``out_dir``; returns their paths."""
+    """Write the PNG plots into ``out_dir``; returns their paths.
+
+    The weight histograms need the runs' snapshots in ``weights_dir`` (``weights/*.npz`` of the
+    run's folder, not committed with the records): they use whichever are there, and are not
+    written when there are none."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -311,9 +315,12 @@ def make_plots(records: list[dict[str, Any]], out_dir: str | Path,
         plt.close(fig)
 
     if weighting and weights_dir is not None and Path(weights_dir).is_dir():
-        # Weight histograms, clean vs noisy, at the last snapshot (first seed found).
+        # Weight histograms, clean vs noisy, at the last snapshot of every seed found. The
+        # snapshots are not committed with the records: a folder may hold some runs' or none
+        # (the figure is then not written).
         fig, axes = plt.subplots(len(weighting), len(noises),
                                  figsize=(5 * len(noises), 3.4 * len(weighting)), squeeze=False)
+        drawn = 0
         for i, m in enumerate(weighting):
             for ax, nz in zip(axes[i], noises, strict=True):
                 files = sorted(Path(weights_dir).glob(f"{m}__{nz}__seed*.npz"))
@@ -333,16 +340,22 @@ def make_plots(records: list[dict[str, Any]], out_dir: str | Path,
                     continue
                 w, clean = np.concatenate(w_all), np.concatenate(c_all)
                 ok = ~np.isnan(w)
-                hi = max(float(np.nanmax(w)), 1e-6)
+                if not ok.any():  # no sample visited
+                    ax.set_visible(False)
+                    continue
+                hi = max(float(np.max(w[ok])), 1e-6)
                 bins = np.linspace(0, hi, 41)
                 ax.hist(w[ok & clean], bins=bins, histtype="step", lw=1.8, label="clean labels")
                 ax.hist(w[ok & ~clean], bins=bins, histtype="step", lw=1.8, label="noisy labels")
                 ax.set_yscale("log")
                 scale = " (× batch size)" if m == "l2rw" else ""
                 ax.set_title(f"{LABELS[m]} / {nz}: weights{scale}, epoch {(snap_ep or 0) + 1}")
-                ax.legend(fontsize=8)
-        fig.tight_layout()
-        paths.append(out_dir / "weight_histograms.png")
-        fig.savefig(paths[-1], dpi=110)
+                ax.legend(fontsize=8, title=f"{len(w_all)} seed{'s' * (len(w_all) > 1)}",
+                          title_fontsize=8)
+                drawn += 1
+        if drawn:
+            fig.tight_layout()
+            paths.append(out_dir / "weight_histograms.png")
+            fig.savefig(paths[-1], dpi=110)
         plt.close(fig)
     return paths

@@ -9,6 +9,10 @@ seeds::
 
     python -m benchmarks.cifar_n.studies.kept_by_class docs/results/cifar_n_cpu --noise worst
 
+The snapshots are not committed with the records under ``docs/results``: rerun the folder's
+command (in its ``results.md``; without ``--resume``, which skips recorded runs) to write them.
+Runs without a snapshot are left out and counted.
+
 * kept recall of class c: the share of the correctly labelled images of true class c that the
   method keeps;
 * kept precision of class c: the share of the images kept *with label c* whose label is correct;
@@ -22,6 +26,7 @@ skipped.
 from __future__ import annotations
 
 import argparse
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -90,13 +95,16 @@ def table(result_dir: str | Path, noise: str, methods: Sequence[str] | None = No
     cache: dict[str, Any] = {}  # dataset name -> the loaded dataset
     per_method: dict[str, list[dict[str, np.ndarray]]] = {}
     num_classes = 0
+    missing = 0  # records without a (non-empty) snapshot
     for r in sorted(records, key=lambda r: (list(LABELS).index(r["method"])
                                             if r["method"] in LABELS else 99, r["seed"])):
         snap = result_dir / "weights" / f"{r['method']}__{noise}__seed{r['seed']}.npz"
         if not snap.exists():
+            missing += 1
             continue
         with np.load(snap) as z:
             if len(z["epochs"]) == 0:
+                missing += 1
                 continue
             weights, is_clean = z["weights"][-1], z["is_clean"]
         labels, true, num_classes = _labels_of(r, cache)
@@ -106,18 +114,25 @@ def table(result_dir: str | Path, noise: str, methods: Sequence[str] | None = No
         per_method.setdefault(r["method"], []).append(
             class_stats(weights, labels, true, num_classes, floor_of(r)))
     if not per_method:
-        return f"No weight snapshots of filtering methods for noise {noise!r} in {result_dir}."
+        return (f"No weight snapshots of filtering methods for noise {noise!r} in "
+                f"{result_dir / 'weights'} ({missing} runs recorded). The run's command (in "
+                "results.md) writes them, and they are not committed under docs/results: rerun "
+                "it without --resume to write them.")
     names = (CIFAR10_CLASSES if num_classes == 10 and str(records[0]["spec"]["dataset"])
              .startswith("cifar10n") else tuple(str(c) for c in range(num_classes)))
     head = "| method | " + " | ".join(names) + " | min / max |"
     sep = "|---|" + "---|" * (num_classes + 1)
     out = [f"Kept samples per true class, {noise} labels, last epoch, mean over the seeds "
-           "(their number in parentheses).", ""]
+           "(their number in parentheses)."
+           + (f" {missing} recorded runs have no weight snapshot and are left out."
+              if missing else ""), ""]
     for key, title in (("recall", "kept recall (%)"), ("precision", "kept precision (%)"),
                        ("kept_share", "share of the kept set (%)")):
         out += [f"**{title}**", "", head, sep]
         for m, stats in per_method.items():
-            mean = 100 * np.nanmean([s[key] for s in stats], axis=0)
+            with warnings.catch_warnings():  # a class no seed keeps: NaN, printed as such
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean = 100 * np.nanmean([s[key] for s in stats], axis=0)
             cells = " | ".join(f"{v:.0f}" for v in mean)
             out.append(f"| {LABELS.get(m, m)} ({len(stats)}) | {cells} | "
                        f"{np.nanmin(mean):.0f} / {np.nanmax(mean):.0f} |")
@@ -134,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.cifar_n.studies.kept_by_class",
                                 description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("result_dir", help="output folder of benchmarks.cifar_n (with weights/)")
+    p.add_argument("result_dir", help="output folder of benchmarks.cifar_n (with its weights/ "
+                   "snapshots)")
     p.add_argument("--noise", default="worst", help="noise type (default worst)")
     p.add_argument("--methods", nargs="+", default=None, help="only these methods")
     args = p.parse_args(argv)
