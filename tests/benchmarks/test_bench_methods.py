@@ -96,6 +96,40 @@ def test_small_loss_selection_and_cross_update() -> None:
         "keeping 0 samples falls back to the whole batch, as the official code does")
 
 
+def test_coteaching_mixup_mixes_what_the_peer_selected(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    import benchmarks.cifar_n.methods.coteaching as cot
+
+    l1, l2 = [0.5, 2.0, 0.1, 3.0], [1.0, 0.2, 4.0, 0.3]  # as above: net 1 picks 2, 0; net 2 1, 3
+    table = [_logits_for_losses(l1)[0], _logits_for_losses(l2)[0]]
+
+    class Lookup(nn.Module):  # the given logits of sample i (inputs are sample indices)
+        def __init__(self, k: int) -> None:
+            super().__init__()
+            self.k = k
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return table[self.k][x[:, 0].long()]
+
+    mixed: list[list[int]] = []
+
+    def no_mix(x, y, w, *, num_classes, alpha, generator):  # records who is mixed
+        mixed.append(x[:, 0].long().tolist())
+        return x, torch.nn.functional.one_hot(y, num_classes).float(), w
+
+    monkeypatch.setattr(cot, "mixup", no_mix)
+    m = cot.CoTeachingMixup(forget_rate=0.5, num_gradual=1)
+    m.ctx = SimpleNamespace(num_classes=2, generator=None)  # type: ignore[assignment]
+    m.nets = [Lookup(0), Lookup(1)]
+    x, y = torch.arange(4.0).unsqueeze(1), torch.zeros(4, dtype=torch.long)
+    loss1, loss2, pick = m._mixup_losses(5, x, y, 1.0)
+    assert mixed == [[1, 3], [2, 0]], "net 1 on net 2's small-loss samples, net 2 on net 1's"
+    assert pick.tolist() == [1, 3]
+    assert float(loss1) == pytest.approx((2.0 + 3.0) / 2, rel=1e-5)
+    assert float(loss2) == pytest.approx((1.0 + 4.0) / 2, rel=1e-5)
+
+
 def test_coteaching_plus_restricts_to_disagreement() -> None:
     # Predictions: net1 argmax = [0, 1, 0, 1], net2 = [0, 0, 1, 1] -> disagree on 1 and 2.
     z1 = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0], [0.0, 2.0]])

@@ -3,7 +3,7 @@
 from benchmarks.cifar_n.methods.base import AUGMENTATIONS, Context, EpochLog, Method, TrainConfig
 from benchmarks.cifar_n.methods.ce import CE, CEMixup
 from benchmarks.cifar_n.methods.clean_only import CleanOnly
-from benchmarks.cifar_n.methods.coteaching import CoTeaching
+from benchmarks.cifar_n.methods.coteaching import CoTeaching, CoTeachingMixup
 from benchmarks.cifar_n.methods.coteaching_plus import CoTeachingPlus
 from benchmarks.cifar_n.methods.fbr import FBR, FBRPlus
 from benchmarks.cifar_n.methods.fine import FINE
@@ -12,8 +12,8 @@ from benchmarks.cifar_n.methods.mwnet import MWNet
 
 #: CLI name -> class, in table order.
 METHODS: dict[str, type[Method]] = {
-    m.name: m for m in (CE, CEMixup, CleanOnly, CoTeaching, CoTeachingPlus, FINE, L2RW, MWNet, FBR,
-                        FBRPlus)
+    m.name: m for m in (CE, CEMixup, CleanOnly, CoTeaching, CoTeachingMixup, CoTeachingPlus, FINE,
+                        L2RW, MWNet, FBR, FBRPlus)
 }
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "CEMixup",
     "CleanOnly",
     "CoTeaching",
+    "CoTeachingMixup",
     "CoTeachingPlus",
     "Context",
     "EpochLog",

@@ -12,6 +12,10 @@ to ``1 - tau`` over the first ``T_k`` epochs. Published defaults: ``tau`` = the 
 ``np.linspace(0, tau, T_k)`` over epochs ``0..T_k-1``, which :func:`forget_rate` reproduces.
 Here both networks train on pool + clean subset (the clean samples are ordinary labelled data
 for a method that has no use for a trusted set), with the benchmark's shared optimiser.
+
+With ``mixup`` = :math:`\alpha > 0` (``coteaching_mixup``, the fairness row of a recipe that
+uses mixup) the selection is unchanged (each network's per-sample losses on the un-mixed batch)
+and each network is then trained on mixup among the samples its peer selected.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ import torch
 from torch import nn
 
 from benchmarks.cifar_n.methods.base import Context, EpochLog, Method, per_sample_ce
+from robustweights.recipe import mixup, soft_cross_entropy
 
-__all__ = ["CoTeaching", "forget_rate", "small_loss_indices"]
+__all__ = ["CoTeaching", "CoTeachingMixup", "forget_rate", "small_loss_indices"]
 
 
 def forget_rate(epoch: int, tau: float, num_gradual: int = 10, exponent: float = 1.0) -> float:
@@ -61,6 +66,7 @@ class CoTeaching(Method):
             published rate or the synthetic rate), passed by the runner as ``noise_rate``.
         num_gradual: ``T_k`` (10).
         exponent: ``c`` (1).
+        mixup: mixup's :math:`\alpha` among the selected samples (0: none).
     """
 
     name = "coteaching"
@@ -68,7 +74,8 @@ class CoTeaching(Method):
 
     @classmethod
     def defaults(cls) -> dict[str, object]:
-        return {"forget_rate": None, "num_gradual": 10, "exponent": 1.0, "noise_rate": 0.2}
+        return {"forget_rate": None, "num_gradual": 10, "exponent": 1.0, "noise_rate": 0.2,
+                "mixup": 0.0}
 
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
@@ -99,7 +106,11 @@ class CoTeaching(Method):
         for idx in c.batches(len(self.y)):
             x = c.train_view(self.x[idx])
             y = self.y[idx]
-            loss1, loss2, pick = self.batch_losses(epoch, self.nets[0](x), self.nets[1](x), y)
+            alpha = float(self.params["mixup"])
+            if alpha > 0:
+                loss1, loss2, pick = self._mixup_losses(epoch, x, y, alpha)
+            else:
+                loss1, loss2, pick = self.batch_losses(epoch, self.nets[0](x), self.nets[1](x), y)
             self.sgd_step(self.opts[0], loss1)
             self.sgd_step(self.opts[1], loss2)
             total, n = total + loss1.item() * len(idx), n + len(idx)
@@ -112,5 +123,32 @@ class CoTeaching(Method):
             s.step()
         return EpochLog(total / max(n, 1), kept, {"forget_rate": self.rate(epoch)})
 
+    def _mixup_losses(self, epoch: int, x: torch.Tensor, y: torch.Tensor, alpha: float
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Select on the un-mixed batch (no gradient), then train each network on mixup among
+        the samples its peer selected."""
+        c = self.c
+        with torch.no_grad():  # the training-mode forward, as without mixup
+            z0, z1 = self.nets[0](x), self.nets[1](x)
+            _, _, pick = self.batch_losses(epoch, z0, z1, y)  # net 0 trains on net 1's choice
+            _, _, pick1 = self.batch_losses(epoch, z1, z0, y)  # and net 1 on net 0's
+        losses = []
+        for net, chosen in ((self.nets[0], pick), (self.nets[1], pick1)):
+            xm, q, w = mixup(x[chosen], y[chosen], torch.ones(len(chosen), device=x.device),
+                             num_classes=c.num_classes, alpha=alpha, generator=c.generator)
+            losses.append(soft_cross_entropy(net(xm), q, w))
+        return losses[0], losses[1], pick
+
     def eval_model(self) -> nn.Module:
         return self.nets[0]
+
+
+class CoTeachingMixup(CoTeaching):
+    """Co-teaching with mixup (alpha 1) among the selected samples: the fairness row of a recipe
+    that uses mixup."""
+
+    name = "coteaching_mixup"
+
+    @classmethod
+    def defaults(cls) -> dict[str, object]:
+        return {**super().defaults(), "mixup": 1.0}
