@@ -269,3 +269,47 @@ def test_config_checks_the_new_options() -> None:
         RecipeConfig(pseudo_confidence=1.5)
     with pytest.raises(TypeError, match="`pseudo_labels`"):
         RecipeConfig(pseudo_labels=1)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------- calibration holdout
+def test_holdout_split_holds_k_of_every_class_out() -> None:
+    from robustweights.recipe.calibration import holdout_split
+
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 2])
+    x = torch.arange(len(y)).float().unsqueeze(1)  # an input is its index
+    (xt, yt), (xh, yh) = holdout_split((x, y), 2, 3)
+    assert torch.bincount(yh, minlength=3).tolist() == [2, 2, 2]
+    kept, held = xt[:, 0].long().tolist(), xh[:, 0].long().tolist()
+    assert sorted(kept + held) == list(range(len(y))) and not set(kept) & set(held)
+    assert kept == sorted(kept) and held == sorted(held), "original order kept"
+    assert torch.equal(y[xt[:, 0].long()], yt) and torch.equal(y[xh[:, 0].long()], yh)
+    again = holdout_split((x, y), 2, 3)[1][0]
+    assert torch.equal(again, xh), "a fixed shuffle: the same split every time"
+    assert holdout_split((x, y), 2, 3, seed=1)[1][0].tolist() != xh.tolist()
+    with pytest.raises(ValueError, match="`calibration_holdout` = 4.*classes \\[0, 1\\]"):
+        holdout_split((x, y), 4, 3)  # 4, 4 and 5 images: none left to train on in 0 and 1
+    loader = [(x[:4], y[:4])]
+    with pytest.raises(ValueError, match="`calibration_data` instead"):
+        holdout_split(loader, 1, 3)
+
+
+def test_recipe_with_calibration_holdout_never_trains_on_the_held_images() -> None:
+    yc = torch.arange(60) % 3
+    xc = torch.arange(60).float().unsqueeze(1).repeat(1, 3)  # an input is its index
+    net = Net()
+    r = SurrogateRecipe(3, model=net, head=net.fc, clean_data=(xc, yc), clean_batch_size=7,
+                        thresholds="calibrated", calibration_holdout=4)
+    xh, yh = r.calibration_data
+    assert torch.bincount(yh, minlength=3).tolist() == [4, 4, 4]
+    held = set(xh[:, 0].long().tolist())
+    r.start_epoch(0)
+    seen = [int(i) for xb, _ in r.clean_batches() for i in xb[:, 0].long()]
+    assert len(seen) == 3 * 48 and not held & set(seen), "3 passes over the other 48"
+    assert r.prototype_data is r.clean_data and len(r.clean_data[1]) == 48
+    with pytest.raises(ValueError, match="`calibration_data` or `calibration_holdout`"):
+        SurrogateRecipe(3, model=net, head=net.fc, clean_data=(xc, yc), calibration_data=(xc, yc),
+                        thresholds="calibrated", calibration_holdout=4)
+    with pytest.raises(ValueError, match="`thresholds='calibrated'` with `calibration_holdout`"):
+        RecipeConfig(calibration_holdout=4)
+    with pytest.raises(ValueError, match="`calibration_holdout`"):
+        RecipeConfig(thresholds="calibrated", calibration_holdout=-1)

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from robustweights.recipe.surrogate import SurrogateRecipe
     from robustweights.surrogate import SurrogateReweighter
 
-__all__ = ["class_thresholds", "heldout_directions", "leave_one_out_directions",
-           "recipe_thresholds"]
+__all__ = ["class_thresholds", "heldout_directions", "holdout_split",
+           "leave_one_out_directions", "recipe_thresholds"]
 
 
 def leave_one_out_directions(features: torch.Tensor, labels: torch.Tensor, num_classes: int
@@ -130,3 +130,40 @@ def recipe_thresholds(recipe: SurrogateRecipe, feats: torch.Tensor, labels: torc
             recipe._iterate(recipe.calibration_data, shuffle=False, chunk=512))
     return class_thresholds(d, labels, recipe.num_classes,
                             quantile=recipe.config.calibration_quantile, valid=valid)
+
+
+def holdout_split(data: object, per_class: int, num_classes: int, *, seed: int = 0
+                  ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """Split a trusted set ``(inputs, labels)`` into the part the network trains on and
+    ``per_class`` images of every class held out for calibration (never trained on, never in
+    the prototypes): in each class, the first ``per_class`` of a fixed shuffle (``seed``). Both
+    parts keep the original order.
+
+    Example:
+        >>> x, y = torch.arange(8.0), torch.tensor([0, 0, 0, 1, 1, 1, 1, 0])
+        >>> (xt, yt), (xh, yh) = holdout_split((x, y), 1, 2)
+        >>> len(yt), sorted(yh.tolist())
+        (6, [0, 1])
+    """
+    if not (isinstance(data, (tuple, list)) and len(data) == 2
+            and all(isinstance(t, torch.Tensor) for t in data)):
+        raise ValueError("Expected `clean_data` to be an (inputs, labels) pair of tensors with "
+                         "`calibration_holdout` (a loader cannot be split): give "
+                         "`calibration_data` instead")
+    x, y = data
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed)).to(y.device)
+    yo = y[order]
+    counts = torch.bincount(y, minlength=num_classes)
+    short = [c for c in range(num_classes) if 0 < counts[c] <= per_class]
+    if short:
+        raise ValueError(f"Expected more than `calibration_holdout` = {per_class} trusted images "
+                         f"in every class it holds out from, but classes {short} have "
+                         f"{[int(counts[c]) for c in short]}")
+    # rank of each shuffled image within its class: the first `per_class` are held out
+    rank = torch.zeros_like(yo)
+    seen = torch.zeros(num_classes, dtype=torch.long, device=y.device)
+    for i, c in enumerate(yo.tolist()):
+        rank[i], seen[c] = seen[c], seen[c] + 1
+    held = order[rank < per_class].sort().values
+    keep = order[rank >= per_class].sort().values
+    return (x[keep], y[keep]), (x[held], y[held])

@@ -8,7 +8,7 @@ a change of one field is ``dataclasses.replace(config, field=value)``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from robustweights._validation import (
@@ -66,6 +66,11 @@ class RecipeConfig:
             labelled samples (:mod:`robustweights.recipe.calibration`).
         calibration_quantile: :math:`q`, the share of correctly labelled samples a calibrated
             threshold drops in every class.
+        calibration_holdout: with ``thresholds="calibrated"``, hold this many trusted images of
+            every class out of ``clean_data`` (an ``(inputs, labels)`` pair) for the
+            calibration: they are never trained on and never in the prototypes
+            (:func:`~robustweights.recipe.calibration.holdout_split`). 0: ``calibration_data``
+            or, without it, leave-one-out scores of the prototype images.
         pseudo_labels: :meth:`SurrogateRecipe.targets` gives a dropped sample the class of its
             nearest clean prototype as a pseudo-label where the network's prediction agrees
             with it and is confident
@@ -103,6 +108,7 @@ class RecipeConfig:
     health_patience: int = 2
     thresholds: str = "global"
     calibration_quantile: float = 0.2
+    calibration_holdout: int = 0
     pseudo_labels: bool = True
     pseudo_confidence: float = 0.95
     pseudo_ramp_epochs: int = 10
@@ -129,6 +135,10 @@ class RecipeConfig:
         if not 0.0 <= self.calibration_quantile < 1.0:
             raise ValueError(f"Expected `calibration_quantile` to be in [0, 1), but got "
                              f"{self.calibration_quantile!r}")
+        check_nonneg_int(self.calibration_holdout, "calibration_holdout")
+        if self.calibration_holdout and self.thresholds != "calibrated":
+            raise ValueError("Expected `thresholds='calibrated'` with `calibration_holdout`, but "
+                             f"got {self.thresholds!r}")
         if isinstance(self.pseudo_confidence, bool) or not 0 <= self.pseudo_confidence <= 1:
             raise ValueError(f"Expected `pseudo_confidence` to be in [0, 1], but got "
                              f"{self.pseudo_confidence!r}")
@@ -148,10 +158,25 @@ class RecipeConfig:
                       eval_features=True, dropped_weight=0.0, smoothing=0.0,
                       drop_rate=None,
                       drop_ramp_epochs=10, class_balanced=False, health_patience=2,
-                      thresholds="global", calibration_quantile=0.2, pseudo_labels=False,
+                      thresholds="global", calibration_quantile=0.2, calibration_holdout=0,
+                      pseudo_labels=False,
                       pseudo_confidence=0.95, pseudo_ramp_epochs=10)
         return replace(authors, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as plain values (what a checkpoint stores)."""
         return asdict(self)
+
+
+def resolve_config(config: RecipeConfig | None, options: dict[str, Any]) -> RecipeConfig:
+    """``config`` (default ``RecipeConfig()``) with ``options``, fields of it given as keywords;
+    a named ``TypeError`` for anything else."""
+    config = config if config is not None else RecipeConfig()
+    if not isinstance(config, RecipeConfig):
+        raise TypeError(f"Expected `config` to be a RecipeConfig, but got "
+                        f"{type(config).__name__}")
+    unknown = set(options) - {f.name for f in fields(RecipeConfig)}
+    if unknown:
+        raise TypeError(f"Expected keyword options among the fields of RecipeConfig, but got "
+                        f"{sorted(unknown)}")
+    return replace(config, **options)

@@ -6,7 +6,6 @@ weights as much as from the weights; the caller's loop, or a framework's, runs e
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import fields, replace
 from typing import Any, cast
 
 import torch
@@ -32,9 +31,9 @@ from robustweights._validation import (
 from robustweights.features import FeatureCapture
 from robustweights.losses import LossFn, per_sample_losses
 from robustweights.phases.health import FilterHealth, HealthReport
-from robustweights.recipe.calibration import recipe_thresholds
+from robustweights.recipe.calibration import holdout_split, recipe_thresholds
 from robustweights.recipe.checkpoint import load_recipe_state_dict, recipe_state_dict
-from robustweights.recipe.config import RecipeConfig
+from robustweights.recipe.config import RecipeConfig, resolve_config
 from robustweights.recipe.health import score_heldout
 from robustweights.recipe.targets import Targets, pseudo_label_targets
 from robustweights.recipe.weights import pool_weights
@@ -93,7 +92,8 @@ class SurrogateRecipe:
         health_data: held-out trusted samples for :meth:`end_epoch` (a pair of tensors or a
             re-iterable of batches, like ``clean_data``).
         calibration_data: held-out trusted samples for ``thresholds="calibrated"`` (default:
-            each prototype image scored against prototypes that leave it out).
+            ``calibration_holdout`` images of ``clean_data``, or each prototype image scored
+            against prototypes that leave it out).
         config: the schedule and options, a :class:`~robustweights.RecipeConfig` (its defaults).
         options: fields of ``config`` to change, as keywords (``warmup_epochs=5``).
         loss_fn: per-sample loss ``loss_fn(logits, labels) -> (B,)`` (default cross-entropy).
@@ -130,18 +130,15 @@ class SurrogateRecipe:
             bad, name = (model, "model") if not isinstance(model, nn.Module) else (head, "head")
             raise TypeError(f"Expected `{name}` to be a torch.nn.Module, but got "
                             f"{type(bad).__name__}")
-        config = config if config is not None else RecipeConfig()
-        if not isinstance(config, RecipeConfig):
-            raise TypeError(f"Expected `config` to be a RecipeConfig, but got "
-                            f"{type(config).__name__}")
-        unknown = set(options) - {f.name for f in fields(RecipeConfig)}
-        if unknown:
-            raise TypeError(f"Expected keyword options among the fields of RecipeConfig, but "
-                            f"got {sorted(unknown)}")
-        self.config = replace(config, **options)
+        self.config = resolve_config(config, options)
         cfg = self.config
         self.model = model
         self.clean_data = check_data(clean_data, "clean_data")
+        if cfg.calibration_holdout:  # the trusted images the thresholds are calibrated on
+            if calibration_data is not None:
+                raise ValueError("Expected `calibration_data` or `calibration_holdout`, not both")
+            self.clean_data, calibration_data = holdout_split(
+                self.clean_data, cfg.calibration_holdout, num_classes)
         self.prototype_data = (self.clean_data if prototype_data is None
                                else check_data(prototype_data, "prototype_data"))
         self.loss_fn: LossFn = _cross_entropy if loss_fn is None else check_loss_fn(loss_fn)
