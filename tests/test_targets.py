@@ -286,7 +286,7 @@ def test_holdout_split_holds_k_of_every_class_out() -> None:
     again = holdout_split((x, y), 2, 3)[1][0]
     assert torch.equal(again, xh), "a fixed shuffle: the same split every time"
     assert holdout_split((x, y), 2, 3, seed=1)[1][0].tolist() != xh.tolist()
-    with pytest.raises(ValueError, match="`calibration_holdout` = 4.*classes \\[0, 1\\]"):
+    with pytest.raises(ValueError, match=r"`calibration_holdout` = 4.*classes \[0, 1\]"):
         holdout_split((x, y), 4, 3)  # 4, 4 and 5 images: none left to train on in 0 and 1
     loader = [(x[:4], y[:4])]
     with pytest.raises(ValueError, match="`calibration_data` instead"):
