@@ -31,7 +31,7 @@ class RecipeConfig:
     batch's features from an eval-mode forward (so that the training forward may see mixed
     images), and the dropped samples kept in the loss: towards a pseudo-label where the nearest
     clean prototype and the network agree confidently, else under their given label at weight
-    0.3. Train with :func:`~robustweights.recipe.targets.mixup` on :meth:`SurrogateRecipe.targets`
+    0.5. Train with :func:`~robustweights.recipe.targets.mixup` on :meth:`SurrogateRecipe.targets`
     (the recipe's docstring shows the loop). :meth:`authors` is the authors' exact recipe.
 
     Attributes:
@@ -46,7 +46,7 @@ class RecipeConfig:
         eval_features: the batch's features from a separate no-grad eval-mode forward (default,
             as the authors'); False: from your training forward (``weights(..., features=)``,
             or what the hook on ``head`` recorded), one forward fewer per batch.
-        dropped_weight: :math:`\rho`, the weight of a sample FBR drops (default 0.3; the
+        dropped_weight: :math:`\rho`, the weight of a sample FBR drops (default 0.5; the
             authors' 0): the network still sees its image.
         smoothing: :math:`m`: each sample's weight is its running average
             :math:`\bar w_i \leftarrow m\,\bar w_i + (1-m)\,w_i` over its visits, from
@@ -83,11 +83,11 @@ class RecipeConfig:
     Example:
         >>> c = RecipeConfig()
         >>> c.warmup_epochs, c.alpha_switch, c.clean_passes, c.eval_features, c.dropped_weight
-        (0, 0, 3, True, 0.3)
+        (0, 0, 3, True, 0.5)
         >>> c.pseudo_labels, c.thresholds
         (True, 'global')
         >>> c == RecipeConfig.authors(warmup_epochs=0, alpha_switch=0, clean_passes=3,
-        ...                           dropped_weight=0.3, pseudo_labels=True)
+        ...                           dropped_weight=0.5, pseudo_labels=True)
         True
         >>> RecipeConfig.authors().clean_passes, RecipeConfig.authors().eval_features
         (30, True)
@@ -100,7 +100,7 @@ class RecipeConfig:
     clean_passes: int = 3
     clean_batch_size: int = 128
     eval_features: bool = True
-    dropped_weight: float = 0.3
+    dropped_weight: float = 0.5
     smoothing: float = 0.0
     drop_rate: float | None = None
     drop_ramp_epochs: int = 10

@@ -254,7 +254,7 @@ class FBRPlus(FBR):
     seeds 10-12 by a rule written before the runs (``docs/results/recipe_selection/``): the
     authors' threshold from epoch 0 (no warm-up, alpha 0), 3 clean passes, each batch's features
     from an eval-mode forward, a dropped sample trained towards its pseudo-label where the
-    nearest clean prototype and the network agree at p >= 0.95 and at weight 0.3 under its given
+    nearest clean prototype and the network agree at p >= 0.95 and at weight 0.5 under its given
     label otherwise, and mixup (alpha 1) among the batch's samples, weights mixed alike."""
 
     name = "fbr_plus"
@@ -262,5 +262,5 @@ class FBRPlus(FBR):
     @classmethod
     def defaults(cls) -> dict[str, Any]:
         return {**super().defaults(), "warmup": 0, "alpha_switch": 0, "clean_passes": 3,
-                "eval_features": True, "dropped_weight": 0.3, "pseudo_labels": True,
+                "eval_features": True, "dropped_weight": 0.5, "pseudo_labels": True,
                 "mixup": 1.0}
