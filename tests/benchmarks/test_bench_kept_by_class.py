@@ -47,7 +47,7 @@ def test_floor_counts_only_weights_above_it() -> None:
 
 def test_floor_of_reads_the_method_default_and_overrides() -> None:
     rec = {"method": "fbr_plus", "spec": {"method_params": {}}}
-    assert kept_by_class.floor_of(rec) == 0.3
+    assert kept_by_class.floor_of(rec) == 0.5
     rec["spec"]["method_params"] = {"dropped_weight": 0.1}
     assert kept_by_class.floor_of(rec) == 0.1
     assert kept_by_class.floor_of({"method": "fbr", "spec": {"method_params": {}}}) == 0.0
