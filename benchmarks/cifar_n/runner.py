@@ -241,6 +241,8 @@ def run_one(spec: RunSpec, ds: LabeledImages, progress: Progress | None = None) 
         "noise": spec.noise,
         "seed": spec.seed,
         "selects": cls.selects,
+        # The parameters the run used, defaults included: a default may change later.
+        "params": method.params,
         "n_pool": ctx.n_pool,
         "n_clean": ctx.n_clean,
         "n_test": int(test_y.shape[0]),

@@ -51,6 +51,9 @@ def test_floor_of_reads_the_method_default_and_overrides() -> None:
     rec["spec"]["method_params"] = {"dropped_weight": 0.1}
     assert kept_by_class.floor_of(rec) == 0.1
     assert kept_by_class.floor_of({"method": "fbr", "spec": {"method_params": {}}}) == 0.0
+    # A record that names the parameters it ran with keeps its floor when the default moves.
+    rec = {"method": "fbr_plus", "spec": {"method_params": {}}, "params": {"dropped_weight": 0.3}}
+    assert kept_by_class.floor_of(rec) == 0.3
 
 
 # A pool of six images, two classes; samples 2 and 5 have a wrong label.

@@ -67,10 +67,13 @@ def class_stats(weights: np.ndarray, labels: np.ndarray, true: np.ndarray, num_c
 
 
 def floor_of(record: dict[str, Any]) -> float:
-    """The weight above which a run's sample counts as kept (its ``dropped_weight``, else 0)."""
+    """The weight above which a run's sample counts as kept (its ``dropped_weight``, else 0):
+    from the parameters the run recorded, or for a record without them, the method's current
+    defaults with the run's overrides."""
     from benchmarks.cifar_n.methods import METHODS
 
-    params = METHODS[record["method"]].defaults() | record["spec"]["method_params"]
+    params = record.get("params") or (METHODS[record["method"]].defaults()
+                                      | record["spec"]["method_params"])
     return float(params.get("dropped_weight", 0.0))
 
 
