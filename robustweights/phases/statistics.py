@@ -42,8 +42,11 @@ def effective_sample_size(weights: Any) -> float:
         2.0
     """
     w = check_weights(weights)
-    sq = float((w * w).sum())
-    return float(w.sum()) ** 2 / sq if sq > 0 else 0.0
+    top = float(w.max())
+    if top == 0.0:
+        return 0.0
+    w = w / top  # ESS is scale-free; without this, squares of tiny weights underflow
+    return float(w.sum()) ** 2 / float((w * w).sum())
 
 
 def kept_fraction(weights: Any, *, threshold: float = 0.0) -> float:
