@@ -78,6 +78,12 @@ class RecipeConfig:
         pseudo_confidence: :math:`\kappa`, the least softmax probability of that prediction.
         pseudo_ramp_epochs: the pseudo-labels' weight ramps linearly from 0 to :math:`w_{\max}`
             over this many epochs after the warm-up.
+        dropped_target: what a dropped sample that no pseudo-label took trains towards (at
+            ``dropped_weight``): ``"label"`` (its given label) or ``"bootstrap"``
+            (:math:`(1-\beta r)\,e_{y_i} + \beta r\,e_{g_i}`, :math:`g_i` the network's class,
+            :math:`r` the pseudo-label ramp;
+            :func:`~robustweights.recipe.targets.bootstrap_targets`).
+        bootstrap_share: :math:`\beta`, the share of that target on the network's class.
         health_patience: epochs of a non-discriminating filter before the health warning.
 
     Example:
@@ -112,6 +118,8 @@ class RecipeConfig:
     pseudo_labels: bool = True
     pseudo_confidence: float = 0.95
     pseudo_ramp_epochs: int = 10
+    dropped_target: str = "label"
+    bootstrap_share: float = 0.8
 
     def __post_init__(self) -> None:
         for name in ("warmup_epochs", "alpha_switch", "clean_passes", "drop_ramp_epochs"):
@@ -143,6 +151,10 @@ class RecipeConfig:
             raise ValueError(f"Expected `pseudo_confidence` to be in [0, 1], but got "
                              f"{self.pseudo_confidence!r}")
         check_nonneg_int(self.pseudo_ramp_epochs, "pseudo_ramp_epochs")
+        if self.dropped_target not in ("label", "bootstrap"):
+            raise ValueError(f"Expected `dropped_target` to be 'label' or 'bootstrap', but got "
+                             f"{self.dropped_target!r}")
+        check_fraction(self.bootstrap_share, "bootstrap_share")
         if not isinstance(self.pseudo_labels, bool):
             raise TypeError(f"Expected `pseudo_labels` to be a bool, but got "
                             f"{type(self.pseudo_labels).__name__}")
@@ -160,7 +172,8 @@ class RecipeConfig:
                       drop_ramp_epochs=10, class_balanced=False, health_patience=2,
                       thresholds="global", calibration_quantile=0.2, calibration_holdout=0,
                       pseudo_labels=False,
-                      pseudo_confidence=0.95, pseudo_ramp_epochs=10)
+                      pseudo_confidence=0.95, pseudo_ramp_epochs=10, dropped_target="label",
+                      bootstrap_share=0.8)
         return replace(authors, **changes)
 
     def to_dict(self) -> dict[str, Any]:

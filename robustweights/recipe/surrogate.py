@@ -35,7 +35,7 @@ from robustweights.recipe.calibration import holdout_split, recipe_thresholds
 from robustweights.recipe.checkpoint import load_recipe_state_dict, recipe_state_dict
 from robustweights.recipe.config import RecipeConfig, resolve_config
 from robustweights.recipe.health import score_heldout
-from robustweights.recipe.targets import Targets, pseudo_label_targets
+from robustweights.recipe.targets import Targets, bootstrap_targets, pseudo_label_targets
 from robustweights.recipe.weights import pool_weights
 from robustweights.surrogate import AlphaSchedule, SurrogateReweighter
 
@@ -274,13 +274,16 @@ class SurrogateRecipe:
         clean prototype and network prediction agree (and a peer's, with ``peer_logits``) at
         softmax probability :math:`\ge \kappa`. Such a sample gets weight
         :math:`w_{\max}\,\min(1, (t - t_w + 1)/T_p)` in epoch :math:`t` (warm-up :math:`t_w`,
-        ramp :math:`T_p`). Pure: no state is written.
+        ramp :math:`T_p`). With ``dropped_target="bootstrap"`` the other dropped samples
+        train towards :math:`(1-\beta r)\,e_{y_i} + \beta r\,e_{g_i}` (``Targets.guess``,
+        ``Targets.soft_targets``), :math:`r` the same ramp. Pure: no state is written.
 
         Args:
             labels: the batch's given labels, as passed to :meth:`weights`.
             weights: what :meth:`weights` returned for it.
             logits: the network's logits of the batch (the training forward's, detached), needed
-                with ``pseudo_labels`` unless ``eval_features`` ran an eval forward.
+                with ``pseudo_labels`` or bootstrapping unless ``eval_features`` ran an eval
+                forward.
             peer_logits: a second network's logits of the batch: a third view that must agree.
         """
         labels = check_class_labels(labels, self.num_classes)
@@ -297,18 +300,25 @@ class SurrogateRecipe:
         if self._batch is None or not torch.equal(self._batch[1].to(labels.device), labels):
             raise ValueError("Expected `weights()` to be called on this batch before `targets()`")
         kept = cast(torch.Tensor, self.last_fbr_weights).to(w.device) > 0
-        if not self.config.pseudo_labels:
+        cfg = self.config
+        if not cfg.pseudo_labels and cfg.dropped_target == "label":
             return Targets(w, labels, kept, none)
         source = self._eval_logits if self._eval_logits is not None else logits
         if source is None:
-            raise ValueError("Expected `logits` to be given with `pseudo_labels` and "
-                             "`eval_features=False`, but got None")
-        ramp, t = self.config.pseudo_ramp_epochs, self.epoch - self.config.warmup_epochs + 1
-        clean = self.reweighter.clean
-        return pseudo_label_targets(
-            w, labels, kept, self._batch[0], clean["class_sums"], clean["class_counts"],
-            source, confidence=self.config.pseudo_confidence, peer_logits=peer_logits,
-            weight=self.reweighter.w_max * (min(1.0, t / ramp) if ramp else 1.0))
+            raise ValueError("Expected `logits` to be given with `pseudo_labels` or "
+                             "`dropped_target='bootstrap'` and `eval_features=False`, but got None")
+        ramp, t = cfg.pseudo_ramp_epochs, self.epoch - cfg.warmup_epochs + 1
+        r = min(1.0, t / ramp) if ramp else 1.0
+        out = Targets(w, labels, kept, none)
+        if cfg.pseudo_labels:
+            clean = self.reweighter.clean
+            out = pseudo_label_targets(
+                w, labels, kept, self._batch[0], clean["class_sums"], clean["class_counts"],
+                source, confidence=cfg.pseudo_confidence, peer_logits=peer_logits,
+                weight=self.reweighter.w_max * r)
+        if cfg.dropped_target == "bootstrap":
+            out = bootstrap_targets(out, source.to(w.device), share=cfg.bootstrap_share * r)
+        return out
 
     # ------------------------------------------------------------------ losses (pure)
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor

@@ -19,30 +19,56 @@ import torch.nn.functional as F
 
 from robustweights.functional.surrogate import surrogate_prototypes, surrogate_scaled_similarity
 
-__all__ = ["Targets", "agreement_pseudo_labels", "mixup", "nearest_prototype",
-           "pseudo_label_targets", "soft_cross_entropy"]
+__all__ = ["Targets", "agreement_pseudo_labels", "bootstrap_targets", "mixup",
+           "nearest_prototype", "pseudo_label_targets", "soft_cross_entropy"]
 
 
 @dataclass(frozen=True)
 class Targets:
     r"""The training targets of one pool batch (every field has shape (B,)).
 
-    The supervised loss of the batch is :math:`\frac1B\sum_i w_i\,\ell(z_i, t_i)` with
-    ``weights`` :math:`w` and ``labels`` :math:`t`; a sample the filter keeps trains towards its
-    given label, an accepted dropped sample towards its pseudo-label at the pseudo-label weight,
-    the rest have weight 0.
+    The supervised loss of the batch is :math:`\frac1B\sum_i w_i\,\ell(z_i, q_i)` with
+    ``weights`` :math:`w` and the target :math:`q_i = (1-\beta_i)\,e_{t_i} + \beta_i\,e_{g_i}`
+    (:meth:`soft_targets`): ``labels`` :math:`t`, and for a bootstrapped sample the network's
+    guess :math:`g_i` with share :math:`\beta_i` (``guess_share``; 0 elsewhere, so that
+    :math:`q_i = e_{t_i}`). A sample the filter keeps trains towards its given label, an accepted
+    dropped sample towards its pseudo-label at the pseudo-label weight, the rest at the weight
+    of a dropped sample, towards their given label or its bootstrapped mix.
 
     Attributes:
         weights: :math:`w_i` (detached).
         labels: :math:`t_i`: the given label, or the pseudo-label where ``pseudo`` is True.
         kept: whether the filter kept the sample under its given label.
         pseudo: whether the sample was dropped and its pseudo-label accepted.
+        guess: :math:`g_i`, the network's class for the sample (its given label where
+            ``guess_share`` is 0).
+        guess_share: :math:`\beta_i \in [0, 1]`, the share of the target on the guess.
     """
 
     weights: torch.Tensor
     labels: torch.Tensor
     kept: torch.Tensor
     pseudo: torch.Tensor
+    guess: torch.Tensor | None = None
+    guess_share: torch.Tensor | None = None
+
+    def soft_targets(self, num_classes: int) -> torch.Tensor:
+        r"""The targets :math:`q` (B, C) as distributions: one-hot at ``labels`` unless
+        bootstrapped.
+
+        Example:
+            >>> t = Targets(torch.ones(2), torch.tensor([0, 1]), torch.tensor([True, False]),
+            ...             torch.tensor([False, False]), torch.tensor([0, 2]),
+            ...             torch.tensor([0.0, 0.75]))
+            >>> t.soft_targets(3)
+            tensor([[1.0000, 0.0000, 0.0000],
+                    [0.0000, 0.2500, 0.7500]])
+        """
+        q = F.one_hot(self.labels.long(), num_classes).to(torch.float32)
+        if self.guess is None or self.guess_share is None:
+            return q
+        b = self.guess_share.detach().to(torch.float32, copy=False)[:, None]
+        return (1 - b) * q + b * F.one_hot(self.guess.long(), num_classes).to(torch.float32)
 
 
 def nearest_prototype(features: torch.Tensor, class_sums: torch.Tensor,
@@ -129,6 +155,33 @@ def pseudo_label_targets(weights: torch.Tensor, labels: torch.Tensor, kept: torc
                    torch.where(accept, pseudo, labels), kept, accept)
 
 
+def bootstrap_targets(targets: Targets, logits: torch.Tensor, *, share: float) -> Targets:
+    r"""Hard bootstrapping of the dropped samples (Reed et al., 2015; with mixup, Arazo et al.,
+    ICML 2019): a sample the filter dropped and no pseudo-label took trains towards
+    :math:`(1-\beta)\,e_{y_i} + \beta\,e_{g_i}`, :math:`g_i = \arg\max_c z_{ic}` the network's
+    class and :math:`\beta` = ``share``. Where the network has learnt a wrongly labelled image's
+    class the target moves towards it; where it agrees with the given label the target is that
+    label. Weights unchanged. Pure.
+
+    Example:
+        >>> t = Targets(torch.tensor([1.0, 0.5]), torch.tensor([0, 1]),
+        ...             torch.tensor([True, False]), torch.tensor([False, False]))
+        >>> b = bootstrap_targets(t, torch.tensor([[0.0, 3.0], [2.0, 0.0]]), share=0.8)
+        >>> b.guess, b.guess_share
+        (tensor([0, 0]), tensor([0.0000, 0.8000]))
+    """
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"Expected `share` to be in [0, 1], but got {share!r}")
+    labels = targets.labels
+    if logits.ndim != 2 or logits.shape[0] != labels.shape[0]:
+        raise ValueError(f"Expected `logits` of shape ({labels.shape[0]}, C), but got "
+                         f"{tuple(logits.shape)}")
+    on = ~targets.kept.to(labels.device) & ~targets.pseudo.to(labels.device)
+    guess = torch.where(on, logits.detach().argmax(1).to(labels.device), labels)
+    share_t = torch.where(on, share, 0.0).to(targets.weights.device, torch.float32)
+    return Targets(targets.weights, labels, targets.kept, targets.pseudo, guess, share_t)
+
+
 def mixup(inputs: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, *,
           num_classes: int, alpha: float = 1.0, generator: torch.Generator | None = None
           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -141,11 +194,14 @@ def mixup(inputs: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, *,
         \tilde w_i = \lambda w_i + (1-\lambda) w_{\pi(i)}
 
     Train with :func:`soft_cross_entropy` ``(model(x̃), q̃, w̃)``. A pair whose samples both
-    have weight 0 keeps weight 0, so mixup never trains a dropped sample's given label.
+    have weight 0 keeps weight 0, so mixup never trains a dropped sample's given label. Soft
+    targets (B, C) in place of ``labels`` are mixed alike (:math:`e_{t_i}` replaced by
+    :math:`q_i`, e.g. :meth:`Targets.soft_targets`).
 
     Args:
         inputs: (B, ...) the batch as the training forward gets it.
-        labels: (B,) the targets' classes (e.g. :attr:`Targets.labels`).
+        labels: (B,) the targets' classes (e.g. :attr:`Targets.labels`), or (B, C) soft
+            targets.
         weights: (B,) their weights (e.g. :attr:`Targets.weights`).
         num_classes: :math:`C`.
         alpha: :math:`\alpha > 0` of the Beta distribution.
@@ -157,13 +213,17 @@ def mixup(inputs: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, *,
     if not alpha > 0:
         raise ValueError(f"Expected `alpha` to be > 0, but got {alpha!r}")
     n = labels.shape[0]
-    if inputs.shape[0] != n or weights.shape != labels.shape:
+    if inputs.shape[0] != n or weights.shape != (n,):
         raise ValueError(f"Expected `inputs`, `labels` and `weights` with {n} samples, but got "
                          f"{inputs.shape[0]}, {n} and {tuple(weights.shape)}")
+    if labels.ndim not in (1, 2) or (labels.ndim == 2 and labels.shape[1] != num_classes):
+        raise ValueError(f"Expected `labels` of shape ({n},) or ({n}, {num_classes}), but got "
+                         f"{tuple(labels.shape)}")
     lam = float(torch.distributions.Beta(alpha, alpha).sample() if generator is None
                 else _beta(alpha, generator))
     perm = torch.randperm(n, generator=generator).to(inputs.device)
-    onehot = F.one_hot(labels.long(), num_classes).to(torch.float32)
+    onehot = (labels.to(torch.float32) if labels.ndim == 2
+              else F.one_hot(labels.long(), num_classes).to(torch.float32))
     w = weights.detach().to(torch.float32)
     mixed = lam * inputs + (1 - lam) * inputs[perm]
     return mixed, lam * onehot + (1 - lam) * onehot[perm], lam * w + (1 - lam) * w[perm]

@@ -41,7 +41,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from benchmarks.cifar_n.methods.base import Context, EpochLog, Method
 from benchmarks.cifar_n.models import head
 from robustweights import AlphaSchedule, SurrogateRecipe, SurrogateReweighter
-from robustweights.recipe import mixup, soft_cross_entropy
+from robustweights.recipe import Targets, mixup, soft_cross_entropy
 
 __all__ = ["FBR", "FBRPlus"]
 
@@ -80,7 +80,7 @@ class FBR(Method):
                 "health_holdout": 0, "noise_rate": 0.2, "loss_norm": "batch",
                 "thresholds": "global", "calibration_quantile": 0.2, "pseudo_labels": False,
                 "pseudo_confidence": 0.95, "pseudo_ramp": 10, "mixup": 0.0,
-                "calibration_holdout": 0}
+                "calibration_holdout": 0, "dropped_target": "label", "bootstrap_share": 0.8}
 
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
@@ -155,12 +155,20 @@ class FBR(Method):
             pseudo_labels=bool(p["pseudo_labels"]),
             pseudo_confidence=float(p["pseudo_confidence"]),
             pseudo_ramp_epochs=int(p["pseudo_ramp"]),
+            dropped_target=str(p["dropped_target"]),
+            bootstrap_share=float(p["bootstrap_share"]),
             generator=torch.Generator().manual_seed(ctx.seed + 7919 + 104729 * k))
 
     def _step(self, k: int, loss: torch.Tensor) -> None:
         self.sgd_step(self.opts[k], loss)
         if self.teacher is not None:
             self.teacher.update_parameters(self.model)
+
+    def _loss(self, recipe: SurrogateRecipe, logits: torch.Tensor, t: Targets) -> torch.Tensor:
+        """The weighted loss of the batch: on soft targets when some are bootstrapped."""
+        if t.guess is None:
+            return recipe.loss(logits, t.labels, t.weights)
+        return soft_cross_entropy(logits, t.soft_targets(self.c.num_classes), t.weights)
 
     def train_epoch(self, epoch: int) -> EpochLog:
         c = self.c
@@ -190,26 +198,31 @@ class FBR(Method):
                 if mix > 0:  # targets from the un-mixed batch's eval forward, then mixup
                     w = recipe.weights(inputs=x, labels=y, sample_ids=idx)
                     t = recipe.targets(y, w)
-                    xm, q, wm = mixup(x, t.labels, t.weights, num_classes=c.num_classes,
-                                      alpha=mix, generator=c.generator)
+                    xm, q, wm = mixup(x, t.soft_targets(c.num_classes), t.weights,
+                                      num_classes=c.num_classes, alpha=mix,
+                                      generator=c.generator)
                     loss = soft_cross_entropy(self.nets[k](xm), q, wm)
                 elif recipe.config.eval_features:  # the eval forward, then the training one
                     w = recipe.weights(inputs=x, labels=y, sample_ids=idx)
                     logits = self.nets[k](x)
                     t = recipe.targets(y, w)
-                    loss = recipe.loss(logits, t.labels, t.weights)
+                    loss = self._loss(recipe, logits, t)
                 else:  # the training forward's features: forward first
                     logits = self.nets[k](x)
                     w = recipe.weights(inputs=x, labels=y, sample_ids=idx)
                     t = recipe.targets(y, w, logits=logits.detach())
-                    loss = recipe.loss(logits, t.labels, t.weights)
+                    loss = self._loss(recipe, logits, t)
                 if self.params["loss_norm"] == "weights":  # sum w l / sum w, not / B
                     loss = loss * len(y) / w.detach().sum().clamp_min(1e-12)
                 self._step(k, loss)
                 if k == 0:
                     total, n = total + float(loss.detach()) * len(idx), n + len(idx)
                     weights[idx.cpu().numpy()] = w.detach().cpu().numpy()
-                    pseudo[idx.cpu().numpy()] = torch.where(t.pseudo, t.labels, -1).cpu().numpy()
+                    relabelled = torch.where(t.pseudo, t.labels, -1)
+                    if t.guess is not None and t.guess_share is not None:  # bootstrapped
+                        moved = (t.guess_share > 0) & (t.guess != t.labels)
+                        relabelled = torch.where(moved, t.guess, relabelled)
+                    pseudo[idx.cpu().numpy()] = relabelled.cpu().numpy()
                     kept[idx.cpu().numpy()] = t.kept.float().cpu().numpy()
             d = self.recipe.reweighter.last_scores
             if not self.recipe.in_warmup and d is not None:
@@ -217,7 +230,7 @@ class FBR(Method):
         for sched in self.scheds:
             sched.step()
         recipe = self.recipe
-        p_on = bool(self.params["pseudo_labels"])
+        p_on = bool(self.params["pseudo_labels"]) or self.params["dropped_target"] != "label"
         health = {f"health_{k}": float("nan") if v is None else float(v)
                   for k, v in asdict(recipe.end_epoch()).items() if k != "epoch"}
         for r in self.recipes[1:]:
