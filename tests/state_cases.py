@@ -25,6 +25,7 @@ from robustweights import (
     SurrogateRecipe,
     SurrogateReweighter,
 )
+from robustweights.recipe import soft_cross_entropy
 
 C, D, B, M = 4, 6, 12, 20
 N_STEPS, SPLIT = 6, 3  # save after SPLIT steps, compare the remaining ones
@@ -156,7 +157,8 @@ class TargetsRecipeRun(RecipeRun):
             clean_data=(d["clean_features"], d["clean_labels"]), warmup_epochs=1,
             alpha_switch=0, clean_passes=1, clean_batch_size=8, thresholds="calibrated",
             calibration_quantile=0.3, pseudo_labels=True, pseudo_confidence=0.0,
-            pseudo_ramp_epochs=3, generator=torch.Generator().manual_seed(11))
+            pseudo_ramp_epochs=3, dropped_target="bootstrap", dropped_weight=0.5,
+            generator=torch.Generator().manual_seed(11))
 
 
 def _targets_step(run: RecipeRun, t: int) -> torch.Tensor:
@@ -169,7 +171,7 @@ def _targets_step(run: RecipeRun, t: int) -> torch.Tensor:
     logits = run.model(d["features"])
     w = run.recipe.weights(inputs=d["features"], labels=d["labels"], sample_ids=d["ids"])
     tg = run.recipe.targets(d["labels"], w, logits=logits.detach())
-    loss = run.recipe.loss(logits, tg.labels, tg.weights)
+    loss = soft_cross_entropy(logits, tg.soft_targets(C), tg.weights)
     run.opt.zero_grad()
     loss.backward()
     run.opt.step()

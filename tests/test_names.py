@@ -31,7 +31,8 @@ DOCS = ROOT / "docs"
 
 #: The modules a documented name may live in, in the order they are searched.
 PUBLIC_MODULES = ("robustweights", "robustweights.functional", "robustweights.phases",
-                  "robustweights.integrations", "robustweights.integrations.lightning")
+                  "robustweights.integrations", "robustweights.integrations.lightning",
+                  "robustweights.recipe")
 #: Modules of other libraries whose names the pages use (``DataLoader``, ``ValueError``).
 OTHER_MODULES = ("builtins", "torch", "torch.nn", "torch.utils.data", "torch.optim",
                  "torch.optim.lr_scheduler", "torch.amp", "torch.nn.parallel")

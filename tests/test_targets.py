@@ -16,6 +16,7 @@ from robustweights.recipe.calibration import class_thresholds, leave_one_out_dir
 from robustweights.recipe.targets import (
     Targets,
     agreement_pseudo_labels,
+    bootstrap_targets,
     mixup,
     soft_cross_entropy,
 )
@@ -143,6 +144,56 @@ def test_mixup_keeps_a_pair_of_dropped_samples_at_zero() -> None:
         mixup(x, y, torch.zeros(5), num_classes=2)
 
 
+def test_mixup_of_soft_targets_is_the_mix_of_their_rows() -> None:
+    x, y = torch.randn(5, 2), torch.tensor([0, 1, 2, 0, 1])
+    q = torch.softmax(torch.randn(5, 3, generator=torch.Generator().manual_seed(1)), 1)
+    w = torch.tensor([1.0, 0.5, 0.0, 1.0, 0.5])
+    _, q_hard, _ = mixup(x, y, w, num_classes=3, generator=torch.Generator().manual_seed(4))
+    _, q_soft, _ = mixup(x, q, w, num_classes=3, generator=torch.Generator().manual_seed(4))
+    _, q_onehot, _ = mixup(x, F.one_hot(y, 3).float(), w, num_classes=3,
+                           generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(q_onehot, q_hard)  # one-hot rows are the labels
+    gen = torch.Generator().manual_seed(4)
+    a = torch._standard_gamma(torch.full((2,), 1.0), generator=gen)
+    lam, perm = float(a[0] / a.sum()), torch.randperm(5, generator=gen)
+    torch.testing.assert_close(q_soft, lam * q + (1 - lam) * q[perm])
+    with pytest.raises(ValueError, match="`labels` of shape"):
+        mixup(x, q[:, :2], w, num_classes=3)
+
+
+def test_bootstrap_moves_only_dropped_samples_without_a_pseudo_label() -> None:
+    # sample 0 kept, 1 pseudo-labelled, 2 and 3 dropped; the network says class 2 for all
+    t = Targets(torch.tensor([1.0, 0.7, 0.5, 0.5]), torch.tensor([0, 1, 1, 2]),
+                torch.tensor([True, False, False, False]),
+                torch.tensor([False, True, False, False]))
+    z = torch.tensor([[0.0, 0.0, 5.0]]).repeat(4, 1)
+    b = bootstrap_targets(t, z, share=0.8)
+    assert b.guess is not None and b.guess_share is not None
+    assert b.guess.tolist() == [0, 1, 2, 2]
+    torch.testing.assert_close(b.guess_share, torch.tensor([0.0, 0.0, 0.8, 0.8]))
+    assert torch.equal(b.weights, t.weights) and torch.equal(b.labels, t.labels)
+    expected = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.2, 0.8],
+                             [0.0, 0.0, 1.0]])  # sample 3: the guess is its own label
+    torch.testing.assert_close(b.soft_targets(3), expected)
+    torch.testing.assert_close(t.soft_targets(3), F.one_hot(t.labels, 3).float())
+    with pytest.raises(ValueError, match="`share`"):
+        bootstrap_targets(t, z, share=1.5)
+    with pytest.raises(ValueError, match="`logits`"):
+        bootstrap_targets(t, z[:2], share=0.5)
+
+
+def test_bootstrapped_loss_gradient_by_hand() -> None:
+    # the gradient of w (-sum_c q_c log softmax(z)_c) with q = (1-b) e_y + b e_g is
+    # (w / B)(softmax(z) - q): a dropped sample is pulled towards the guess by b
+    t = bootstrap_targets(Targets(torch.tensor([0.5]), torch.tensor([0]), torch.tensor([False]),
+                                  torch.tensor([False])),
+                          torch.tensor([[0.0, 1.0]]), share=0.25)
+    z = torch.tensor([[0.3, -0.2]], requires_grad=True)
+    soft_cross_entropy(z, t.soft_targets(2), t.weights).backward()
+    p = torch.softmax(z.detach(), 1)
+    torch.testing.assert_close(z.grad, 0.5 * (p - torch.tensor([[0.75, 0.25]])))
+
+
 def test_soft_cross_entropy_gradient_by_hand() -> None:
     # d/dz_i of (1/B) sum_i w_i (-sum_c q_ic log softmax(z_i)_c) = (w_i / B)(softmax(z_i) - q_i)
     z = torch.tensor([[1.0, 2.0, 0.0], [0.5, -1.0, 0.0]], requires_grad=True)
@@ -211,6 +262,33 @@ def test_targets_give_dropped_samples_the_agreed_pseudo_label() -> None:
     torch.testing.assert_close(t.weights, torch.tensor([1.0, 0.5, 0.0]))
 
 
+def test_targets_bootstrap_the_dropped_samples_with_the_ramp() -> None:
+    # as above; sample 2 (labelled 1, the network says 0 at 6.2 against 6.0) is dropped and not
+    # pseudo-labelled: bootstrapped towards 0 with share 0.8 * ramp 0.5
+    r = _recipe(pseudo_labels=True, pseudo_confidence=0.9, pseudo_ramp_epochs=4,
+                dropped_target="bootstrap", bootstrap_share=0.8, dropped_weight=0.5)
+    r.start_epoch(1)
+    r.refresh_prototypes()
+    x = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.62, 0.6, 0.0]])
+    y = torch.tensor([0, 0, 1])
+    logits = r.model(x)
+    w = r.weights(inputs=x, labels=y)
+    t = r.targets(y, w, logits=logits.detach())
+    assert t.pseudo.tolist() == [False, True, False] and t.labels.tolist() == [0, 1, 1]
+    assert t.guess is not None and t.guess_share is not None
+    assert t.guess.tolist() == [0, 1, 0]
+    torch.testing.assert_close(t.guess_share, torch.tensor([0.0, 0.0, 0.4]))
+    torch.testing.assert_close(t.weights, torch.tensor([1.0, 0.5, 0.5]))
+    torch.testing.assert_close(t.soft_targets(3)[2], torch.tensor([0.4, 0.6, 0.0]))
+    # without pseudo-labels the bootstrap still needs the network's logits
+    r2 = _recipe(dropped_target="bootstrap")
+    r2.model(x)
+    w2 = r2.weights(inputs=x, labels=y)
+    with pytest.raises(ValueError, match="`logits`"):
+        r2.targets(y, w2)
+    assert r2.targets(y, w2, logits=r2.model(x).detach()).guess is not None
+
+
 def test_targets_without_pseudo_labels_are_the_weights() -> None:
     r = _recipe()
     x, y = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), torch.tensor([0, 0])
@@ -269,6 +347,10 @@ def test_config_checks_the_new_options() -> None:
         RecipeConfig(pseudo_confidence=1.5)
     with pytest.raises(TypeError, match="`pseudo_labels`"):
         RecipeConfig(pseudo_labels=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="`dropped_target`"):
+        RecipeConfig(dropped_target="prototype")
+    with pytest.raises(ValueError, match="`bootstrap_share`"):
+        RecipeConfig(bootstrap_share=0.0)
 
 
 # ---------------------------------------------------------------------- calibration holdout

@@ -18,9 +18,10 @@ from robustweights.recipe.surrogate import SurrogateRecipe
 from robustweights.recipe.targets import (
     Targets,
     agreement_pseudo_labels,
+    bootstrap_targets,
     mixup,
     soft_cross_entropy,
 )
 
-__all__ = ["RecipeConfig", "SurrogateRecipe", "Targets", "agreement_pseudo_labels", "mixup",
-           "soft_cross_entropy"]
+__all__ = ["RecipeConfig", "SurrogateRecipe", "Targets", "agreement_pseudo_labels",
+           "bootstrap_targets", "mixup", "soft_cross_entropy"]
