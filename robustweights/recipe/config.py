@@ -84,6 +84,9 @@ class RecipeConfig:
             :math:`r` the pseudo-label ramp;
             :func:`~robustweights.recipe.targets.bootstrap_targets`).
         bootstrap_share: :math:`\beta`, the share of that target on the network's class.
+        bootstrap_start: epochs after the warm-up before the first bootstrapped target; the
+            ramp :math:`r` starts there (a network guessing from the first epochs trains on its
+            own early mistakes).
         health_patience: epochs of a non-discriminating filter before the health warning.
 
     Example:
@@ -120,6 +123,7 @@ class RecipeConfig:
     pseudo_ramp_epochs: int = 10
     dropped_target: str = "label"
     bootstrap_share: float = 0.8
+    bootstrap_start: int = 0
 
     def __post_init__(self) -> None:
         for name in ("warmup_epochs", "alpha_switch", "clean_passes", "drop_ramp_epochs"):
@@ -155,6 +159,7 @@ class RecipeConfig:
             raise ValueError(f"Expected `dropped_target` to be 'label' or 'bootstrap', but got "
                              f"{self.dropped_target!r}")
         check_fraction(self.bootstrap_share, "bootstrap_share")
+        check_nonneg_int(self.bootstrap_start, "bootstrap_start")
         if not isinstance(self.pseudo_labels, bool):
             raise TypeError(f"Expected `pseudo_labels` to be a bool, but got "
                             f"{type(self.pseudo_labels).__name__}")
@@ -173,7 +178,7 @@ class RecipeConfig:
                       thresholds="global", calibration_quantile=0.2, calibration_holdout=0,
                       pseudo_labels=False,
                       pseudo_confidence=0.95, pseudo_ramp_epochs=10, dropped_target="label",
-                      bootstrap_share=0.8)
+                      bootstrap_share=0.8, bootstrap_start=0)
         return replace(authors, **changes)
 
     def to_dict(self) -> dict[str, Any]:

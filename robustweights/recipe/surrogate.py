@@ -276,7 +276,8 @@ class SurrogateRecipe:
         :math:`w_{\max}\,\min(1, (t - t_w + 1)/T_p)` in epoch :math:`t` (warm-up :math:`t_w`,
         ramp :math:`T_p`). With ``dropped_target="bootstrap"`` the other dropped samples
         train towards :math:`(1-\beta r)\,e_{y_i} + \beta r\,e_{g_i}` (``Targets.guess``,
-        ``Targets.soft_targets``), :math:`r` the same ramp. Pure: no state is written.
+        ``Targets.soft_targets``), :math:`r` the same ramp started ``bootstrap_start`` epochs
+        later. Pure: no state is written.
 
         Args:
             labels: the batch's given labels, as passed to :meth:`weights`.
@@ -317,7 +318,9 @@ class SurrogateRecipe:
                 source, confidence=cfg.pseudo_confidence, peer_logits=peer_logits,
                 weight=self.reweighter.w_max * r)
         if cfg.dropped_target == "bootstrap":
-            out = bootstrap_targets(out, source.to(w.device), share=cfg.bootstrap_share * r)
+            tb = t - cfg.bootstrap_start
+            rb = min(1.0, max(0, tb) / ramp) if ramp else float(tb > 0)
+            out = bootstrap_targets(out, source.to(w.device), share=cfg.bootstrap_share * rb)
         return out
 
     # ------------------------------------------------------------------ losses (pure)

@@ -80,7 +80,8 @@ class FBR(Method):
                 "health_holdout": 0, "noise_rate": 0.2, "loss_norm": "batch",
                 "thresholds": "global", "calibration_quantile": 0.2, "pseudo_labels": False,
                 "pseudo_confidence": 0.95, "pseudo_ramp": 10, "mixup": 0.0,
-                "calibration_holdout": 0, "dropped_target": "label", "bootstrap_share": 0.8}
+                "calibration_holdout": 0, "dropped_target": "label", "bootstrap_share": 0.8,
+                "bootstrap_start": 0}
 
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
@@ -157,6 +158,7 @@ class FBR(Method):
             pseudo_ramp_epochs=int(p["pseudo_ramp"]),
             dropped_target=str(p["dropped_target"]),
             bootstrap_share=float(p["bootstrap_share"]),
+            bootstrap_start=int(p["bootstrap_start"]),
             generator=torch.Generator().manual_seed(ctx.seed + 7919 + 104729 * k))
 
     def _step(self, k: int, loss: torch.Tensor) -> None:
