@@ -280,6 +280,16 @@ def test_targets_bootstrap_the_dropped_samples_with_the_ramp() -> None:
     torch.testing.assert_close(t.guess_share, torch.tensor([0.0, 0.0, 0.4]))
     torch.testing.assert_close(t.weights, torch.tensor([1.0, 0.5, 0.5]))
     torch.testing.assert_close(t.soft_targets(3)[2], torch.tensor([0.4, 0.6, 0.0]))
+    # a later start: nothing bootstrapped before it, then the ramp from there
+    for start, epoch, share in ((2, 1, 0.0), (2, 2, 0.2), (2, 3, 0.4), (2, 6, 0.8), (0, 1, 0.4)):
+        rs = _recipe(dropped_target="bootstrap", bootstrap_start=start, pseudo_ramp_epochs=4,
+                     dropped_weight=0.5)
+        rs.start_epoch(epoch)
+        rs.refresh_prototypes()
+        rs.model(x)
+        ts = rs.targets(y, rs.weights(inputs=x, labels=y), logits=rs.model(x).detach())
+        assert ts.guess_share is not None
+        torch.testing.assert_close(ts.guess_share[2], torch.tensor(share))
     # without pseudo-labels the bootstrap still needs the network's logits
     r2 = _recipe(dropped_target="bootstrap")
     r2.model(x)
@@ -351,6 +361,8 @@ def test_config_checks_the_new_options() -> None:
         RecipeConfig(dropped_target="prototype")
     with pytest.raises(ValueError, match="`bootstrap_share`"):
         RecipeConfig(bootstrap_share=0.0)
+    with pytest.raises(ValueError, match="`bootstrap_start`"):
+        RecipeConfig(bootstrap_start=-1)
 
 
 # ---------------------------------------------------------------------- calibration holdout
