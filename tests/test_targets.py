@@ -242,19 +242,28 @@ def _recipe(**kw: object) -> SurrogateRecipe:
     return recipe
 
 
+_THREE = (torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.62, 0.6, 0.0]]),
+          torch.tensor([0, 0, 1]))
+
+
+def _three_sample_targets(epoch: int, **kw: object) -> Targets:
+    """The targets of the batch ``_THREE`` in ``epoch`` of a recipe with options ``kw``."""
+    r = _recipe(**kw)
+    r.start_epoch(epoch)
+    r.refresh_prototypes()
+    x, y = _THREE
+    logits = r.model(x)
+    w = r.weights(inputs=x, labels=y)
+    return r.targets(y, w, logits=logits.detach())
+
+
 def test_targets_give_dropped_samples_the_agreed_pseudo_label() -> None:
     # features = inputs (identity body); prototypes: class k near the k-th unit vector.
     # Sample 0 labelled 0 near class 0: kept. Sample 1 labelled 0 near class 1, and the network
     # (logits 10x the features) is sure of class 1: dropped, pseudo-label 1. Sample 2 labelled 1
     # nearer class 0, the network unsure (logits 6.2 and 6.0): dropped, no pseudo-label.
-    r = _recipe(pseudo_labels=True, pseudo_confidence=0.9, pseudo_ramp_epochs=4)
-    r.start_epoch(1)  # ramp (1 - 0 + 1) / 4 = 0.5
-    r.refresh_prototypes()
-    x = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.62, 0.6, 0.0]])
-    y = torch.tensor([0, 0, 1])
-    logits = r.model(x)
-    w = r.weights(inputs=x, labels=y)
-    t = r.targets(y, w, logits=logits.detach())
+    t = _three_sample_targets(1, pseudo_labels=True, pseudo_confidence=0.9,
+                              pseudo_ramp_epochs=4)  # ramp (1 - 0 + 1) / 4 = 0.5
     assert isinstance(t, Targets)
     assert t.kept.tolist() == [True, False, False]
     assert t.pseudo.tolist() == [False, True, False]
@@ -265,15 +274,9 @@ def test_targets_give_dropped_samples_the_agreed_pseudo_label() -> None:
 def test_targets_bootstrap_the_dropped_samples_with_the_ramp() -> None:
     # as above; sample 2 (labelled 1, the network says 0 at 6.2 against 6.0) is dropped and not
     # pseudo-labelled: bootstrapped towards 0 with share 0.8 * ramp 0.5
-    r = _recipe(pseudo_labels=True, pseudo_confidence=0.9, pseudo_ramp_epochs=4,
-                dropped_target="bootstrap", bootstrap_share=0.8, dropped_weight=0.5)
-    r.start_epoch(1)
-    r.refresh_prototypes()
-    x = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.62, 0.6, 0.0]])
-    y = torch.tensor([0, 0, 1])
-    logits = r.model(x)
-    w = r.weights(inputs=x, labels=y)
-    t = r.targets(y, w, logits=logits.detach())
+    t = _three_sample_targets(1, pseudo_labels=True, pseudo_confidence=0.9,
+                              pseudo_ramp_epochs=4, dropped_target="bootstrap",
+                              bootstrap_share=0.8, dropped_weight=0.5)
     assert t.pseudo.tolist() == [False, True, False] and t.labels.tolist() == [0, 1, 1]
     assert t.guess is not None and t.guess_share is not None
     assert t.guess.tolist() == [0, 1, 0]
@@ -282,15 +285,12 @@ def test_targets_bootstrap_the_dropped_samples_with_the_ramp() -> None:
     torch.testing.assert_close(t.soft_targets(3)[2], torch.tensor([0.4, 0.6, 0.0]))
     # a later start: nothing bootstrapped before it, then the ramp from there
     for start, epoch, share in ((2, 1, 0.0), (2, 2, 0.2), (2, 3, 0.4), (2, 6, 0.8), (0, 1, 0.4)):
-        rs = _recipe(dropped_target="bootstrap", bootstrap_start=start, pseudo_ramp_epochs=4,
-                     dropped_weight=0.5)
-        rs.start_epoch(epoch)
-        rs.refresh_prototypes()
-        rs.model(x)
-        ts = rs.targets(y, rs.weights(inputs=x, labels=y), logits=rs.model(x).detach())
+        ts = _three_sample_targets(epoch, dropped_target="bootstrap", bootstrap_start=start,
+                                   pseudo_ramp_epochs=4, dropped_weight=0.5)
         assert ts.guess_share is not None
         torch.testing.assert_close(ts.guess_share[2], torch.tensor(share))
     # without pseudo-labels the bootstrap still needs the network's logits
+    x, y = _THREE
     r2 = _recipe(dropped_target="bootstrap")
     r2.model(x)
     w2 = r2.weights(inputs=x, labels=y)

@@ -308,19 +308,17 @@ class SurrogateRecipe:
         if source is None:
             raise ValueError("Expected `logits` to be given with `pseudo_labels` or "
                              "`dropped_target='bootstrap'` and `eval_features=False`, but got None")
-        ramp, t = cfg.pseudo_ramp_epochs, self.epoch - cfg.warmup_epochs + 1
-        r = min(1.0, t / ramp) if ramp else 1.0
+        t = self.epoch - cfg.warmup_epochs + 1  # >= 1 after the warm-up
         out = Targets(w, labels, kept, none)
         if cfg.pseudo_labels:
             clean = self.reweighter.clean
             out = pseudo_label_targets(
                 w, labels, kept, self._batch[0], clean["class_sums"], clean["class_counts"],
                 source, confidence=cfg.pseudo_confidence, peer_logits=peer_logits,
-                weight=self.reweighter.w_max * r)
+                weight=self.reweighter.w_max * _ramp(t, cfg.pseudo_ramp_epochs))
         if cfg.dropped_target == "bootstrap":
-            tb = t - cfg.bootstrap_start
-            rb = min(1.0, max(0, tb) / ramp) if ramp else float(tb > 0)
-            out = bootstrap_targets(out, source.to(w.device), share=cfg.bootstrap_share * rb)
+            share = cfg.bootstrap_share * _ramp(t - cfg.bootstrap_start, cfg.pseudo_ramp_epochs)
+            out = bootstrap_targets(out, source.to(w.device), share=share)
         return out
 
     # ------------------------------------------------------------------ losses (pure)
@@ -407,3 +405,9 @@ class SurrogateRecipe:
         """Remove the feature hook the recipe installed on ``head`` (also what leaving a
         ``with SurrogateRecipe(...) as recipe:`` block does)."""
         self._capture.remove()
+
+
+def _ramp(t: int, epochs: int) -> float:
+    r"""The linear ramp :math:`\min(1, \max(0, t)/T)` in its :math:`t`-th epoch (a step at
+    :math:`t = 1` when :math:`T = 0`)."""
+    return min(1.0, max(0, t) / epochs) if epochs else float(t > 0)
