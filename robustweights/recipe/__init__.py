@@ -10,10 +10,13 @@
   the filter's health;
 * :mod:`~robustweights.recipe.targets`: targets for what the filter drops, mixup and the
   soft-target loss (public here: ``from robustweights.recipe import mixup``);
-* :mod:`~robustweights.recipe.calibration`: per-class thresholds calibrated on trusted images.
+* :mod:`~robustweights.recipe.calibration`: per-class thresholds calibrated on trusted images;
+* :mod:`~robustweights.recipe.elr`: early-learning regularisation, against the wrong labels the
+  filter keeps.
 """
 
 from robustweights.recipe.config import RecipeConfig
+from robustweights.recipe.elr import PredictionAverage, elr_penalty
 from robustweights.recipe.surrogate import SurrogateRecipe
 from robustweights.recipe.targets import (
     Targets,
@@ -23,5 +26,6 @@ from robustweights.recipe.targets import (
     soft_cross_entropy,
 )
 
-__all__ = ["RecipeConfig", "SurrogateRecipe", "Targets", "agreement_pseudo_labels",
-           "bootstrap_targets", "mixup", "soft_cross_entropy"]
+__all__ = ["PredictionAverage", "RecipeConfig", "SurrogateRecipe", "Targets",
+           "agreement_pseudo_labels", "bootstrap_targets", "elr_penalty", "mixup",
+           "soft_cross_entropy"]

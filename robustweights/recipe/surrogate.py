@@ -180,6 +180,15 @@ class SurrogateRecipe:
         return self.epoch < self.config.warmup_epochs
 
     @property
+    def eval_logits(self) -> torch.Tensor | None:
+        """The logits (B, C, detached) of the eval-mode forward that :meth:`weights` ran on the
+        latest pool batch with ``eval_features=True`` (None otherwise): the network's prediction
+        of the batch as :meth:`weights` got it, e.g. for
+        :class:`~robustweights.recipe.elr.PredictionAverage` when the training forward sees
+        mixed images."""
+        return self._eval_logits
+
+    @property
     def device(self) -> torch.device:
         return next(iter(self.model.parameters()), torch.empty(0)).device
 

@@ -1,7 +1,7 @@
 """The benchmark methods, one module each, by CLI name."""
 
 from benchmarks.cifar_n.methods.base import AUGMENTATIONS, Context, EpochLog, Method, TrainConfig
-from benchmarks.cifar_n.methods.ce import CE, CEMixup
+from benchmarks.cifar_n.methods.ce import CE, CEELR, CEMixup, CEMixupELR
 from benchmarks.cifar_n.methods.clean_only import CleanOnly
 from benchmarks.cifar_n.methods.coteaching import CoTeaching, CoTeachingMixup
 from benchmarks.cifar_n.methods.coteaching_plus import CoTeachingPlus
@@ -12,18 +12,20 @@ from benchmarks.cifar_n.methods.mwnet import MWNet
 
 #: CLI name -> class, in table order.
 METHODS: dict[str, type[Method]] = {
-    m.name: m for m in (CE, CEMixup, CleanOnly, CoTeaching, CoTeachingMixup, CoTeachingPlus, FINE,
-                        L2RW, MWNet, FBR, FBRPlus)
+    m.name: m for m in (CE, CEMixup, CEELR, CEMixupELR, CleanOnly, CoTeaching, CoTeachingMixup,
+                        CoTeachingPlus, FINE, L2RW, MWNet, FBR, FBRPlus)
 }
 
 __all__ = [
     "AUGMENTATIONS",
     "CE",
+    "CEELR",
     "FBR",
     "FINE",
     "L2RW",
     "METHODS",
     "CEMixup",
+    "CEMixupELR",
     "CleanOnly",
     "CoTeaching",
     "CoTeachingMixup",

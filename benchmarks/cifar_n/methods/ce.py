@@ -1,5 +1,6 @@
-"""CE: plain cross-entropy on the noisy pool plus the clean subset (every sample, weight 1), and
-CE + mixup, the fairness row of every recipe that uses mixup."""
+"""CE: plain cross-entropy on the noisy pool plus the clean subset (every sample, weight 1);
+CE + mixup, the fairness row of every recipe that uses mixup; CE + ELR and CE + mixup + ELR,
+the fairness rows of a recipe that uses early-learning regularisation."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.cifar_n.methods.base import Context, EpochLog, Method
-from robustweights.recipe import mixup, soft_cross_entropy
+from benchmarks.cifar_n.methods.base import Context, EpochLog, Method, per_sample_ce
+from robustweights.recipe import PredictionAverage, elr_penalty, mixup, soft_cross_entropy
 
-__all__ = ["CE", "CEMixup"]
+__all__ = ["CE", "CEELR", "CEMixup", "CEMixupELR"]
 
 
 class CE(Method):
@@ -21,14 +23,18 @@ class CE(Method):
     Its best epoch (early stopping against the test set, the cheap honest baseline) and its last
     epoch are both reported; the gap between them is the cost of memorising the noise. With
     ``mixup`` = :math:`\\alpha > 0` every batch is mixed (Zhang et al., ICLR 2018) and trained
-    with cross-entropy against the mixed one-hot targets.
+    with cross-entropy against the mixed one-hot targets. With ``elr`` = :math:`\\lambda > 0`
+    the loss adds early-learning regularisation (``robustweights.recipe.elr``, momentum
+    ``elr_momentum``), its running targets updated from the training forward's predictions, or
+    under mixup from a no-grad eval-mode forward of the un-mixed batch (as the FBR recipe's eval
+    forward gives them) and mixed with the same draw as the labels.
     """
 
     name = "ce"
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
-        return {"mixup": 0.0}
+        return {"mixup": 0.0, "elr": 0.0, "elr_momentum": 0.7}
 
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
@@ -36,12 +42,16 @@ class CE(Method):
         self.opt = ctx.new_optimizer(self.model)
         self.sched = ctx.new_scheduler(self.opt)
         self.x, self.y = ctx.union()
+        self.elr = (PredictionAverage(ctx.num_classes, momentum=float(self.params["elr_momentum"]))
+                    if float(self.params["elr"]) > 0 else None)
 
     def train_epoch(self, epoch: int) -> EpochLog:
         c = self.c
         self.model.train()
         alpha = float(self.params["mixup"])
-        if alpha > 0:
+        if self.elr is not None:
+            loss_value = self._elr_epoch(alpha)
+        elif alpha > 0:
             total, n = 0.0, 0
             for idx in c.batches(len(self.y)):
                 y = self.y[idx]
@@ -57,6 +67,32 @@ class CE(Method):
         self.sched.step()
         return EpochLog(loss_value, np.ones(c.n_pool))
 
+    def _elr_epoch(self, alpha: float) -> float:
+        c, avg, lam = self.c, self.elr, float(self.params["elr"])
+        assert avg is not None
+        total, n = 0.0, 0
+        for idx in c.batches(len(self.y)):
+            x, y = c.train_view(self.x[idx]), self.y[idx]
+            if alpha > 0:  # the un-mixed batch's prediction, then one draw mixes both targets
+                with torch.no_grad():
+                    self.model.eval()
+                    t = avg.update(idx, self.model(x))
+                    self.model.train()
+                both = torch.cat([F.one_hot(y, c.num_classes).float(), t.to(y.device)], 1)
+                x, qt, w = mixup(x, both, torch.ones(len(y)), num_classes=2 * c.num_classes,
+                                 alpha=alpha, generator=c.generator)
+                q, t = qt.split(c.num_classes, 1)
+                logits = self.model(x)
+                loss = soft_cross_entropy(logits, q, w.to(x.device))
+            else:
+                logits = self.model(x)
+                t = avg.update(idx, logits.detach())
+                loss = per_sample_ce(logits, y).mean()
+            loss = loss + lam * elr_penalty(logits, t)
+            self.sgd_step(self.opt, loss)
+            total, n = total + loss.item() * len(idx), n + len(idx)
+        return total / max(n, 1)
+
     def eval_model(self) -> nn.Module:
         return self.model
 
@@ -69,3 +105,24 @@ class CEMixup(CE):
     @classmethod
     def defaults(cls) -> dict[str, Any]:
         return {"mixup": 1.0}
+
+
+class CEELR(CE):
+    """CE with early-learning regularisation (lambda 3, momentum 0.7: the ELR paper's CIFAR-10
+    values)."""
+
+    name = "ce_elr"
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return {**super().defaults(), "elr": 3.0}
+
+
+class CEMixupELR(CE):
+    """CE with mixup (alpha 1) and early-learning regularisation (lambda 3, momentum 0.7)."""
+
+    name = "ce_mixup_elr"
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return {**super().defaults(), "mixup": 1.0, "elr": 3.0}

@@ -41,7 +41,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from benchmarks.cifar_n.methods.base import Context, EpochLog, Method
 from benchmarks.cifar_n.models import head
 from robustweights import AlphaSchedule, SurrogateRecipe, SurrogateReweighter
-from robustweights.recipe import Targets, mixup, soft_cross_entropy
+from robustweights.recipe import PredictionAverage, Targets, elr_penalty, mixup, soft_cross_entropy
 
 __all__ = ["FBR", "FBRPlus"]
 
@@ -65,7 +65,10 @@ class FBR(Method):
     reported), and ``loss_norm``: ``"batch"`` (the authors': the weighted losses summed and
     divided by the batch size) or ``"weights"`` (divided by the batch's sum of weights instead,
     as Co-teaching averages over the samples it keeps: the pool's step size does not shrink
-    with the kept fraction).
+    with the kept fraction), ``elr`` (:math:`\\lambda` of early-learning regularisation over
+    the pool batches, every sample unweighted; 0: off) with ``elr_momentum`` (its
+    :math:`\\beta`), its running targets updated from the eval forward's predictions of the
+    un-mixed batch and mixed with the same draw as the labels.
     """
 
     name = "fbr"
@@ -81,7 +84,7 @@ class FBR(Method):
                 "thresholds": "global", "calibration_quantile": 0.2, "pseudo_labels": False,
                 "pseudo_confidence": 0.95, "pseudo_ramp": 10, "mixup": 0.0,
                 "calibration_holdout": 0, "dropped_target": "label", "bootstrap_share": 0.8,
-                "bootstrap_start": 0}
+                "bootstrap_start": 0, "elr": 0.0, "elr_momentum": 0.7}
 
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
@@ -132,6 +135,8 @@ class FBR(Method):
             self.clean, self.calib = (x[keep], y[keep]), (x[out], y[out])
         self.recipes = [self._recipe(ctx, scorer, k) for k, scorer in enumerate(scorers)]
         self.recipe = self.recipes[0]
+        self.elr = [PredictionAverage(ctx.num_classes, momentum=float(p["elr_momentum"]))
+                    for _ in self.nets] if float(p["elr"]) > 0 else None
 
     def _recipe(self, ctx: Context, scorer: nn.Module, k: int) -> SurrogateRecipe:
         p = self.params
@@ -172,6 +177,21 @@ class FBR(Method):
             return recipe.loss(logits, t.labels, t.weights)
         return soft_cross_entropy(logits, t.soft_targets(self.c.num_classes), t.weights)
 
+    def _elr_source(self, k: int, x: torch.Tensor, train: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+        """Net ``k``'s prediction of the batch for ELR's running targets: the recipe's eval
+        forward where it ran, else the training forward's (``train``) or a no-grad eval one."""
+        z = self.recipes[k].eval_logits
+        if z is not None:
+            return z
+        if train is not None:
+            return train.detach()
+        with torch.no_grad():
+            self.nets[k].eval()
+            z = self.nets[k](x)
+            self.nets[k].train()
+        return z
+
     def train_epoch(self, epoch: int) -> EpochLog:
         c = self.c
         for net in self.nets:
@@ -197,7 +217,18 @@ class FBR(Method):
         for idx in c.batches(c.n_pool):
             x, y = c.train_view(c.pool_x[idx]), c.pool_y[idx]
             for k, recipe in enumerate(self.recipes):
-                if mix > 0:  # targets from the un-mixed batch's eval forward, then mixup
+                if mix > 0 and self.elr is not None:  # ELR's targets mixed as the labels are
+                    w = recipe.weights(inputs=x, labels=y, sample_ids=idx)
+                    t = recipe.targets(y, w)
+                    avg = self.elr[k].update(idx, self._elr_source(k, x))
+                    both = torch.cat([t.soft_targets(c.num_classes), avg.to(w.device)], 1)
+                    xm, qa, wm = mixup(x, both, t.weights, num_classes=2 * c.num_classes,
+                                       alpha=mix, generator=c.generator)
+                    q, am = qa.split(c.num_classes, 1)
+                    logits = self.nets[k](xm)
+                    loss = soft_cross_entropy(logits, q, wm) \
+                        + float(self.params["elr"]) * elr_penalty(logits, am)
+                elif mix > 0:  # targets from the un-mixed batch's eval forward, then mixup
                     w = recipe.weights(inputs=x, labels=y, sample_ids=idx)
                     t = recipe.targets(y, w)
                     xm, q, wm = mixup(x, t.soft_targets(c.num_classes), t.weights,
@@ -214,6 +245,9 @@ class FBR(Method):
                     w = recipe.weights(inputs=x, labels=y, sample_ids=idx)
                     t = recipe.targets(y, w, logits=logits.detach())
                     loss = self._loss(recipe, logits, t)
+                if self.elr is not None and mix == 0:
+                    avg = self.elr[k].update(idx, self._elr_source(k, x, logits))
+                    loss = loss + float(self.params["elr"]) * elr_penalty(logits, avg)
                 if self.params["loss_norm"] == "weights":  # sum w l / sum w, not / B
                     loss = loss * len(y) / w.detach().sum().clamp_min(1e-12)
                 self._step(k, loss)
