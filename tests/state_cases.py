@@ -25,7 +25,7 @@ from robustweights import (
     SurrogateRecipe,
     SurrogateReweighter,
 )
-from robustweights.recipe import soft_cross_entropy
+from robustweights.recipe import PredictionAverage, elr_penalty, soft_cross_entropy
 
 C, D, B, M = 4, 6, 12, 20
 N_STEPS, SPLIT = 6, 3  # save after SPLIT steps, compare the remaining ones
@@ -221,6 +221,13 @@ def _lightning_recipe_step(run: LightningRecipeRun, t: int) -> torch.Tensor:
     return torch.cat([run.recipe.last_weights, loss.detach().reshape(1)])  # type: ignore[list-item]
 
 
+def _elr_step(avg: PredictionAverage, t: int) -> torch.Tensor:
+    d = _data(t)
+    logits = _head()(d["features"]).detach()  # ids recur, so each step reads earlier rows
+    targets = avg.update(d["ids"], logits)
+    return torch.cat([targets.flatten(), elr_penalty(logits, targets).reshape(1).float()])
+
+
 CASES: dict[str, Case] = {
     "fbr_recompute": Case(lambda: SurrogateReweighter(C, alpha=AlphaSchedule(C, 4)), _fbr_step),
     "fbr_incremental": Case(lambda: SurrogateReweighter(C, alpha=0.3, mode="incremental",
@@ -231,6 +238,7 @@ CASES: dict[str, Case] = {
     "phase_monitor": Case(lambda: PhaseMonitor(freeze=True, warn=False), _monitor_step),
     "fbr_recipe": Case(RecipeRun, _recipe_step, own=lambda run: run.recipe),
     "fbr_recipe_targets": Case(TargetsRecipeRun, _targets_step, own=lambda run: run.recipe),
+    "elr_prediction_average": Case(lambda: PredictionAverage(C, momentum=0.6), _elr_step),
 }
 if importlib.util.find_spec("lightning") is not None:  # CI installs the extra
     CASES["lightning_recipe_callback"] = Case(LightningRecipeRun, _lightning_recipe_step,

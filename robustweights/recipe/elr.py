@@ -55,7 +55,10 @@ _EPS = 1e-4  # the clip of the paper's code: keeps log(1 - <p, t>) finite
 
 
 def _clipped_probs(logits: torch.Tensor, eps: float) -> torch.Tensor:
-    return torch.softmax(logits.float(), dim=1).clamp(eps, 1.0 - eps)
+    # half-precision logits (AMP) are promoted: the clip at 1e-4 is below float16's resolution
+    # near 1
+    z = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+    return torch.softmax(z, dim=1).clamp(eps, 1.0 - eps)
 
 
 def elr_penalty(logits: torch.Tensor, targets: torch.Tensor, *, eps: float = _EPS,
@@ -90,9 +93,10 @@ def elr_penalty(logits: torch.Tensor, targets: torch.Tensor, *, eps: float = _EP
                          f"{reduction!r}")
     if logits.shape[0] == 0:
         return logits.sum() * 0.0 if reduction != "none" else logits.new_zeros(0)
-    t = targets.detach().to(device=logits.device, dtype=torch.float32)
+    p = _clipped_probs(logits, eps)
+    t = targets.detach().to(device=p.device, dtype=p.dtype)
     # <p, t> <= (1 - eps) * sum(t) <= 1 - eps for rows summing to at most 1: log stays finite.
-    dot = (_clipped_probs(logits, eps) * t).sum(1).clamp(max=1.0 - eps)
+    dot = (p * t).sum(1).clamp(max=1.0 - eps)
     per_sample = torch.log1p(-dot)
     if reduction == "none":
         return per_sample
@@ -170,7 +174,7 @@ class PredictionAverage:
         p = p / p.sum(1, keepdim=True)
         all_ids, all_p = (all_gather_cat(ids, p, group=self.group) if self.sync else (ids, p))
         table = self._cover(int(all_ids.max()) + 1 if all_ids.numel() else 0, logits.device)
-        table[all_ids] = self.momentum * table[all_ids] + (1 - self.momentum) * all_p
+        table[all_ids] = self.momentum * table[all_ids] + (1 - self.momentum) * all_p.to(table)
         return table[ids].clone()
 
     def __call__(self, sample_ids: Any, logits: torch.Tensor) -> torch.Tensor:

@@ -25,16 +25,17 @@ class CE(Method):
     ``mixup`` = :math:`\\alpha > 0` every batch is mixed (Zhang et al., ICLR 2018) and trained
     with cross-entropy against the mixed one-hot targets. With ``elr`` = :math:`\\lambda > 0`
     the loss adds early-learning regularisation (``robustweights.recipe.elr``, momentum
-    ``elr_momentum``), its running targets updated from the training forward's predictions, or
-    under mixup from a no-grad eval-mode forward of the un-mixed batch (as the FBR recipe's eval
-    forward gives them) and mixed with the same draw as the labels.
+    ``elr_momentum``, counted from epoch ``elr_start``), its running targets updated from the
+    training forward's predictions, or under mixup from a no-grad eval-mode forward of the
+    un-mixed batch (as the FBR recipe's eval forward gives them) and mixed with the same draw as
+    the labels.
     """
 
     name = "ce"
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
-        return {"mixup": 0.0, "elr": 0.0, "elr_momentum": 0.7}
+        return {"mixup": 0.0, "elr": 0.0, "elr_momentum": 0.7, "elr_start": 0}
 
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
@@ -50,7 +51,7 @@ class CE(Method):
         self.model.train()
         alpha = float(self.params["mixup"])
         if self.elr is not None:
-            loss_value = self._elr_epoch(alpha)
+            loss_value = self._elr_epoch(epoch, alpha)
         elif alpha > 0:
             total, n = 0.0, 0
             for idx in c.batches(len(self.y)):
@@ -67,8 +68,9 @@ class CE(Method):
         self.sched.step()
         return EpochLog(loss_value, np.ones(c.n_pool))
 
-    def _elr_epoch(self, alpha: float) -> float:
-        c, avg, lam = self.c, self.elr, float(self.params["elr"])
+    def _elr_epoch(self, epoch: int, alpha: float) -> float:
+        c, avg = self.c, self.elr
+        lam = float(self.params["elr"]) if epoch >= int(self.params["elr_start"]) else 0.0
         assert avg is not None
         total, n = 0.0, 0
         for idx in c.batches(len(self.y)):

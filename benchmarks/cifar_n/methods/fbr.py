@@ -67,8 +67,9 @@ class FBR(Method):
     as Co-teaching averages over the samples it keeps: the pool's step size does not shrink
     with the kept fraction), ``elr`` (:math:`\\lambda` of early-learning regularisation over
     the pool batches, every sample unweighted; 0: off) with ``elr_momentum`` (its
-    :math:`\\beta`), its running targets updated from the eval forward's predictions of the
-    un-mixed batch and mixed with the same draw as the labels.
+    :math:`\\beta`) and ``elr_start`` (the first epoch the term counts; the running targets
+    are updated from epoch 0), its running targets updated from the eval forward's predictions
+    of the un-mixed batch and mixed with the same draw as the labels.
     """
 
     name = "fbr"
@@ -84,7 +85,7 @@ class FBR(Method):
                 "thresholds": "global", "calibration_quantile": 0.2, "pseudo_labels": False,
                 "pseudo_confidence": 0.95, "pseudo_ramp": 10, "mixup": 0.0,
                 "calibration_holdout": 0, "dropped_target": "label", "bootstrap_share": 0.8,
-                "bootstrap_start": 0, "elr": 0.0, "elr_momentum": 0.7}
+                "bootstrap_start": 0, "elr": 0.0, "elr_momentum": 0.7, "elr_start": 0}
 
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
@@ -212,6 +213,7 @@ class FBR(Method):
         pseudo = np.full(c.n_pool, -1, dtype=np.int64)
         kept = np.full(c.n_pool, np.nan)
         mix = float(self.params["mixup"])
+        lam = float(self.params["elr"]) if epoch >= int(self.params["elr_start"]) else 0.0
         total, n = 0.0, 0
         couplings: list[float] = []
         for idx in c.batches(c.n_pool):
@@ -226,8 +228,7 @@ class FBR(Method):
                                        alpha=mix, generator=c.generator)
                     q, am = qa.split(c.num_classes, 1)
                     logits = self.nets[k](xm)
-                    loss = soft_cross_entropy(logits, q, wm) \
-                        + float(self.params["elr"]) * elr_penalty(logits, am)
+                    loss = soft_cross_entropy(logits, q, wm) + lam * elr_penalty(logits, am)
                 elif mix > 0:  # targets from the un-mixed batch's eval forward, then mixup
                     w = recipe.weights(inputs=x, labels=y, sample_ids=idx)
                     t = recipe.targets(y, w)
@@ -247,7 +248,7 @@ class FBR(Method):
                     loss = self._loss(recipe, logits, t)
                 if self.elr is not None and mix == 0:
                     avg = self.elr[k].update(idx, self._elr_source(k, x, logits))
-                    loss = loss + float(self.params["elr"]) * elr_penalty(logits, avg)
+                    loss = loss + lam * elr_penalty(logits, avg)
                 if self.params["loss_norm"] == "weights":  # sum w l / sum w, not / B
                     loss = loss * len(y) / w.detach().sum().clamp_min(1e-12)
                 self._step(k, loss)
