@@ -42,8 +42,8 @@ class Preset:
     ceiling: bool = False
 
 
-ALL_METHODS = ("ce", "ce_mixup", "clean_only", "coteaching", "coteaching_mixup", "coteaching_plus",
-               "fine", "l2rw", "mwnet", "fbr", "fbr_plus")
+ALL_METHODS = ("ce", "ce_mixup", "ce_elr", "ce_mixup_elr", "clean_only", "coteaching",
+               "coteaching_mixup", "coteaching_plus", "fine", "l2rw", "mwnet", "fbr", "fbr_plus")
 
 # --------------------------------------------------------------------------- cpu
 # Sizing for 2 CPU cores and the 5,170-image subset (4,920 noisy pool + 250 clean, 508 test),

@@ -24,7 +24,8 @@ from benchmarks.cifar_n.methods.base import TrainConfig
 
 __all__ = ["aggregate", "load_records", "make_plots", "markdown_report"]
 
-LABELS = {"ce": "CE", "ce_mixup": "CE + mixup", "clean_only": "Clean only",
+LABELS = {"ce": "CE", "ce_mixup": "CE + mixup", "ce_elr": "CE + ELR",
+          "ce_mixup_elr": "CE + mixup + ELR", "clean_only": "Clean only",
           "coteaching": "Co-teaching", "coteaching_mixup": "Co-teaching + mixup",
           "coteaching_plus": "Co-teaching+", "fine": "FINE", "l2rw": "L2RW", "mwnet": "MW-Net",
           "fbr": "FBR (authors' recipe)", "fbr_plus": "FBR+ (ours)"}

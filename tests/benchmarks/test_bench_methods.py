@@ -354,3 +354,34 @@ def test_report_wraps_the_reproduce_command_for_the_docs_column() -> None:
     assert all(line.endswith(" \\") for line in lines[:-1])
     joined = " ".join(line.removesuffix("\\").strip() for line in lines)
     assert shlex.split(joined) == shlex.split(cmd)
+
+
+# ------------------------------------------------------------------------- ELR rows
+def test_elr_running_targets_cover_what_each_method_trains_on() -> None:
+    ctx = _tiny_context()
+    ce = CE(mixup=1.0, elr=3.0)
+    ce.setup(ctx)
+    ce.train_epoch(0)
+    assert ce.elr is not None and ce.elr.targets is not None
+    assert ce.elr.targets.shape[0] == ctx.n_pool + ctx.n_clean, "pool and clean set, as CE trains"
+    assert bool((ce.elr.targets.sum(1) > 0).all()), "every sample visited once"
+    fbr = FBRPlus(elr=3.0, mixup=1.0)
+    fbr.setup(_tiny_context())
+    fbr.train_epoch(0)
+    assert fbr.elr is not None and fbr.elr[0].targets is not None
+    assert fbr.elr[0].targets.shape[0] == ctx.n_pool, "the pool batches only"
+
+
+@pytest.mark.parametrize("method", [CE, FBRPlus])
+def test_elr_before_its_start_trains_as_without_it(method) -> None:
+    # The running targets are mixed beside the labels by the same draw: until the term counts,
+    # the run is the run without ELR to the last bit (same losses, same weights).
+    def run(**elr: float) -> list[float]:
+        torch.manual_seed(0)  # the model's initialisation
+        m = method(mixup=1.0, **elr)
+        m.setup(_tiny_context())
+        return [m.train_epoch(e).loss for e in range(2)]
+
+    plain = run()
+    assert run(elr=3.0, elr_start=2) == plain
+    assert run(elr=3.0, elr_start=1)[1] != plain[1], "from its start the term counts"
