@@ -106,7 +106,7 @@ class CEMixup(CE):
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
-        return {"mixup": 1.0}
+        return {**super().defaults(), "mixup": 1.0}
 
 
 class CEELR(CE):
