@@ -114,6 +114,10 @@ def test_bad_input_is_named() -> None:
         avg.update(torch.tensor([0, 1]), torch.zeros(1, 3))
     with pytest.raises(ValueError, match="targets"):
         elr_penalty(torch.zeros(2, 3), torch.zeros(2, 2))
+    with pytest.raises(TypeError, match="logits"):
+        elr_penalty([[0.0, 0.0]], torch.zeros(1, 2))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="logits"):
+        elr_penalty(torch.zeros(3), torch.zeros(3, 1))
     with pytest.raises(ValueError, match="reduction"):
         elr_penalty(torch.zeros(2, 3), torch.zeros(2, 3), reduction="max")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="eps"):

@@ -87,9 +87,12 @@ def elr_penalty(logits: torch.Tensor, targets: torch.Tensor, *, eps: float = _EP
         >>> elr_penalty(z, torch.tensor([[1.0, 0.0]]))      # log(1 - 0.5)
         tensor(-0.6931)
     """
-    if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
-        raise ValueError(f"Expected `logits` to be a (B, C) tensor, but got "
-                         f"{getattr(logits, 'shape', type(logits).__name__)}")
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"Expected `logits` to be a torch.Tensor, but got "
+                        f"{type(logits).__name__}")
+    if logits.ndim != 2:
+        raise ValueError(f"Expected `logits` to have shape (B, C), but got "
+                         f"{tuple(logits.shape)}")
     check_batch_logits(targets, logits.shape[0], logits.shape[1], "targets")
     if not 0 < eps < 0.5:
         raise ValueError(f"Expected `eps` to be in (0, 0.5), but got {eps!r}")
@@ -181,9 +184,6 @@ class PredictionAverage:
         table = self._cover(int(all_ids.max()) + 1 if all_ids.numel() else 0, logits.device)
         table[all_ids] = self.momentum * table[all_ids] + (1 - self.momentum) * all_p.to(table)
         return table[ids].clone()
-
-    def __call__(self, sample_ids: Any, logits: torch.Tensor) -> torch.Tensor:
-        return self.update(sample_ids, logits)
 
     def reset(self) -> None:
         """Forget every target (all rows 0)."""
