@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.cifar_n.methods.base import Context, EpochLog, Method, per_sample_ce
+from robustweights._data import eval_mode
 from robustweights.recipe import PredictionAverage, elr_penalty, mixup, soft_cross_entropy
 
 __all__ = ["CE", "CEELR", "CEMixup", "CEMixupELR"]
@@ -50,47 +51,38 @@ class CE(Method):
         c = self.c
         self.model.train()
         alpha = float(self.params["mixup"])
-        if self.elr is not None:
-            loss_value = self._elr_epoch(epoch, alpha)
-        elif alpha > 0:
-            total, n = 0.0, 0
-            for idx in c.batches(len(self.y)):
-                y = self.y[idx]
-                x, q, w = mixup(c.train_view(self.x[idx]), y, torch.ones(len(y)),
-                                num_classes=c.num_classes, alpha=alpha, generator=c.generator)
-                loss = soft_cross_entropy(self.model(x), q, w.to(x.device))
-                self.sgd_step(self.opt, loss)
-                total, n = total + loss.item() * len(idx), n + len(idx)
-            loss_value = total / max(n, 1)
+        if alpha > 0 or self.elr is not None:
+            loss_value = self._regularised_epoch(epoch, alpha)
         else:
             loss_value = self.ce_steps(self.model, self.opt, self.x, self.y,
                                        c.batches(len(self.y)))
         self.sched.step()
         return EpochLog(loss_value, np.ones(c.n_pool))
 
-    def _elr_epoch(self, epoch: int, alpha: float) -> float:
-        c, avg = self.c, self.elr
+    def _regularised_epoch(self, epoch: int, alpha: float) -> float:
+        """One epoch with mixup (``alpha`` > 0) and/or ELR; returns the mean loss."""
+        c, avg, n_cls = self.c, self.elr, self.c.num_classes
         lam = float(self.params["elr"]) if epoch >= int(self.params["elr_start"]) else 0.0
-        assert avg is not None
         total, n = 0.0, 0
         for idx in c.batches(len(self.y)):
             x, y = c.train_view(self.x[idx]), self.y[idx]
-            if alpha > 0:  # the un-mixed batch's prediction, then one draw mixes both targets
-                with torch.no_grad():
-                    self.model.eval()
-                    t = avg.update(idx, self.model(x))
-                    self.model.train()
-                both = torch.cat([F.one_hot(y, c.num_classes).float(), t.to(y.device)], 1)
-                x, qt, w = mixup(x, both, torch.ones(len(y)), num_classes=2 * c.num_classes,
-                                 alpha=alpha, generator=c.generator)
-                q, t = qt.split(c.num_classes, 1)
+            if alpha > 0:
+                q = F.one_hot(y, n_cls).float()
+                if avg is not None:  # the un-mixed batch's prediction, mixed beside the labels
+                    with torch.no_grad(), eval_mode(self.model):
+                        q = torch.cat([q, avg.update(idx, self.model(x)).to(q.device)], 1)
+                x, q, w = mixup(x, q, torch.ones(len(y)), num_classes=q.shape[1], alpha=alpha,
+                                generator=c.generator)
                 logits = self.model(x)
-                loss = soft_cross_entropy(logits, q, w.to(x.device))
-            else:
+                loss = soft_cross_entropy(logits, q[:, :n_cls], w.to(x.device))
+                t = q[:, n_cls:]
+            else:  # ELR alone: the training forward's own prediction
+                assert avg is not None
                 logits = self.model(x)
-                t = avg.update(idx, logits.detach())
                 loss = per_sample_ce(logits, y).mean()
-            loss = loss + lam * elr_penalty(logits, t)
+                t = avg.update(idx, logits.detach())
+            if avg is not None:
+                loss = loss + lam * elr_penalty(logits, t)
             self.sgd_step(self.opt, loss)
             total, n = total + loss.item() * len(idx), n + len(idx)
         return total / max(n, 1)

@@ -41,6 +41,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from benchmarks.cifar_n.methods.base import Context, EpochLog, Method
 from benchmarks.cifar_n.models import head
 from robustweights import AlphaSchedule, SurrogateRecipe, SurrogateReweighter
+from robustweights._data import eval_mode
 from robustweights.recipe import PredictionAverage, Targets, elr_penalty, mixup, soft_cross_entropy
 
 __all__ = ["FBR", "FBRPlus"]
@@ -187,11 +188,8 @@ class FBR(Method):
             return z
         if train is not None:
             return train.detach()
-        with torch.no_grad():
-            self.nets[k].eval()
-            z = self.nets[k](x)
-            self.nets[k].train()
-        return z
+        with torch.no_grad(), eval_mode(self.nets[k]):
+            return self.nets[k](x)
 
     def train_epoch(self, epoch: int) -> EpochLog:
         c = self.c
@@ -219,23 +217,19 @@ class FBR(Method):
         for idx in c.batches(c.n_pool):
             x, y = c.train_view(c.pool_x[idx]), c.pool_y[idx]
             for k, recipe in enumerate(self.recipes):
-                if mix > 0 and self.elr is not None:  # ELR's targets mixed as the labels are
+                if mix > 0:  # targets from the un-mixed batch's eval forward, then mixup
                     w = recipe.weights(inputs=x, labels=y, sample_ids=idx)
                     t = recipe.targets(y, w)
-                    avg = self.elr[k].update(idx, self._elr_source(k, x))
-                    both = torch.cat([t.soft_targets(c.num_classes), avg.to(w.device)], 1)
-                    xm, qa, wm = mixup(x, both, t.weights, num_classes=2 * c.num_classes,
-                                       alpha=mix, generator=c.generator)
-                    q, am = qa.split(c.num_classes, 1)
+                    q = t.soft_targets(c.num_classes)
+                    if self.elr is not None:  # ELR's running targets beside them: one draw
+                        avg = self.elr[k].update(idx, self._elr_source(k, x))
+                        q = torch.cat([q, avg.to(q.device)], 1)
+                    xm, qm, wm = mixup(x, q, t.weights, num_classes=q.shape[1], alpha=mix,
+                                       generator=c.generator)
                     logits = self.nets[k](xm)
-                    loss = soft_cross_entropy(logits, q, wm) + lam * elr_penalty(logits, am)
-                elif mix > 0:  # targets from the un-mixed batch's eval forward, then mixup
-                    w = recipe.weights(inputs=x, labels=y, sample_ids=idx)
-                    t = recipe.targets(y, w)
-                    xm, q, wm = mixup(x, t.soft_targets(c.num_classes), t.weights,
-                                      num_classes=c.num_classes, alpha=mix,
-                                      generator=c.generator)
-                    loss = soft_cross_entropy(self.nets[k](xm), q, wm)
+                    loss = soft_cross_entropy(logits, qm[:, :c.num_classes], wm)
+                    if self.elr is not None:
+                        loss = loss + lam * elr_penalty(logits, qm[:, c.num_classes:])
                 elif recipe.config.eval_features:  # the eval forward, then the training one
                     w = recipe.weights(inputs=x, labels=y, sample_ids=idx)
                     logits = self.nets[k](x)
