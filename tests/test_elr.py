@@ -122,6 +122,8 @@ def test_bad_input_is_named() -> None:
         elr_penalty(torch.zeros(2, 3), torch.zeros(2, 3), reduction="max")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="eps"):
         elr_penalty(torch.zeros(2, 3), torch.zeros(2, 3), eps=0.0)
+    with pytest.raises(ValueError, match="eps"):
+        elr_penalty(torch.zeros(2, 3), torch.zeros(2, 3), eps="0.1")  # type: ignore[arg-type]
 
 
 def test_state_dict_refuses_another_configuration() -> None:

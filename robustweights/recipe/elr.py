@@ -59,6 +59,12 @@ __all__ = ["PredictionAverage", "elr_penalty"]
 _EPS = 1e-4  # the clip of the paper's code: keeps log(1 - <p, t>) finite
 
 
+def _check_eps(eps: Any) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 0.5:
+        raise ValueError(f"Expected `eps` to be a float in (0, 0.5), but got {eps!r}")
+    return float(eps)
+
+
 def _clipped_probs(logits: torch.Tensor, eps: float) -> torch.Tensor:
     # half-precision logits (AMP) are promoted: the clip at 1e-4 is below float16's resolution
     # near 1
@@ -94,8 +100,7 @@ def elr_penalty(logits: torch.Tensor, targets: torch.Tensor, *, eps: float = _EP
         raise ValueError(f"Expected `logits` to have shape (B, C), but got "
                          f"{tuple(logits.shape)}")
     check_batch_logits(targets, logits.shape[0], logits.shape[1], "targets")
-    if not 0 < eps < 0.5:
-        raise ValueError(f"Expected `eps` to be in (0, 0.5), but got {eps!r}")
+    _check_eps(eps)
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"Expected `reduction` to be 'mean', 'sum' or 'none', but got "
                          f"{reduction!r}")
@@ -139,9 +144,7 @@ class PredictionAverage:
         if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) \
                 or not 0 <= momentum < 1:
             raise ValueError(f"Expected `momentum` to be a float in [0, 1), but got {momentum!r}")
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 0.5:
-            raise ValueError(f"Expected `eps` to be in (0, 0.5), but got {eps!r}")
-        self.momentum, self.eps = float(momentum), float(eps)
+        self.momentum, self.eps = float(momentum), _check_eps(eps)
         self.sync, self.group = bool(sync), group
         self.targets: torch.Tensor | None = None  # (N, C) float32, rows of unseen ids 0
 
