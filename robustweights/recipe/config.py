@@ -35,8 +35,10 @@ class RecipeConfig:
     (the recipe's docstring shows the loop). :meth:`authors` is the authors' exact recipe.
 
     Attributes:
-        warmup_epochs: epochs at weight :math:`w_0` for every sample (authors: 10 of 150;
+        warmup_epochs: epochs at the warm-up weight for every sample (authors: 10 of 150;
             default 0).
+        warmup_weight: every sample's weight in the warm-up: None (default) for :math:`w_0`,
+            the authors'; 1.0 trains the warm-up as plain training (your loss unweighted).
         alpha_switch: first epoch with :math:`\alpha = 0` (authors: 40, their first
             learning-rate drop; default 0: :math:`\alpha = 0` throughout, which needs
             :math:`C \ge 3`).
@@ -105,6 +107,7 @@ class RecipeConfig:
     """
 
     warmup_epochs: int = 0
+    warmup_weight: float | None = None
     alpha_switch: int = 0
     clean_passes: int = 3
     clean_batch_size: int = 128
@@ -131,6 +134,8 @@ class RecipeConfig:
         check_positive_int(self.clean_batch_size, "clean_batch_size")
         check_positive_int(self.health_patience, "health_patience")
         check_nonneg_float(self.dropped_weight, "dropped_weight")
+        if self.warmup_weight is not None:
+            check_nonneg_float(self.warmup_weight, "warmup_weight")
         if self.smoothing != 0:
             check_fraction(self.smoothing, "smoothing")
             if self.smoothing >= 1:

@@ -176,7 +176,8 @@ class SurrogateRecipe:
     # ------------------------------------------------------------------ schedule
     @property
     def in_warmup(self) -> bool:
-        """Whether the current epoch is a warm-up epoch (every weight ``w_init``)."""
+        """Whether the current epoch is a warm-up epoch (every weight ``w_init``, or the
+        config's ``warmup_weight``)."""
         return self.epoch < self.config.warmup_epochs
 
     @property

@@ -50,11 +50,13 @@ def pool_weights(recipe: SurrogateRecipe, *, labels: torch.Tensor | None,
     else:  # read before anything else runs a forward
         feats = training_features(recipe, features, n)
     recipe._batch = None
-    if recipe.in_warmup:  # every weight w_init: no prototypes needed
+    if recipe.in_warmup:  # every weight the warm-up's: no prototypes needed
         if not recipe.config.eval_features and recipe.reweighter.validate:
             check_finite(feats, "features")  # checked as after the warm-up
         floating = inputs is not None and inputs.is_floating_point()
-        w = torch.full((n,), recipe.reweighter.w_init, device=labels.device,
+        fill = recipe.config.warmup_weight
+        w = torch.full((n,), recipe.reweighter.w_init if fill is None else fill,
+                       device=labels.device,
                        dtype=inputs.dtype if floating else None)  # type: ignore[union-attr]
         recipe.last_fbr_weights = recipe.last_weights = w
         recipe._used = recipe._capture.count

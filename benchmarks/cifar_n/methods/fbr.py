@@ -78,7 +78,7 @@ class FBR(Method):
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
-        return {"warmup": 10, "clean_passes": 30, "alpha_switch": 40, "eval_features": True,
+        return {"warmup": 10, "warmup_weight": None, "clean_passes": 30, "alpha_switch": 40, "eval_features": True,
                 "dropped_weight": 0.0, "smoothing": 0.0,
                 "drop_rate": None, "drop_ramp": 10, "class_balanced": False,
                 "mode": "recompute", "features": "self", "ema_decay": 0.999,
@@ -152,7 +152,9 @@ class FBR(Method):
         return SurrogateRecipe(
             ctx.num_classes, model=scorer, head=head(inner),
             clean_data=self.clean, health_data=self.held, calibration_data=self.calib,
-            warmup_epochs=int(p["warmup"]), alpha_switch=int(p["alpha_switch"]),
+            warmup_epochs=int(p["warmup"]),
+            warmup_weight=None if p["warmup_weight"] is None else float(p["warmup_weight"]),
+            alpha_switch=int(p["alpha_switch"]),
             clean_passes=int(p["clean_passes"]), clean_batch_size=ctx.config.batch_size,
             eval_features=bool(p["eval_features"]), dropped_weight=float(p["dropped_weight"]),
             smoothing=float(p["smoothing"]),
