@@ -280,6 +280,26 @@ def test_warmup_weights_and_alpha_schedule() -> None:
     assert alphas == [0.5, 0.5, 0.5, 0.0, 0.0]
 
 
+def test_warmup_weight_trains_the_warmup_plainly() -> None:
+    recipe, model, _, _ = make(warmup_epochs=2, warmup_weight=1.0, dropped_weight=0.5)
+    x, y = torch.randn(9, 6), torch.randint(0, 3, (9,))
+    for epoch in range(3):
+        recipe.start_epoch(epoch)
+        recipe.refresh_prototypes()
+        w = recipe.weights(inputs=x, labels=y)
+        t = recipe.targets(y, w)
+        if epoch < 2:  # every sample at the warm-up weight, all kept, no eval forward's logits
+            assert torch.equal(w, torch.ones(9)) and bool(t.kept.all())
+            assert recipe.eval_logits is None
+            logits = model(x)
+            assert torch.equal(recipe.loss(logits, y, w), F.cross_entropy(logits, y))
+        else:  # the filter's weights: kept at w_max, dropped at the floor
+            assert set(w.unique().tolist()) <= {0.5, 1.0} and torch.equal(t.kept, w == 1.0)
+    half, _, _, _ = make(warmup_epochs=1)  # None: w0, the authors'
+    half.start_epoch(0)
+    assert torch.equal(half.weights(inputs=x, labels=y), torch.full((9,), 0.5))
+
+
 def test_loss_is_weighted_mean_of_any_per_sample_loss() -> None:
     recipe, model, _, _ = make()
     recipe.start_epoch(1)
@@ -545,6 +565,9 @@ def test_bad_arguments() -> None:
         SurrogateRecipe(3, **{**kw, "smoothing": 1.0})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="`dropped_weight`"):
         SurrogateRecipe(3, **{**kw, "dropped_weight": 2.0})  # type: ignore[arg-type]
+    for bad in (-0.5, 1.5, float("nan"), True):
+        with pytest.raises(ValueError, match="`warmup_weight`"):
+            SurrogateRecipe(3, **{**kw, "warmup_weight": bad})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="`clean_data`"):
         SurrogateRecipe(3, **{**kw, "clean_data": (xc, yc[:3])})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="`clean_data`"):

@@ -148,9 +148,11 @@ class SurrogateRecipe:
             raise ValueError(f"Expected the reweighter's `num_classes` to be {num_classes}, but "
                              f"got {self.reweighter.num_classes}")
         self.num_classes = num_classes
-        if cfg.dropped_weight > self.reweighter.w_max:
-            raise ValueError(f"Expected `dropped_weight` to be at most `w_max` = "
-                             f"{self.reweighter.w_max}, but got {cfg.dropped_weight!r}")
+        for name in ("dropped_weight", "warmup_weight"):
+            value = getattr(cfg, name)
+            if value is not None and value > self.reweighter.w_max:
+                raise ValueError(f"Expected `{name}` to be at most `w_max` = "
+                                 f"{self.reweighter.w_max}, but got {value!r}")
         self.health_data = None if health_data is None else check_data(health_data,
                                                                         "health_data")
         self.health = FilterHealth(patience=cfg.health_patience)
