@@ -78,8 +78,8 @@ class FBR(Method):
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
-        return {"warmup": 10, "warmup_weight": None, "clean_passes": 30, "alpha_switch": 40, "eval_features": True,
-                "dropped_weight": 0.0, "smoothing": 0.0,
+        return {"warmup": 10, "warmup_weight": None, "clean_passes": 30, "alpha_switch": 40,
+                "eval_features": True, "dropped_weight": 0.0, "smoothing": 0.0,
                 "drop_rate": None, "drop_ramp": 10, "class_balanced": False,
                 "mode": "recompute", "features": "self", "ema_decay": 0.999,
                 "health_holdout": 0, "noise_rate": 0.2, "loss_norm": "batch",
