@@ -295,6 +295,10 @@ def test_warmup_weight_trains_the_warmup_plainly() -> None:
             assert torch.equal(recipe.loss(logits, y, w), F.cross_entropy(logits, y))
         else:  # the filter's weights: kept at w_max, dropped at the floor
             assert set(w.unique().tolist()) <= {0.5, 1.0} and torch.equal(t.kept, w == 1.0)
+    whole, _, _, _ = make(warmup_epochs=1, warmup_weight=1, eval_features=False)  # an int
+    whole.start_epoch(0)
+    w = whole.weights(labels=y, features=torch.randn(9, 16))
+    assert w.dtype == torch.float32 and torch.equal(w, torch.ones(9))
     half, _, _, _ = make(warmup_epochs=1)  # None: w0, the authors'
     half.start_epoch(0)
     assert torch.equal(half.weights(inputs=x, labels=y), torch.full((9,), 0.5))

@@ -55,7 +55,7 @@ def pool_weights(recipe: SurrogateRecipe, *, labels: torch.Tensor | None,
             check_finite(feats, "features")  # checked as after the warm-up
         floating = inputs is not None and inputs.is_floating_point()
         fill = recipe.config.warmup_weight
-        w = torch.full((n,), recipe.reweighter.w_init if fill is None else fill,
+        w = torch.full((n,), recipe.reweighter.w_init if fill is None else float(fill),
                        device=labels.device,
                        dtype=inputs.dtype if floating else None)  # type: ignore[union-attr]
         recipe.last_fbr_weights = recipe.last_weights = w
