@@ -385,3 +385,39 @@ def test_elr_before_its_start_trains_as_without_it(method) -> None:
     plain = run()
     assert run(elr=3.0, elr_start=2) == plain
     assert run(elr=3.0, elr_start=1)[1] != plain[1], "from its start the term counts"
+
+
+# ------------------------------------------------------------------------- GCE rows
+def test_soft_gce_is_cross_entropys_gradient_scaled_by_p_to_the_rho() -> None:
+    from benchmarks.cifar_n.methods.base import soft_gce
+    z = torch.tensor([[2.0, 0.0, -1.0], [0.3, 0.1, 0.5]], requires_grad=True)
+    y = torch.tensor([0, 2])
+    w = torch.tensor([1.0, 0.5])
+    rho = 0.7
+    soft_gce(z, F.one_hot(y, 3).float(), w, rho).backward()
+    z2 = z.detach().clone().requires_grad_(True)
+    p_y = torch.softmax(z2, 1).gather(1, y[:, None]).squeeze(1).detach()
+    (w * p_y.pow(rho) * F.cross_entropy(z2, y, reduction="none")).mean().backward()
+    assert z.grad is not None and z2.grad is not None
+    torch.testing.assert_close(z.grad, z2.grad)
+    # rho -> 0 is cross-entropy; hand value at rho = 1: (1 - p_y) w, batch mean
+    q = F.one_hot(y, 3).float()
+    torch.testing.assert_close(soft_gce(z.detach(), q, w, 1e-6),
+                               (w * F.cross_entropy(z.detach(), y, reduction="none")).mean(),
+                               rtol=1e-4, atol=1e-5)
+    assert math.isclose(float(soft_gce(z.detach(), q, w, 1.0)),
+                        float((w * (1 - torch.softmax(z.detach(), 1)[[0, 1], y])).mean()),
+                        rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("method", [CE, FBRPlus])
+def test_gce_replaces_the_mixed_batch_loss_and_needs_mixup(method) -> None:
+    def run(**kw: float) -> float:
+        torch.manual_seed(0)
+        m = method(mixup=1.0, **kw)
+        m.setup(_tiny_context())
+        return m.train_epoch(0).loss
+
+    assert run(gce=0.7) != run()
+    with pytest.raises(ValueError, match="`mixup` > 0 with `gce`"):
+        method(mixup=0.0, gce=0.7).setup(_tiny_context())

@@ -22,7 +22,8 @@ from torch import nn
 from benchmarks.cifar_n.augment import crop_flip, normalize
 from benchmarks.cifar_n.models import build_model
 
-__all__ = ["AUGMENTATIONS", "Context", "EpochLog", "Method", "TrainConfig", "per_sample_ce"]
+__all__ = ["AUGMENTATIONS", "Context", "EpochLog", "Method", "TrainConfig", "per_sample_ce",
+           "soft_gce"]
 
 #: Training-batch augmentations: none, a random horizontal flip, or the standard CIFAR random
 #: crop of the 4-pixel zero-padded image followed by the flip.
@@ -89,6 +90,17 @@ class EpochLog:
 def per_sample_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy per sample, (B,)."""
     return F.cross_entropy(logits, labels, reduction="none")
+
+
+def soft_gce(logits: torch.Tensor, soft_targets: torch.Tensor, weights: torch.Tensor,
+             rho: float) -> torch.Tensor:
+    r"""Generalised cross-entropy (Zhang and Sabuncu, NeurIPS 2018) against soft targets, the
+    weighted batch mean :math:`\frac1B\sum_i w_i \sum_c q_{ic}(1 - p_{ic}^\rho)/\rho`: its
+    gradient is cross-entropy's scaled by :math:`p^\rho`, so a sample the network finds unlikely
+    under its label (often a wrong one) pulls less. :math:`\rho \to 0` is cross-entropy."""
+    p = torch.softmax(logits, 1).clamp_min(1e-12)
+    per = (soft_targets.to(p.dtype) * (1 - p.pow(rho))).sum(1) / rho
+    return (weights.detach().to(per.dtype) * per).mean()
 
 
 class Context:

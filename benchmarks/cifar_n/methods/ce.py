@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.cifar_n.methods.base import Context, EpochLog, Method, per_sample_ce
+from benchmarks.cifar_n.methods.base import Context, EpochLog, Method, per_sample_ce, soft_gce
 from robustweights._data import eval_mode
 from robustweights.recipe import PredictionAverage, elr_penalty, mixup, soft_cross_entropy
 
@@ -29,14 +29,15 @@ class CE(Method):
     ``elr_momentum``, counted from epoch ``elr_start``), its running targets updated from the
     training forward's predictions, or under mixup from a no-grad eval-mode forward of the
     un-mixed batch (as the FBR recipe's eval forward gives them) and mixed with the same draw as
-    the labels.
+    the labels. With ``gce`` = :math:`\\rho > 0` (mixup only) the mixed batch is trained with
+    generalised cross-entropy instead (``methods.base.soft_gce``).
     """
 
     name = "ce"
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
-        return {"mixup": 0.0, "elr": 0.0, "elr_momentum": 0.7, "elr_start": 0}
+        return {"mixup": 0.0, "elr": 0.0, "elr_momentum": 0.7, "elr_start": 0, "gce": 0.0}
 
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
@@ -44,6 +45,9 @@ class CE(Method):
         self.opt = ctx.new_optimizer(self.model)
         self.sched = ctx.new_scheduler(self.opt)
         self.x, self.y = ctx.union()
+        if float(self.params["gce"]) > 0 and float(self.params["mixup"]) == 0:
+            raise ValueError("Expected `mixup` > 0 with `gce`: the generalised cross-entropy "
+                             "replaces the mixed batch's loss")
         self.elr = (PredictionAverage(ctx.num_classes, momentum=float(self.params["elr_momentum"]))
                     if float(self.params["elr"]) > 0 else None)
 
@@ -74,7 +78,9 @@ class CE(Method):
                 x, q, w = mixup(x, q, torch.ones(len(y)), num_classes=q.shape[1], alpha=alpha,
                                 generator=c.generator)
                 logits = self.model(x)
-                loss = soft_cross_entropy(logits, q[:, :n_cls], w.to(x.device))
+                rho = float(self.params["gce"])
+                loss = (soft_gce(logits, q[:, :n_cls], w.to(x.device), rho) if rho > 0 else
+                        soft_cross_entropy(logits, q[:, :n_cls], w.to(x.device)))
                 t = q[:, n_cls:]
             else:  # ELR alone: the training forward's own prediction
                 assert avg is not None

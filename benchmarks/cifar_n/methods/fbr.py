@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from benchmarks.cifar_n.methods.base import Context, EpochLog, Method
+from benchmarks.cifar_n.methods.base import Context, EpochLog, Method, soft_gce
 from benchmarks.cifar_n.models import head
 from robustweights import AlphaSchedule, SurrogateRecipe, SurrogateReweighter
 from robustweights._data import eval_mode
@@ -70,7 +70,9 @@ class FBR(Method):
     the pool batches, every sample unweighted; 0: off) with ``elr_momentum`` (its
     :math:`\\beta`) and ``elr_start`` (the first epoch the term counts; the running targets
     are updated from epoch 0), its running targets updated from the eval forward's predictions
-    of the un-mixed batch and mixed with the same draw as the labels.
+    of the un-mixed batch and mixed with the same draw as the labels; ``gce``
+    (:math:`\\rho > 0`, with mixup: the pool term is generalised cross-entropy,
+    ``methods.base.soft_gce``, instead of cross-entropy; the clean passes keep cross-entropy).
     """
 
     name = "fbr"
@@ -86,7 +88,8 @@ class FBR(Method):
                 "thresholds": "global", "calibration_quantile": 0.2, "pseudo_labels": False,
                 "pseudo_confidence": 0.95, "pseudo_ramp": 10, "mixup": 0.0,
                 "calibration_holdout": 0, "dropped_target": "label", "bootstrap_share": 0.8,
-                "bootstrap_start": 0, "elr": 0.0, "elr_momentum": 0.7, "elr_start": 0}
+                "bootstrap_start": 0, "elr": 0.0, "elr_momentum": 0.7, "elr_start": 0,
+                "gce": 0.0}
 
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
@@ -100,6 +103,9 @@ class FBR(Method):
         if p["features"] != "self" and not p["eval_features"]:
             raise ValueError("Expected `eval_features` with features from another network "
                              f"({p['features']!r}): the training forward is the trained one's")
+        if float(p["gce"]) > 0 and float(p["mixup"]) == 0:
+            raise ValueError("Expected `mixup` > 0 with `gce`: the generalised cross-entropy "
+                             "replaces the mixed batch's loss")
         if float(p["mixup"]) > 0 and not p["eval_features"]:
             raise ValueError("Expected `eval_features` with `mixup`: the training forward sees "
                              "mixed images, so the batch's own features need the eval forward")
@@ -229,7 +235,9 @@ class FBR(Method):
                     xm, qm, wm = mixup(x, q, t.weights, num_classes=q.shape[1], alpha=mix,
                                        generator=c.generator)
                     logits = self.nets[k](xm)
-                    loss = soft_cross_entropy(logits, qm[:, :c.num_classes], wm)
+                    rho = float(self.params["gce"])
+                    loss = (soft_gce(logits, qm[:, :c.num_classes], wm, rho) if rho > 0 else
+                            soft_cross_entropy(logits, qm[:, :c.num_classes], wm))
                     if self.elr is not None:
                         loss = loss + lam * elr_penalty(logits, qm[:, c.num_classes:])
                 elif recipe.config.eval_features:  # the eval forward, then the training one
