@@ -421,3 +421,6 @@ def test_gce_replaces_the_mixed_batch_loss_and_needs_mixup(method) -> None:
     assert run(gce=0.7) != run()
     with pytest.raises(ValueError, match="`mixup` > 0 with `gce`"):
         method(mixup=0.0, gce=0.7).setup(_tiny_context())
+    for bad in (-0.1, 1.5, float("nan"), True, "0.7"):
+        with pytest.raises(ValueError, match="`gce`"):
+            method(mixup=1.0, gce=bad).setup(_tiny_context())

@@ -21,9 +21,10 @@ from torch import nn
 
 from benchmarks.cifar_n.augment import crop_flip, normalize
 from benchmarks.cifar_n.models import build_model
+from robustweights.recipe import soft_cross_entropy
 
-__all__ = ["AUGMENTATIONS", "Context", "EpochLog", "Method", "TrainConfig", "per_sample_ce",
-           "soft_gce"]
+__all__ = ["AUGMENTATIONS", "Context", "EpochLog", "Method", "TrainConfig", "check_gce",
+           "mixed_batch_loss", "per_sample_ce", "soft_gce"]
 
 #: Training-batch augmentations: none, a random horizontal flip, or the standard CIFAR random
 #: crop of the 4-pixel zero-padded image followed by the flip.
@@ -101,6 +102,27 @@ def soft_gce(logits: torch.Tensor, soft_targets: torch.Tensor, weights: torch.Te
     p = torch.softmax(logits, 1).clamp_min(1e-12)
     per = (soft_targets.to(p.dtype) * (1 - p.pow(rho))).sum(1) / rho
     return (weights.detach().to(per.dtype) * per).mean()
+
+
+def check_gce(params: dict[str, Any]) -> float:
+    """A method's ``gce`` parameter (:math:`\\rho`; 0: cross-entropy), checked: in [0, 1], and
+    only with mixup, whose batch loss it replaces."""
+    rho = params["gce"]
+    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0 <= rho <= 1:
+        raise ValueError(f"Expected `gce` to be a number in [0, 1], but got {rho!r}")
+    if rho > 0 and float(params["mixup"]) == 0:
+        raise ValueError("Expected `mixup` > 0 with `gce`: the generalised cross-entropy "
+                         "replaces the mixed batch's loss")
+    return float(rho)
+
+
+def mixed_batch_loss(logits: torch.Tensor, soft_targets: torch.Tensor, weights: torch.Tensor,
+                     gce: float) -> torch.Tensor:
+    """The loss of a mixed batch: cross-entropy against its soft targets, or GCE with
+    :math:`\\rho` = ``gce`` > 0."""
+    if gce > 0:
+        return soft_gce(logits, soft_targets, weights, gce)
+    return soft_cross_entropy(logits, soft_targets, weights)
 
 
 class Context:

@@ -11,9 +11,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.cifar_n.methods.base import Context, EpochLog, Method, per_sample_ce, soft_gce
+from benchmarks.cifar_n.methods.base import (
+    Context,
+    EpochLog,
+    Method,
+    check_gce,
+    mixed_batch_loss,
+    per_sample_ce,
+)
 from robustweights._data import eval_mode
-from robustweights.recipe import PredictionAverage, elr_penalty, mixup, soft_cross_entropy
+from robustweights.recipe import PredictionAverage, elr_penalty, mixup
 
 __all__ = ["CE", "CEELR", "CEMixup", "CEMixupELR"]
 
@@ -45,9 +52,7 @@ class CE(Method):
         self.opt = ctx.new_optimizer(self.model)
         self.sched = ctx.new_scheduler(self.opt)
         self.x, self.y = ctx.union()
-        if float(self.params["gce"]) > 0 and float(self.params["mixup"]) == 0:
-            raise ValueError("Expected `mixup` > 0 with `gce`: the generalised cross-entropy "
-                             "replaces the mixed batch's loss")
+        self.gce = check_gce(self.params)
         self.elr = (PredictionAverage(ctx.num_classes, momentum=float(self.params["elr_momentum"]))
                     if float(self.params["elr"]) > 0 else None)
 
@@ -78,9 +83,7 @@ class CE(Method):
                 x, q, w = mixup(x, q, torch.ones(len(y)), num_classes=q.shape[1], alpha=alpha,
                                 generator=c.generator)
                 logits = self.model(x)
-                rho = float(self.params["gce"])
-                loss = (soft_gce(logits, q[:, :n_cls], w.to(x.device), rho) if rho > 0 else
-                        soft_cross_entropy(logits, q[:, :n_cls], w.to(x.device)))
+                loss = mixed_batch_loss(logits, q[:, :n_cls], w.to(x.device), self.gce)
                 t = q[:, n_cls:]
             else:  # ELR alone: the training forward's own prediction
                 assert avg is not None

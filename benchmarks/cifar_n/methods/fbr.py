@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from benchmarks.cifar_n.methods.base import Context, EpochLog, Method, soft_gce
+from benchmarks.cifar_n.methods.base import Context, EpochLog, Method, check_gce, mixed_batch_loss
 from benchmarks.cifar_n.models import head
 from robustweights import AlphaSchedule, SurrogateRecipe, SurrogateReweighter
 from robustweights._data import eval_mode
@@ -103,9 +103,7 @@ class FBR(Method):
         if p["features"] != "self" and not p["eval_features"]:
             raise ValueError("Expected `eval_features` with features from another network "
                              f"({p['features']!r}): the training forward is the trained one's")
-        if float(p["gce"]) > 0 and float(p["mixup"]) == 0:
-            raise ValueError("Expected `mixup` > 0 with `gce`: the generalised cross-entropy "
-                             "replaces the mixed batch's loss")
+        self.gce = check_gce(p)
         if float(p["mixup"]) > 0 and not p["eval_features"]:
             raise ValueError("Expected `eval_features` with `mixup`: the training forward sees "
                              "mixed images, so the batch's own features need the eval forward")
@@ -235,9 +233,7 @@ class FBR(Method):
                     xm, qm, wm = mixup(x, q, t.weights, num_classes=q.shape[1], alpha=mix,
                                        generator=c.generator)
                     logits = self.nets[k](xm)
-                    rho = float(self.params["gce"])
-                    loss = (soft_gce(logits, qm[:, :c.num_classes], wm, rho) if rho > 0 else
-                            soft_cross_entropy(logits, qm[:, :c.num_classes], wm))
+                    loss = mixed_batch_loss(logits, qm[:, :c.num_classes], wm, self.gce)
                     if self.elr is not None:
                         loss = loss + lam * elr_penalty(logits, qm[:, c.num_classes:])
                 elif recipe.config.eval_features:  # the eval forward, then the training one
