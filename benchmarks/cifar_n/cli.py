@@ -61,7 +61,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     p.add_argument("--noise", nargs="+", default=None,
                    help="clean aggre worst rand1 rand2 rand3 noisy100, or sym<rate> / "
-                        "asym<rate> (e.g. sym0.4)")
+                        "asym<rate> (e.g. sym0.4); oracle-<set> (e.g. oracle-worst) is that "
+                        "set with its wrongly labelled pool images removed (a perfect filter)")
     p.add_argument("--seeds", nargs="+", type=int, default=None)
     p.add_argument("--methods", nargs="+", default=None,
                    help=f"any of {list(METHODS)}, or 'all'")

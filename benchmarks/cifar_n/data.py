@@ -43,6 +43,7 @@ import torch
 __all__ = [
     "CIFARN_RATES",
     "NOISE_KEYS",
+    "ORACLE_PREFIX",
     "PINNED",
     "DataSplit",
     "LabeledImages",
@@ -58,6 +59,7 @@ __all__ = [
     "read_cifar_archive",
     "read_npz",
     "sha256_file",
+    "split_oracle",
     "symmetric_noise",
     "verified_download",
     "write_npz",
@@ -391,6 +393,11 @@ def load_dataset(name: str = "cifar10n-subset", data_dir: str | os.PathLike[str]
 
 
 # --------------------------------------------------------------------------- label noise
+#: Prefix of a label set whose wrongly labelled pool samples are removed: ``"oracle-worst"`` is
+#: the *worst* labels after a perfect filter, the most any sample selection could keep.
+ORACLE_PREFIX = "oracle-"
+
+
 _SYNTH = re.compile(r"^(sym|symmetric|asym|asymmetric)[-_:@]?([0-9]*\.?[0-9]+)$")
 
 
@@ -402,7 +409,8 @@ def parse_noise(noise: str) -> tuple[str, float | None]:
     m = _SYNTH.match(noise)
     if m is None:
         raise ValueError(f"Expected `noise` to be one of {sorted(NOISE_KEYS)} or "
-                         f"sym<rate>/asym<rate>, but got {noise!r}")
+                         f"sym<rate>/asym<rate>, optionally after {ORACLE_PREFIX!r}, but got "
+                         f"{noise!r}")
     rate = float(m.group(2))
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"Expected the noise rate in [0, 1], but got {rate}")
@@ -448,9 +456,19 @@ def asymmetric_noise(labels: np.ndarray, rate: float, num_classes: int, seed: in
     return out
 
 
+def split_oracle(noise: str) -> tuple[str, bool]:
+    """``"oracle-worst"`` -> ("worst", True); ``"worst"`` -> ("worst", False)."""
+    if noise.startswith(ORACLE_PREFIX):
+        inner = noise[len(ORACLE_PREFIX):]
+        parse_noise(inner)  # names the problem if the inner label set is unknown
+        return inner, True
+    return noise, False
+
+
 def noisy_labels(ds: LabeledImages, noise: str, seed: int = 0) -> np.ndarray:
-    """The training labels of ``ds`` under a CIFAR-N noise type or a synthetic noise."""
-    kind, rate = parse_noise(noise)
+    """The training labels of ``ds`` under a CIFAR-N noise type or a synthetic noise (an
+    ``oracle-`` label set has the labels of the set it names)."""
+    kind, rate = parse_noise(split_oracle(noise)[0])
     if rate is None:
         key = NOISE_KEYS[kind]
         if key not in ds.human:
@@ -462,7 +480,11 @@ def noisy_labels(ds: LabeledImages, noise: str, seed: int = 0) -> np.ndarray:
 
 
 def nominal_noise_rate(noise: str) -> float:
-    """The noise rate a user knows in advance: CIFAR-N's published rate or the synthetic rate."""
+    """The noise rate a user knows in advance: CIFAR-N's published rate or the synthetic rate
+    (0 for an ``oracle-`` label set: its pool holds only correct labels)."""
+    noise, oracle = split_oracle(noise)
+    if oracle:
+        return 0.0
     kind, rate = parse_noise(noise)
     return CIFARN_RATES[kind] if rate is None else rate
 
@@ -522,11 +544,15 @@ class DataSplit:
 
 def build_split(ds: LabeledImages, noise: str, seed: int, clean_size: int | float,
                 device: torch.device | str = "cpu", *, stratified: bool = True) -> DataSplit:
-    """Noisy labels + trusted clean subset (true labels, removed from the pool) for one seed."""
+    """Noisy labels + trusted clean subset (true labels, removed from the pool) for one seed.
+    Under an ``oracle-`` label set the pool also loses its wrongly labelled samples (the same
+    trusted subset and the same correct samples as the label set it names)."""
     noisy = noisy_labels(ds, noise, seed)
     clean_idx = draw_clean_subset(ds.train_labels, clean_size, ds.num_classes, seed,
                                   stratified=stratified)
     pool = np.setdiff1d(np.arange(len(noisy)), clean_idx)
+    if split_oracle(noise)[1]:
+        pool = pool[noisy[pool] == ds.train_labels[pool]]
 
     def t(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a)).to(device)

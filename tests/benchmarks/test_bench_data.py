@@ -175,6 +175,33 @@ def test_parse_noise_rejects_unknown() -> None:
         D.parse_noise("worse")
 
 
+def _toy_images(n: int = 200) -> D.LabeledImages:
+    y = np.arange(n, dtype=np.int64) % 10
+    x = np.arange(n, dtype=np.uint8).repeat(32 * 32 * 3).reshape(n, 32, 32, 3)  # pixel = index
+    return D.LabeledImages("toy", 10, x, y, np.arange(n), x[:10], y[:10],
+                           {"clean_label": y, "worse_label": np.where(np.arange(n) % 3 == 0,
+                                                                     (y + 1) % 10, y)})
+
+
+def test_oracle_label_set_is_the_same_split_without_its_wrong_labels() -> None:
+    ds = _toy_images()
+    noisy = D.build_split(ds, "worst", seed=4, clean_size=20)
+    oracle = D.build_split(ds, "oracle-worst", seed=4, clean_size=20)
+    torch.testing.assert_close(oracle.clean_images, noisy.clean_images)  # the same trusted set
+    right = noisy.pool_labels == noisy.pool_true
+    assert 0 < int(right.sum()) < len(right)
+    torch.testing.assert_close(oracle.pool_images, noisy.pool_images[right])
+    torch.testing.assert_close(oracle.pool_labels, noisy.pool_labels[right])
+    assert oracle.noise_rate_pool == 0.0 and oracle.nominal_noise_rate == 0.0
+    assert noisy.nominal_noise_rate == D.CIFARN_RATES["worst"]
+    sym = D.build_split(ds, "sym0.5", seed=4, clean_size=20)
+    assert len(D.build_split(ds, "oracle-sym0.5", seed=4, clean_size=20).pool_labels) == int(
+        (sym.pool_labels == sym.pool_true).sum()), "synthetic noise, drawn with the same seed"
+    assert D.split_oracle("worst") == ("worst", False)
+    with pytest.raises(ValueError, match=r"oracle-.*'worse'"):
+        D.split_oracle("oracle-worse")
+
+
 def test_symmetric_noise_has_exact_rate_and_never_keeps_the_class() -> None:
     y = np.arange(1000) % 10
     noisy = D.symmetric_noise(y, 0.4, 10, seed=3)
