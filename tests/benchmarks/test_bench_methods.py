@@ -424,3 +424,28 @@ def test_gce_replaces_the_mixed_batch_loss_and_needs_mixup(method) -> None:
     for bad in (-0.1, 1.5, float("nan"), True, "0.7"):
         with pytest.raises(ValueError, match="`gce`"):
             method(mixup=1.0, gce=bad).setup(_tiny_context())
+
+
+def test_floor_until_drops_the_floor_from_that_epoch() -> None:
+    def epoch0(**kw: object) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+        torch.manual_seed(0)
+        m = FBRPlus(**kw)
+        m.setup(_tiny_context())
+        log = m.train_epoch(0)
+        assert log.kept is not None and log.pseudo_labels is not None
+        return log.loss, log.weights, log.kept > 0, log.pseudo_labels >= 0
+
+    loss, w, kept, pseudo = epoch0()
+    floored = ~kept & ~pseudo
+    assert floored.any() and kept.any()
+    np.testing.assert_allclose(w[floored], 0.5)  # the default floor
+    loss_off, w_off, kept_off, pseudo_off = epoch0(floor_until=0)
+    assert (~kept_off & ~pseudo_off).any()
+    assert (w_off[~kept_off & ~pseudo_off] == 0).all() and (w_off[kept_off] > 0).all()
+    assert loss_off != loss
+    later = epoch0(floor_until=1)  # not yet: the default's epoch exactly
+    assert later[0] == loss
+    np.testing.assert_array_equal(later[1], w)
+    for bad in (-1, 1.5, True, "40"):
+        with pytest.raises(ValueError, match="`floor_until`"):
+            FBRPlus(floor_until=bad).setup(_tiny_context())

@@ -30,7 +30,7 @@ threshold rule from epoch 0 with a peer network's features in ``memorise``.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -72,7 +72,9 @@ class FBR(Method):
     are updated from epoch 0), its running targets updated from the eval forward's predictions
     of the un-mixed batch and mixed with the same draw as the labels; ``gce``
     (:math:`\\rho > 0`, with mixup: the pool term is generalised cross-entropy,
-    ``methods.base.soft_gce``, instead of cross-entropy; the clean passes keep cross-entropy).
+    ``methods.base.soft_gce``, instead of cross-entropy; the clean passes keep cross-entropy),
+    ``floor_until`` (an epoch: from it on, a dropped sample that took no pseudo-label has
+    weight 0, the authors' drop, instead of ``dropped_weight``; None: never).
     """
 
     name = "fbr"
@@ -89,7 +91,7 @@ class FBR(Method):
                 "pseudo_confidence": 0.95, "pseudo_ramp": 10, "mixup": 0.0,
                 "calibration_holdout": 0, "dropped_target": "label", "bootstrap_share": 0.8,
                 "bootstrap_start": 0, "elr": 0.0, "elr_momentum": 0.7, "elr_start": 0,
-                "gce": 0.0}
+                "gce": 0.0, "floor_until": None}
 
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
@@ -104,6 +106,11 @@ class FBR(Method):
             raise ValueError("Expected `eval_features` with features from another network "
                              f"({p['features']!r}): the training forward is the trained one's")
         self.gce = check_gce(p)
+        until = p["floor_until"]
+        if until is not None and (isinstance(until, bool) or not isinstance(until, int)
+                                  or until < 0):
+            raise ValueError(f"Expected `floor_until` to be None or an epoch (an int >= 0), but "
+                             f"got {until!r}")
         if float(p["mixup"]) > 0 and not p["eval_features"]:
             raise ValueError("Expected `eval_features` with `mixup`: the training forward sees "
                              "mixed images, so the batch's own features need the eval forward")
@@ -185,6 +192,18 @@ class FBR(Method):
             return recipe.loss(logits, t.labels, t.weights)
         return soft_cross_entropy(logits, t.soft_targets(self.c.num_classes), t.weights)
 
+    def _end_floor(self, t: Targets, w: torch.Tensor, epoch: int
+                   ) -> tuple[Targets, torch.Tensor]:
+        """``t`` and the batch's weights ``w`` with weight 0 for the dropped samples no
+        pseudo-label took, from epoch ``floor_until`` on (unchanged before it, or when it is
+        None)."""
+        until = self.params["floor_until"]
+        if until is None or epoch < until:
+            return t, w
+        keep = (t.kept | t.pseudo).to(w.device)
+        return (replace(t, weights=torch.where(keep, t.weights, torch.zeros_like(t.weights))),
+                torch.where(keep, w, torch.zeros_like(w)))
+
     def _elr_source(self, k: int, x: torch.Tensor, train: torch.Tensor | None = None
                      ) -> torch.Tensor:
         """Net ``k``'s prediction of the batch for ELR's running targets: the recipe's eval
@@ -225,7 +244,7 @@ class FBR(Method):
             for k, recipe in enumerate(self.recipes):
                 if mix > 0:  # targets from the un-mixed batch's eval forward, then mixup
                     w = recipe.weights(inputs=x, labels=y, sample_ids=idx)
-                    t = recipe.targets(y, w)
+                    t, w = self._end_floor(recipe.targets(y, w), w, epoch)
                     q = t.soft_targets(c.num_classes)
                     if self.elr is not None:  # ELR's running targets beside them: one draw
                         avg = self.elr[k].update(idx, self._elr_source(k, x))
@@ -239,12 +258,13 @@ class FBR(Method):
                 elif recipe.config.eval_features:  # the eval forward, then the training one
                     w = recipe.weights(inputs=x, labels=y, sample_ids=idx)
                     logits = self.nets[k](x)
-                    t = recipe.targets(y, w)
+                    t, w = self._end_floor(recipe.targets(y, w), w, epoch)
                     loss = self._loss(recipe, logits, t)
                 else:  # the training forward's features: forward first
                     logits = self.nets[k](x)
                     w = recipe.weights(inputs=x, labels=y, sample_ids=idx)
-                    t = recipe.targets(y, w, logits=logits.detach())
+                    t, w = self._end_floor(recipe.targets(y, w, logits=logits.detach()), w,
+                                           epoch)
                     loss = self._loss(recipe, logits, t)
                 if self.elr is not None and mix == 0:
                     avg = self.elr[k].update(idx, self._elr_source(k, x, logits))
