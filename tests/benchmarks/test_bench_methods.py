@@ -449,3 +449,35 @@ def test_floor_until_drops_the_floor_from_that_epoch() -> None:
     for bad in (-1, 1.5, True, "40"):
         with pytest.raises(ValueError, match="`floor_until`"):
             FBRPlus(floor_until=bad).setup(_tiny_context())
+
+
+def test_trusted_in_batches_with_every_weight_one_is_ce_mixup() -> None:
+    """With the trusted images in the pool's batches and every weight 1 (floor 1, no
+    pseudo-labels), the recipe's epoch is CE + mixup's step for step: same batches, same mixing,
+    same loss, same parameters (the eval forward that scores the pool changes nothing)."""
+    from benchmarks.cifar_n.methods.ce import CEMixup
+
+    def epoch0(m: CE | FBRPlus) -> tuple[float, list[torch.Tensor]]:
+        torch.manual_seed(0)
+        m.setup(_tiny_context())
+        loss = m.train_epoch(0).loss
+        return loss, [p.detach().clone() for p in m.eval_model().parameters()]
+
+    ce_loss, ce_params = epoch0(CEMixup())
+    fbr = FBRPlus(trusted_in_batches=True, clean_passes=0, dropped_weight=1.0,
+                  pseudo_labels=False)
+    fbr_loss, fbr_params = epoch0(fbr)
+    assert math.isclose(fbr_loss, ce_loss, rel_tol=1e-6)
+    for a, b in zip(fbr_params, ce_params, strict=True):
+        torch.testing.assert_close(a, b)
+    default_loss, _ = epoch0(FBRPlus(trusted_in_batches=True, clean_passes=0))
+    assert default_loss != ce_loss  # the floor (0.5) does change the loss
+    log = FBRPlus(trusted_in_batches=True, clean_passes=0)
+    log.setup(_tiny_context())
+    w = log.train_epoch(0).weights
+    assert not np.isnan(w).any() and ((w >= 0.5) & (w <= 1.0)).all()  # every pool image scored
+    for bad in ({"clean_passes": 3}, {"mixup": 0.0}, {"features": "peer"}, {"elr": 1.0},
+                {"trusted_in_batches": "yes"}):
+        with pytest.raises(ValueError, match="`trusted_in_batches`"):
+            FBRPlus(**{"trusted_in_batches": True, "clean_passes": 0, **bad}).setup(
+                _tiny_context())

@@ -74,7 +74,11 @@ class FBR(Method):
     (:math:`\\rho > 0`, with mixup: the pool term is generalised cross-entropy,
     ``methods.base.soft_gce``, instead of cross-entropy; the clean passes keep cross-entropy),
     ``floor_until`` (an epoch: from it on, a dropped sample that took no pseudo-label has
-    weight 0, the authors' drop, instead of ``dropped_weight``; None: never).
+    weight 0, the authors' drop, instead of ``dropped_weight``; None: never),
+    ``trusted_in_batches`` (with mixup and ``clean_passes`` = 0: the trusted images join the
+    pool's batches, one shuffled stream over both as CE + mixup's, at weight :math:`w_{\\max}`
+    and never scored, and are mixed with the pool images; the prototypes still come from their
+    eval-mode features at the start of every epoch; one network, no ELR, no held-out images).
     """
 
     name = "fbr"
@@ -91,7 +95,7 @@ class FBR(Method):
                 "pseudo_confidence": 0.95, "pseudo_ramp": 10, "mixup": 0.0,
                 "calibration_holdout": 0, "dropped_target": "label", "bootstrap_share": 0.8,
                 "bootstrap_start": 0, "elr": 0.0, "elr_momentum": 0.7, "elr_start": 0,
-                "gce": 0.0, "floor_until": None}
+                "gce": 0.0, "floor_until": None, "trusted_in_batches": False}
 
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
@@ -114,6 +118,8 @@ class FBR(Method):
         if float(p["mixup"]) > 0 and not p["eval_features"]:
             raise ValueError("Expected `eval_features` with `mixup`: the training forward sees "
                              "mixed images, so the batch's own features need the eval forward")
+        if p["trusted_in_batches"]:
+            self._check_trusted_in_batches()
         self.model = ctx.new_model()
         self.opt = ctx.new_optimizer(self.model)
         self.sched = ctx.new_scheduler(self.opt)
@@ -150,6 +156,22 @@ class FBR(Method):
         self.recipe = self.recipes[0]
         self.elr = [PredictionAverage(ctx.num_classes, momentum=float(p["elr_momentum"]))
                     for _ in self.nets] if float(p["elr"]) > 0 else None
+
+    def _check_trusted_in_batches(self) -> None:
+        p = self.params
+        if not isinstance(p["trusted_in_batches"], bool):
+            raise ValueError(f"Expected `trusted_in_batches` to be a bool, but got "
+                             f"{p['trusted_in_batches']!r}")
+        wrong = {"mixup": float(p["mixup"]) <= 0, "clean_passes": int(p["clean_passes"]) != 0,
+                 "features": p["features"] == "peer", "elr": float(p["elr"]) > 0,
+                 "health_holdout": int(p["health_holdout"]) > 0,
+                 "calibration_holdout": int(p["calibration_holdout"]) > 0,
+                 "loss_norm": p["loss_norm"] != "batch"}
+        bad = [name for name, is_bad in wrong.items() if is_bad]
+        if bad:
+            raise ValueError(f"Expected `trusted_in_batches` with `mixup` > 0, `clean_passes` = "
+                             f"0, one network, no `elr`, no held-out images and `loss_norm` = "
+                             f"'batch', but got {', '.join(f'{b}={p[b]!r}' for b in bad)}")
 
     def _recipe(self, ctx: Context, scorer: nn.Module, k: int) -> SurrogateRecipe:
         p = self.params
@@ -216,8 +238,57 @@ class FBR(Method):
         with torch.no_grad(), eval_mode(self.nets[k]):
             return self.nets[k](x)
 
+    def _trusted_in_batches_epoch(self, epoch: int) -> EpochLog:
+        """One epoch over the pool and the trusted images as one shuffled stream (CE + mixup's
+        training set): the pool part of each batch weighted and targeted by the recipe, the
+        trusted part at :math:`w_{\\max}` under its labels, all of it mixed together."""
+        c, recipe = self.c, self.recipe
+        recipe.start_epoch(epoch)
+        recipe.refresh_prototypes()  # what clean_batches() does with no pass
+        ux, uy = c.union()
+        weights = np.full(c.n_pool, np.nan)
+        pseudo = np.full(c.n_pool, -1, dtype=np.int64)
+        kept = np.full(c.n_pool, np.nan)
+        total, n = 0.0, 0
+        couplings: list[float] = []
+        for idx in c.batches(len(uy)):
+            x, y = c.train_view(ux[idx]), uy[idx]
+            q = torch.nn.functional.one_hot(y, c.num_classes).float()
+            w_all = torch.full((len(y),), recipe.reweighter.w_max, device=y.device)
+            pool = idx < c.n_pool
+            if bool(pool.any()):
+                w = recipe.weights(inputs=x[pool], labels=y[pool], sample_ids=idx[pool])
+                t, w = self._end_floor(recipe.targets(y[pool], w), w, epoch)
+                q[pool] = t.soft_targets(c.num_classes).to(q.device)
+                w_all[pool] = t.weights.to(w_all.device)
+                ids = idx[pool].cpu().numpy()
+                weights[ids] = w.detach().cpu().numpy()
+                pseudo[ids] = torch.where(t.pseudo, t.labels, -1).cpu().numpy()
+                kept[ids] = t.kept.float().cpu().numpy()
+                d = recipe.reweighter.last_scores
+                if not recipe.in_warmup and d is not None:
+                    couplings.append(float(d.abs().mean()))
+            xm, qm, wm = mixup(x, q, w_all, num_classes=c.num_classes,
+                               alpha=float(self.params["mixup"]), generator=c.generator)
+            loss = mixed_batch_loss(self.model(xm), qm, wm, self.gce)
+            self._step(0, loss)
+            total, n = total + float(loss.detach()) * len(idx), n + len(idx)
+        self.sched.step()
+        health = {f"health_{k}": float("nan") if v is None else float(v)
+                  for k, v in asdict(recipe.end_epoch()).items() if k != "epoch"}
+        floor = float(self.params["dropped_weight"]) > 0
+        return EpochLog(total / n, weights,
+                        pseudo_labels=pseudo if self.params["pseudo_labels"] else None,
+                        kept=kept if floor else None, extra=
+                        {"alpha": recipe.reweighter.current_alpha(),
+                         "clean_pass_loss": float("nan"), "warmup": float(recipe.in_warmup),
+                         "coupling": float(np.mean(couplings)) if couplings else float("nan"),
+                         **health})
+
     def train_epoch(self, epoch: int) -> EpochLog:
         c = self.c
+        if self.params["trusted_in_batches"]:
+            return self._trusted_in_batches_epoch(epoch)
         for net in self.nets:
             net.train()
         clean_total, clean_n = 0.0, 0
