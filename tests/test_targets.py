@@ -299,6 +299,48 @@ def test_targets_bootstrap_the_dropped_samples_with_the_ramp() -> None:
     assert r2.targets(y, w2, logits=r2.model(x).detach()).guess is not None
 
 
+def test_trusted_rows_are_kept_at_w_max_and_the_pool_rows_weighted_as_alone() -> None:
+    # _THREE's pool rows, then a trusted row labelled 0 that sits on class 1's prototype with a
+    # network sure of class 1: as a pool row it would be dropped and pseudo-labelled 1.
+    x = torch.cat([_THREE[0], torch.tensor([[0.0, 1.0, 0.0]])])
+    y = torch.cat([_THREE[1], torch.tensor([0])])
+    trusted = torch.tensor([False, False, False, True])
+    kw = {"pseudo_labels": True, "pseudo_confidence": 0.9, "pseudo_ramp_epochs": 1,
+          "dropped_weight": 0.5}
+    for eval_features in (False, True):
+        alone, mixed = _recipe(eval_features=eval_features, **kw), _recipe(
+            eval_features=eval_features, **kw)
+        logits = mixed.model(x)
+        w = mixed.weights(inputs=x, labels=y, trusted=trusted)
+        t = mixed.targets(y, w, logits=logits.detach())
+        alone.model(x[:3])
+        w_alone = alone.weights(inputs=x[:3], labels=y[:3])
+        t_alone = alone.targets(y[:3], w_alone, logits=alone.model(x[:3]).detach())
+        torch.testing.assert_close(w, torch.cat([w_alone, torch.ones(1)]))
+        torch.testing.assert_close(t.weights, torch.cat([t_alone.weights, torch.ones(1)]))
+        assert t.kept.tolist() == [*t_alone.kept.tolist(), True]
+        assert t.pseudo.tolist() == [False, True, False, False]  # the trusted row keeps label 0
+        assert t.labels.tolist() == [0, 1, 1, 0]
+        assert mixed.health._counts["pool_scored"] == 3  # the trusted row is not counted
+    # the warm-up: w0 for the pool rows, w_max for the trusted one
+    r = _recipe()
+    r2 = SurrogateRecipe(3, model=r.model, head=r.model.fc, clean_data=(x, y),
+                         config=RecipeConfig(warmup_epochs=1, clean_passes=0))
+    r2.start_epoch(0)
+    torch.testing.assert_close(r2.weights(inputs=x, labels=y, trusted=trusted),
+                               torch.tensor([0.5, 0.5, 0.5, 1.0]))
+    # every row trusted: nothing scored
+    r3 = _recipe(**kw)
+    r3.model(x)
+    torch.testing.assert_close(r3.weights(inputs=x, labels=y, trusted=torch.ones(4, dtype=bool)),
+                               torch.ones(4))
+    assert r3.health._counts["pool_scored"] == 0
+    with pytest.raises(TypeError, match="`trusted`"):
+        r3.weights(inputs=x, labels=y, trusted=torch.ones(4))
+    with pytest.raises(ValueError, match="`trusted`"):
+        r3.weights(inputs=x, labels=y, trusted=torch.ones(3, dtype=bool))
+
+
 def test_targets_without_pseudo_labels_are_the_weights() -> None:
     r = _recipe()
     x, y = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), torch.tensor([0, 0])

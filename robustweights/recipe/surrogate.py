@@ -258,7 +258,8 @@ class SurrogateRecipe:
     def weights(self, *args: Any, labels: torch.Tensor | None = None,
                 inputs: torch.Tensor | None = None,
                 sample_ids: torch.Tensor | None = None, features: torch.Tensor | None = None,
-                logits: torch.Tensor | None = None) -> torch.Tensor:
+                logits: torch.Tensor | None = None,
+                trusted: torch.Tensor | None = None) -> torch.Tensor:
         """The weights (B,) of one pool batch, as the recipe says (class docstring). Every
         input is checked in every epoch, warm-up included.
 
@@ -272,10 +273,14 @@ class SurrogateRecipe:
                 (default: what the recipe's hook on ``head`` recorded at the latest forward).
             logits: the training forward's logits, for the health report's agreement signal
                 (not needed with ``eval_features=True``, whose eval forward gives them).
+            trusted: bool (B,), the rows that are trusted images (the recommended recipe trains
+                them in the pool's batches): weight :math:`w_{\\max}`, never scored, counted
+                or relabelled (:meth:`targets` keeps their labels); the other rows are weighted
+                exactly as a batch of their own would be.
         """
         check_keywords_only(self, "weights", args, ("labels", "inputs"))
         return pool_weights(self, labels=labels, inputs=inputs, sample_ids=sample_ids,
-                            features=features, logits=logits)
+                            features=features, logits=logits, trusted=trusted)
 
     @torch.no_grad()
     def targets(self, labels: torch.Tensor, weights: torch.Tensor, *,

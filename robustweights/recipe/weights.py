@@ -25,17 +25,20 @@ from robustweights.selection import drop_rate_at
 if TYPE_CHECKING:
     from robustweights.recipe.surrogate import SurrogateRecipe
 
-__all__ = ["filter_weights", "pool_weights", "training_features"]
+__all__ = ["check_trusted", "filter_weights", "pool_weights", "training_features"]
 
 
 def pool_weights(recipe: SurrogateRecipe, *, labels: torch.Tensor | None,
                  inputs: torch.Tensor | None, sample_ids: torch.Tensor | None,
-                 features: torch.Tensor | None, logits: torch.Tensor | None) -> torch.Tensor:
+                 features: torch.Tensor | None, logits: torch.Tensor | None,
+                 trusted: torch.Tensor | None = None) -> torch.Tensor:
     """The body of :meth:`SurrogateRecipe.weights` (its docstring says what each input is)."""
     labels = check_class_labels(labels, recipe.num_classes)
     n = labels.shape[0]
     if sample_ids is not None:
         sample_ids = check_sample_ids(sample_ids, n)
+    if trusted is not None:
+        trusted = check_trusted(trusted, n)
     if inputs is not None and (not isinstance(inputs, torch.Tensor) or
                                inputs.ndim == 0 or inputs.shape[0] != n):
         raise ValueError(f"Expected `inputs` to be a tensor of {n} samples, but got "
@@ -50,6 +53,7 @@ def pool_weights(recipe: SurrogateRecipe, *, labels: torch.Tensor | None,
     else:  # read before anything else runs a forward
         feats = training_features(recipe, features, n)
     recipe._batch = None
+    w_max = recipe.reweighter.w_max
     if recipe.in_warmup:  # every weight the warm-up's: no prototypes needed
         if not recipe.config.eval_features and recipe.reweighter.validate:
             check_finite(feats, "features")  # checked as after the warm-up
@@ -58,11 +62,13 @@ def pool_weights(recipe: SurrogateRecipe, *, labels: torch.Tensor | None,
         w = torch.full((n,), recipe.reweighter.w_init if fill is None else float(fill),
                        device=labels.device,
                        dtype=inputs.dtype if floating else None)  # type: ignore[union-attr]
+        if trusted is not None:
+            w[trusted.to(w.device)] = w_max
         recipe.last_fbr_weights = recipe.last_weights = w
         recipe._used = recipe._capture.count
         if logits is not None:
             agree = logits.detach().argmax(1) == labels.to(logits.device)
-            recipe.health.update_pool(agree=agree)
+            recipe.health.update_pool(agree=_rows(agree, trusted))
         return w
     if recipe._stale:
         raise ValueError("Expected this epoch's prototypes before `weights()`: iterate "
@@ -74,14 +80,56 @@ def pool_weights(recipe: SurrogateRecipe, *, labels: torch.Tensor | None,
             feats = recipe._capture.features
     labels = labels.to(feats.device)
     recipe._used = recipe._capture.count  # these features are now used
-    w = filter_weights(recipe, feats, labels, sample_ids)
+    if trusted is None:
+        w = filter_weights(recipe, feats, labels, sample_ids)
+    else:  # only the pool rows are scored; the trusted rows are kept at w_max
+        w = _trusted_rows_kept(recipe, feats, labels, sample_ids, trusted.to(feats.device))
     recipe._batch = (feats, labels)  # only once its weights exist, for targets()
     source = recipe._eval_logits if recipe._eval_logits is not None else logits
+    pool_scored = trusted is None or not bool(trusted.all())
     recipe.health.update_pool(
-        kept=cast(torch.Tensor, recipe.last_fbr_weights) > 0,
-        agree=None if source is None else source.detach().argmax(1) == labels.to(source.device),
-        scores=recipe.reweighter.last_scores)
+        kept=_rows(cast(torch.Tensor, recipe.last_fbr_weights) > 0, trusted),
+        agree=None if source is None else _rows(source.detach().argmax(1)
+                                                == labels.to(source.device), trusted),
+        scores=recipe.reweighter.last_scores if pool_scored else None)
     return w
+
+
+def check_trusted(trusted: object, n: int) -> torch.Tensor:
+    """``trusted``: a bool tensor of shape (n,); a named error otherwise."""
+    if not isinstance(trusted, torch.Tensor):
+        raise TypeError(f"Expected `trusted` to be a bool torch.Tensor, but got "
+                        f"{type(trusted).__name__}")
+    if trusted.dtype != torch.bool:
+        raise TypeError(f"Expected `trusted` to be a bool tensor, but got dtype {trusted.dtype}")
+    if trusted.shape != (n,):
+        raise ValueError(f"Expected `trusted` to have shape ({n},), but got "
+                         f"{tuple(trusted.shape)}")
+    return trusted
+
+
+def _rows(x: torch.Tensor, trusted: torch.Tensor | None) -> torch.Tensor:
+    """The pool rows of a per-sample tensor (all of them without trusted rows)."""
+    return x if trusted is None else x[~trusted.to(x.device)]
+
+
+def _trusted_rows_kept(recipe: SurrogateRecipe, feats: torch.Tensor, labels: torch.Tensor,
+                       sample_ids: torch.Tensor | None, trusted: torch.Tensor) -> torch.Tensor:
+    """:func:`filter_weights` of the pool rows; the trusted rows at :math:`w_{\\max}` in the
+    weights and in ``recipe.last_fbr_weights`` (kept, so never relabelled)."""
+    pool = ~trusted
+    w_max = recipe.reweighter.w_max
+    w = torch.full((labels.shape[0],), w_max, device=feats.device, dtype=feats.dtype)
+    fbr = w.clone()
+    if bool(pool.any()):
+        ids = None if sample_ids is None else sample_ids[pool.to(sample_ids.device)]
+        w_pool = filter_weights(recipe, feats[pool], labels[pool], ids)
+        w, fbr = w.to(w_pool.dtype), fbr.to(w_pool.dtype)
+        w[pool] = w_pool
+        fbr[pool] = cast(torch.Tensor, recipe.last_fbr_weights)
+    recipe.last_fbr_weights, recipe.last_weights = fbr, w
+    return w
+
 
 def training_features(recipe: SurrogateRecipe, features: torch.Tensor | None, n: int
                       ) -> torch.Tensor:
