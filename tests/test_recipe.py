@@ -504,9 +504,10 @@ def test_authors_configuration() -> None:
     assert RecipeConfig.authors(warmup_epochs=5).warmup_epochs == 5
     default = SurrogateRecipe(3, **kw).config  # type: ignore[arg-type]
     # The recommended recipe (docs/results/recipe_selection): the authors' rule from epoch 0,
-    # 3 clean passes, eval-mode features, pseudo-labels or weight 0.5 for dropped samples.
+    # no clean passes (the trusted images train in the pool's batches), eval-mode features,
+    # pseudo-labels or weight 0.5 for dropped samples.
     assert default == RecipeConfig() == RecipeConfig.authors(
-        warmup_epochs=0, alpha_switch=0, clean_passes=3, dropped_weight=0.5,
+        warmup_epochs=0, alpha_switch=0, clean_passes=0, dropped_weight=0.5,
         pseudo_labels=True)
     changed = SurrogateRecipe(3, config=RecipeConfig.authors(), warmup_epochs=5,
                               **kw).config  # type: ignore[arg-type]

@@ -434,7 +434,7 @@ def test_recipe_with_calibration_holdout_never_trains_on_the_held_images() -> No
     xc = torch.arange(60).float().unsqueeze(1).repeat(1, 3)  # an input is its index
     net = Net()
     r = SurrogateRecipe(3, model=net, head=net.fc, clean_data=(xc, yc), clean_batch_size=7,
-                        thresholds="calibrated", calibration_holdout=4)
+                        thresholds="calibrated", calibration_holdout=4, clean_passes=3)
     xh, yh = r.calibration_data
     assert torch.bincount(yh, minlength=3).tolist() == [4, 4, 4]
     held = set(xh[:, 0].long().tolist())

@@ -141,7 +141,6 @@ SMOKE = Preset(
     noises=("worst",),
     seeds=(0,),
     method_params={"fbr": {"warmup": 1, "clean_passes": 1, "alpha_switch": 1},
-                   "fbr_plus": {"clean_passes": 1},
                    "fine": {"warmup": 1, "every": 1},
                    "coteaching_plus": {"init_epoch": 1}},
     limit_train=400,

@@ -27,11 +27,11 @@ class RecipeConfig:
 
     The defaults are the recommended recipe, chosen on held-out seeds of the CIFAR-N benchmark
     by a rule written before the runs (docs, *Choosing a configuration*): the authors' threshold
-    rule from the first epoch (no warm-up, :math:`\alpha = 0`), 3 clean passes per epoch, each
-    batch's features from an eval-mode forward (so that the training forward may see mixed
-    images), and the dropped samples kept in the loss: towards a pseudo-label where the nearest
-    clean prototype and the network agree confidently, else under their given label at weight
-    0.5. Train with :func:`~robustweights.recipe.targets.mixup` on :meth:`SurrogateRecipe.targets`
+    rule from the first epoch (no warm-up, :math:`\alpha = 0`), the trusted images trained in
+    the pool's batches rather than in clean passes, each batch's features from an eval-mode
+    forward (so that the training forward may see mixed images), and the dropped samples kept in
+    the loss: towards a pseudo-label where the nearest clean prototype and the network agree
+    confidently, else under their given label at weight 0.5. Train with :func:`~robustweights.recipe.targets.mixup` on :meth:`SurrogateRecipe.targets`
     (the recipe's docstring shows the loop). :meth:`authors` is the authors' exact recipe.
 
     Attributes:
@@ -43,7 +43,9 @@ class RecipeConfig:
             learning-rate drop; default 0: :math:`\alpha = 0` throughout, which needs
             :math:`C \ge 3`).
         clean_passes: passes over the clean set at the start of every epoch (authors: 30 over
-            2,000 images; default 3).
+            2,000 images; default 0: the recommended recipe trains the trusted images in the
+            pool's batches instead, marked by ``weights(..., trusted=)``, at weight 1 and mixed
+            like any other image).
         clean_batch_size: batch size of those passes over a pair of tensors (128).
         eval_features: the batch's features from a separate no-grad eval-mode forward (default,
             as the authors'); False: from your training forward (``weights(..., features=)``,
@@ -94,10 +96,10 @@ class RecipeConfig:
     Example:
         >>> c = RecipeConfig()
         >>> c.warmup_epochs, c.alpha_switch, c.clean_passes, c.eval_features, c.dropped_weight
-        (0, 0, 3, True, 0.5)
+        (0, 0, 0, True, 0.5)
         >>> c.pseudo_labels, c.thresholds
         (True, 'global')
-        >>> c == RecipeConfig.authors(warmup_epochs=0, alpha_switch=0, clean_passes=3,
+        >>> c == RecipeConfig.authors(warmup_epochs=0, alpha_switch=0, clean_passes=0,
         ...                           dropped_weight=0.5, pseudo_labels=True)
         True
         >>> RecipeConfig.authors().clean_passes, RecipeConfig.authors().eval_features
@@ -109,7 +111,7 @@ class RecipeConfig:
     warmup_epochs: int = 0
     warmup_weight: float | None = None
     alpha_switch: int = 0
-    clean_passes: int = 3
+    clean_passes: int = 0
     clean_batch_size: int = 128
     eval_features: bool = True
     dropped_weight: float = 0.5

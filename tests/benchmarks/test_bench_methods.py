@@ -268,7 +268,7 @@ def test_fbr_warmup_weights_are_half_then_reweighted() -> None:
 
 def test_fbr_plus_keeps_dropped_samples_at_its_floor() -> None:
     ctx = _tiny_context()
-    m = FBRPlus(warmup=1, clean_passes=1, alpha_switch=1, dropped_weight=0.3)
+    m = FBRPlus(warmup=1, alpha_switch=1, dropped_weight=0.3)
     m.setup(ctx)
     m.train_epoch(0)
     w = m.train_epoch(1).weights
@@ -365,7 +365,7 @@ def test_elr_running_targets_cover_what_each_method_trains_on() -> None:
     assert ce.elr is not None and ce.elr.targets is not None
     assert ce.elr.targets.shape[0] == ctx.n_pool + ctx.n_clean, "pool and clean set, as CE trains"
     assert bool((ce.elr.targets.sum(1) > 0).all()), "every sample visited once"
-    fbr = FBRPlus(elr=3.0, mixup=1.0)
+    fbr = FBRPlus(elr=3.0, mixup=1.0, trusted_in_batches=False, clean_passes=3)  # ELR's runs
     fbr.setup(_tiny_context())
     fbr.train_epoch(0)
     assert fbr.elr is not None and fbr.elr[0].targets is not None
@@ -378,7 +378,8 @@ def test_elr_before_its_start_trains_as_without_it(method) -> None:
     # the run is the run without ELR to the last bit (same losses, same weights).
     def run(**elr: float) -> list[float]:
         torch.manual_seed(0)  # the model's initialisation
-        m = method(mixup=1.0, **elr)
+        before = {"trusted_in_batches": False, "clean_passes": 3} if method is FBRPlus else {}
+        m = method(mixup=1.0, **before, **elr)  # FBR+ as it was when ELR was measured
         m.setup(_tiny_context())
         return [m.train_epoch(e).loss for e in range(2)]
 

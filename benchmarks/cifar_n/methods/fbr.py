@@ -22,10 +22,9 @@ trains under the same schedule); the clean set is the benchmark's trusted subset
 on the cpu preset, 2,000 in the paper); weight decay is the preset's (5e-4 on cpu, the authors'
 1e-3 on ``paper``). The clean passes' batch order comes from its own seeded generator.
 
-``fbr_plus`` (:class:`FBRPlus`) is the same recipe with the options of ``SurrogateRecipe`` that
-our selections on held-out seeds kept, per preset (``benchmarks/cifar_n/presets.py``): dropped
-samples at weight 0.3, 3 clean passes and the training forward's features in ``cpu``; the
-threshold rule from epoch 0 with a peer network's features in ``memorise``.
+``fbr_plus`` (:class:`FBRPlus`) is the recommended recipe, the same in every preset: the options
+of ``SurrogateRecipe`` that the selections on held-out seeds kept (``docs/results/
+recipe_selection``), trained with mixup and with the trusted images in the pool's batches.
 """
 
 from __future__ import annotations
@@ -392,16 +391,17 @@ class FBR(Method):
 
 class FBRPlus(FBR):
     """The recommended FBR recipe (``RecipeConfig()`` with mixup in the loop), chosen on held-out
-    seeds 10-12 by a rule written before the runs (``docs/results/recipe_selection/``): the
-    authors' threshold from epoch 0 (no warm-up, alpha 0), 3 clean passes, each batch's features
-    from an eval-mode forward, a dropped sample trained towards its pseudo-label where the
-    nearest clean prototype and the network agree at p >= 0.95 and at weight 0.5 under its given
-    label otherwise, and mixup (alpha 1) among the batch's samples, weights mixed alike."""
+    seeds 10-12 by rules written before the runs (``docs/results/recipe_selection/``): the
+    authors' threshold from epoch 0 (no warm-up, alpha 0), the trusted images in the pool's
+    mixed batches at weight 1 (no clean passes), each batch's features from an eval-mode forward,
+    a dropped sample trained towards its pseudo-label where the nearest clean prototype and the
+    network agree at p >= 0.95 and at weight 0.5 under its given label otherwise, and mixup
+    (alpha 1) among the batch's samples, weights mixed alike."""
 
     name = "fbr_plus"
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
-        return {**super().defaults(), "warmup": 0, "alpha_switch": 0, "clean_passes": 3,
+        return {**super().defaults(), "warmup": 0, "alpha_switch": 0, "clean_passes": 0,
                 "eval_features": True, "dropped_weight": 0.5, "pseudo_labels": True,
-                "mixup": 1.0}
+                "mixup": 1.0, "trusted_in_batches": True}
