@@ -144,8 +144,10 @@ class RecipeCallback(pl.Callback):
     its state in Lightning's checkpoints.
 
     With :class:`RecipeDataLoader` as the train dataloader, every step of the recipe is an
-    ordinary Lightning training step, clean passes included, so Lightning's DDP gradient sync,
-    precision (AMP), gradient clipping and accumulation apply to all of them::
+    ordinary Lightning training step, clean passes included (the recommended configuration has
+    none: put the trusted images in ``pool_loader`` and pass ``trusted=`` to ``weights()``), so
+    Lightning's DDP gradient sync, precision (AMP), gradient clipping and accumulation apply to
+    all of them::
 
         class Module(pl.LightningModule):
             def training_step(self, batch, batch_idx):
