@@ -18,16 +18,16 @@ recipe = SurrogateRecipe(2, model=model, head=model[3], clean_data=(Xc, yc),
 def step(loss):                                 # yours: AMP, clipping, schedulers...
     opt.zero_grad(); loss.backward(); opt.step()
 
-Xa, ya = torch.cat([X, Xc]), torch.cat([y, yc]) # one stream: the pool and the trusted set
+Xa, ya = torch.cat([X, Xc]), torch.cat([y, yc])  # one stream: pool + trusted set
 trusted = torch.arange(2100) >= 2000
 for epoch in range(15):
     recipe.start_epoch(epoch)                   # the schedule
     model.train()
-    for xb, yb in recipe.clean_batches():       # clean passes (none by default); at their
-        step(recipe.clean_loss(model(xb), yb))  # end the prototypes are refreshed
-    for idx in torch.randperm(2100).split(100): # the noisy pool with the trusted images
-        w = recipe.weights(inputs=Xa[idx], labels=ya[idx],  # FBR weights (eval forward);
-                           trusted=trusted[idx])           # trusted images: weight 1
+    for xb, yb in recipe.clean_batches():       # clean passes (none by default);
+        step(recipe.clean_loss(model(xb), yb))  # at their end: the prototypes
+    for idx in torch.randperm(2100).split(100): # the pool and the trusted images
+        w = recipe.weights(inputs=Xa[idx], labels=ya[idx],  # FBR weights (eval
+                           trusted=trusted[idx])  # forward); trusted: weight 1
         t = recipe.targets(ya[idx], w)          # dropped: pseudo-label or floor weight
         xm, q, wm = mixup(Xa[idx], t.labels, t.weights, num_classes=2)
         step(soft_cross_entropy(model(xm), q, wm))   # mean of w_i * CE(z_i, q_i)
