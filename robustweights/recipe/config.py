@@ -31,8 +31,9 @@ class RecipeConfig:
     the pool's batches rather than in clean passes, each batch's features from an eval-mode
     forward (so that the training forward may see mixed images), and the dropped samples kept in
     the loss: towards a pseudo-label where the nearest clean prototype and the network agree
-    confidently, else under their given label at weight 0.5. Train with :func:`~robustweights.recipe.targets.mixup` on :meth:`SurrogateRecipe.targets`
-    (the recipe's docstring shows the loop). :meth:`authors` is the authors' exact recipe.
+    confidently, else under their given label at weight 0.5. Train with
+    :func:`~robustweights.recipe.targets.mixup` on :meth:`SurrogateRecipe.targets` (the recipe's
+    docstring shows the loop). :meth:`authors` is the authors' exact recipe.
 
     Attributes:
         warmup_epochs: epochs at the warm-up weight for every sample (authors: 10 of 150;
