@@ -51,10 +51,10 @@ class SurrogateRecipe:
     Every epoch::
 
         recipe.start_epoch(epoch)                    # the schedule: warm-up, alpha
-        for xc, yc in recipe.clean_batches():        # the clean passes (your step), then
-            step(recipe.clean_loss(net(xc), yc))     # the prototypes are refreshed
-        for x, y, idx in loader:                     # the pool (your step)
-            w = recipe.weights(inputs=x, labels=y)   # its own eval forward (the default)
+        for xc, yc in recipe.clean_batches():        # clean passes if configured (none by
+            step(recipe.clean_loss(net(xc), yc))     # default); then the prototypes' refresh
+        for x, y, trusted in loader:                 # the pool and the trusted images
+            w = recipe.weights(inputs=x, labels=y, trusted=trusted)  # its own eval forward
             t = recipe.targets(y, w)                 # pseudo-labels, the floor
             xm, q, wm = mixup(x, t.labels, t.weights, num_classes=C)
             step(soft_cross_entropy(net(xm), q, wm))
