@@ -260,10 +260,7 @@ class FBR(Method):
                 t, w = self._end_floor(recipe.targets(y[pool], w), w, epoch)
                 q[pool] = t.soft_targets(c.num_classes).to(q.device)
                 w_all[pool] = t.weights.to(w_all.device)
-                ids = idx[pool].cpu().numpy()
-                weights[ids] = w.detach().cpu().numpy()
-                pseudo[ids] = torch.where(t.pseudo, t.labels, -1).cpu().numpy()
-                kept[ids] = t.kept.float().cpu().numpy()
+                self._record(idx[pool], w, t, weights, pseudo, kept)
                 d = recipe.reweighter.last_scores
                 if not recipe.in_warmup and d is not None:
                     couplings.append(float(d.abs().mean()))
@@ -272,17 +269,7 @@ class FBR(Method):
             loss = mixed_batch_loss(self.model(xm), qm, wm, self.gce)
             self._step(0, loss)
             total, n = total + float(loss.detach()) * len(idx), n + len(idx)
-        self.sched.step()
-        health = {f"health_{k}": float("nan") if v is None else float(v)
-                  for k, v in asdict(recipe.end_epoch()).items() if k != "epoch"}
-        floor = float(self.params["dropped_weight"]) > 0
-        return EpochLog(total / n, weights,
-                        pseudo_labels=pseudo if self.params["pseudo_labels"] else None,
-                        kept=kept if floor else None, extra=
-                        {"alpha": recipe.reweighter.current_alpha(),
-                         "clean_pass_loss": float("nan"), "warmup": float(recipe.in_warmup),
-                         "coupling": float(np.mean(couplings)) if couplings else float("nan"),
-                         **health})
+        return self._close_epoch(total / n, weights, pseudo, kept, couplings, float("nan"))
 
     def train_epoch(self, epoch: int) -> EpochLog:
         c = self.c
@@ -344,16 +331,31 @@ class FBR(Method):
                 self._step(k, loss)
                 if k == 0:
                     total, n = total + float(loss.detach()) * len(idx), n + len(idx)
-                    weights[idx.cpu().numpy()] = w.detach().cpu().numpy()
-                    relabelled = torch.where(t.pseudo, t.labels, -1)
-                    if t.guess is not None and t.guess_share is not None:  # bootstrapped
-                        moved = (t.guess_share > 0) & (t.guess != t.labels)
-                        relabelled = torch.where(moved, t.guess, relabelled)
-                    pseudo[idx.cpu().numpy()] = relabelled.cpu().numpy()
-                    kept[idx.cpu().numpy()] = t.kept.float().cpu().numpy()
+                    self._record(idx, w, t, weights, pseudo, kept)
             d = self.recipe.reweighter.last_scores
             if not self.recipe.in_warmup and d is not None:
                 couplings.append(float(d.abs().mean()))  # mean |d_i|, for the phase rule
+        return self._close_epoch(total / n, weights, pseudo, kept, couplings,
+                                 clean_total / clean_n if clean_n else float("nan"))
+
+    @staticmethod
+    def _record(idx: torch.Tensor, w: torch.Tensor, t: Targets, weights: np.ndarray,
+                pseudo: np.ndarray, kept: np.ndarray) -> None:
+        """Write a batch's weights, relabelled classes (pseudo-labels, or the guess of a
+        bootstrapped target; -1 for none) and the filter's verdicts at its pool ids ``idx``."""
+        ids = idx.cpu().numpy()
+        weights[ids] = w.detach().cpu().numpy()
+        relabelled = torch.where(t.pseudo, t.labels, -1)
+        if t.guess is not None and t.guess_share is not None:  # bootstrapped
+            moved = (t.guess_share > 0) & (t.guess != t.labels)
+            relabelled = torch.where(moved, t.guess, relabelled)
+        pseudo[ids] = relabelled.cpu().numpy()
+        kept[ids] = t.kept.float().cpu().numpy()
+
+    def _close_epoch(self, loss: float, weights: np.ndarray, pseudo: np.ndarray,
+                     kept: np.ndarray, couplings: list[float], clean_pass_loss: float
+                     ) -> EpochLog:
+        """Step the schedulers, end every recipe's epoch and log it (network 0's)."""
         for sched in self.scheds:
             sched.step()
         recipe = self.recipe
@@ -363,10 +365,10 @@ class FBR(Method):
         for r in self.recipes[1:]:
             r.end_epoch()
         floor = float(self.params["dropped_weight"]) > 0
-        return EpochLog(total / n, weights, pseudo_labels=pseudo if p_on else None,
+        return EpochLog(loss, weights, pseudo_labels=pseudo if p_on else None,
                         kept=kept if floor else None, extra=
                         {"alpha": recipe.reweighter.current_alpha(),
-                         "clean_pass_loss": clean_total / clean_n if clean_n else float("nan"),
+                         "clean_pass_loss": clean_pass_loss,
                          "warmup": float(recipe.in_warmup),
                          "coupling": float(np.mean(couplings)) if couplings else float("nan"),
                          **health})
