@@ -482,3 +482,43 @@ def test_trusted_in_batches_with_every_weight_one_is_ce_mixup() -> None:
         with pytest.raises(ValueError, match="`trusted_in_batches`"):
             FBRPlus(**{"trusted_in_batches": True, "clean_passes": 0, **bad}).setup(
                 _tiny_context())
+
+
+def test_floor_gate_keeps_the_floor_where_the_network_agrees_with_the_label() -> None:
+    """With ``floor_gate="agree"`` a dropped sample without a pseudo-label keeps the 0.5 floor
+    exactly where the eval forward's class of its image is its given label; kept samples and
+    pseudo-labels are untouched."""
+    from benchmarks.cifar_n.methods import fbr as fbr_module
+
+    seen: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    original = fbr_module.FBR._end_floor
+
+    def spy(self, recipe, t, w, epoch):  # type: ignore[no-untyped-def]
+        t2, w2 = original(self, recipe, t, w, epoch)
+        agree = recipe.eval_logits.argmax(1) == t.labels
+        seen.append((w.numpy().copy(), w2.numpy(), (t.kept | t.pseudo).numpy(), agree.numpy()))
+        return t2, w2
+
+    torch.manual_seed(0)
+    m = FBRPlus(floor_gate="agree")
+    m.setup(_tiny_context())
+    fbr_module.FBR._end_floor = spy  # type: ignore[method-assign]
+    try:
+        gated_loss = m.train_epoch(0).loss
+    finally:
+        fbr_module.FBR._end_floor = original  # type: ignore[method-assign]
+    w, w2, keep, agree = (np.concatenate(a) for a in zip(*seen, strict=True))
+    floored = ~keep
+    assert (floored & agree).any() and (floored & ~agree).any()  # both cases occur
+    np.testing.assert_array_equal(w2[keep], w[keep])
+    np.testing.assert_allclose(w2[floored & agree], 0.5)
+    assert (w2[floored & ~agree] == 0).all()
+    torch.manual_seed(0)
+    plain = FBRPlus()
+    plain.setup(_tiny_context())
+    assert plain.train_epoch(0).loss != gated_loss  # the gate changed the training
+    for bad in ("yes", True, 1):
+        with pytest.raises(ValueError, match="`floor_gate`"):
+            FBRPlus(floor_gate=bad).setup(_tiny_context())
+    with pytest.raises(ValueError, match="`eval_features` with `floor_gate`"):
+        FBR(floor_gate="agree", eval_features=False).setup(_tiny_context())

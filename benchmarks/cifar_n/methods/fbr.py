@@ -73,7 +73,10 @@ class FBR(Method):
     (:math:`\\rho > 0`, with mixup: the pool term is generalised cross-entropy,
     ``methods.base.soft_gce``, instead of cross-entropy; the clean passes keep cross-entropy),
     ``floor_until`` (an epoch: from it on, a dropped sample that took no pseudo-label has
-    weight 0, the authors' drop, instead of ``dropped_weight``; None: never),
+    weight 0, the authors' drop, instead of ``dropped_weight``; None: never), ``floor_gate``
+    (``"agree"``: a dropped sample that took no pseudo-label keeps ``dropped_weight`` only where
+    the eval forward's class of its un-mixed image is its given label, else weight 0; None: the
+    floor for every such sample),
     ``trusted_in_batches`` (with mixup and ``clean_passes`` = 0: the trusted images join the
     pool's batches, one shuffled stream over both as CE + mixup's, at weight :math:`w_{\\max}`
     and never scored, and are mixed with the pool images; the prototypes still come from their
@@ -94,7 +97,8 @@ class FBR(Method):
                 "pseudo_confidence": 0.95, "pseudo_ramp": 10, "mixup": 0.0,
                 "calibration_holdout": 0, "dropped_target": "label", "bootstrap_share": 0.8,
                 "bootstrap_start": 0, "elr": 0.0, "elr_momentum": 0.7, "elr_start": 0,
-                "gce": 0.0, "floor_until": None, "trusted_in_batches": False}
+                "gce": 0.0, "floor_until": None, "floor_gate": None,
+                "trusted_in_batches": False}
 
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
@@ -114,6 +118,12 @@ class FBR(Method):
                                   or until < 0):
             raise ValueError(f"Expected `floor_until` to be None or an epoch (an int >= 0), but "
                              f"got {until!r}")
+        if p["floor_gate"] not in (None, "agree"):
+            raise ValueError(f"Expected `floor_gate` to be None or 'agree', but got "
+                             f"{p['floor_gate']!r}")
+        if p["floor_gate"] is not None and not p["eval_features"]:
+            raise ValueError("Expected `eval_features` with `floor_gate`: the gate reads the "
+                             "eval forward's class of the un-mixed batch")
         if float(p["mixup"]) > 0 and not p["eval_features"]:
             raise ValueError("Expected `eval_features` with `mixup`: the training forward sees "
                              "mixed images, so the batch's own features need the eval forward")
@@ -213,15 +223,22 @@ class FBR(Method):
             return recipe.loss(logits, t.labels, t.weights)
         return soft_cross_entropy(logits, t.soft_targets(self.c.num_classes), t.weights)
 
-    def _end_floor(self, t: Targets, w: torch.Tensor, epoch: int
+    def _end_floor(self, recipe: SurrogateRecipe, t: Targets, w: torch.Tensor, epoch: int
                    ) -> tuple[Targets, torch.Tensor]:
         """``t`` and the batch's weights ``w`` with weight 0 for the dropped samples no
-        pseudo-label took, from epoch ``floor_until`` on (unchanged before it, or when it is
-        None)."""
-        until = self.params["floor_until"]
-        if until is None or epoch < until:
-            return t, w
+        pseudo-label took: all of them from epoch ``floor_until`` on, and with ``floor_gate``
+        those whose eval-forward class is not their given label (unchanged otherwise, and in
+        the warm-up)."""
+        until, gate = self.params["floor_until"], self.params["floor_gate"]
         keep = (t.kept | t.pseudo).to(w.device)
+        if until is not None and epoch >= until:
+            pass
+        elif gate == "agree" and not recipe.in_warmup:
+            z = recipe.eval_logits
+            assert z is not None  # eval_features is checked in setup
+            keep = keep | (z.argmax(1).to(w.device) == t.labels.to(w.device))
+        else:
+            return t, w
         return (replace(t, weights=torch.where(keep, t.weights, torch.zeros_like(t.weights))),
                 torch.where(keep, w, torch.zeros_like(w)))
 
@@ -257,7 +274,7 @@ class FBR(Method):
             pool = idx < c.n_pool
             if bool(pool.any()):
                 w = recipe.weights(inputs=x[pool], labels=y[pool], sample_ids=idx[pool])
-                t, w = self._end_floor(recipe.targets(y[pool], w), w, epoch)
+                t, w = self._end_floor(recipe, recipe.targets(y[pool], w), w, epoch)
                 q[pool] = t.soft_targets(c.num_classes).to(q.device)
                 w_all[pool] = t.weights.to(w_all.device)
                 self._record(idx[pool], w, t, weights, pseudo, kept)
@@ -301,7 +318,7 @@ class FBR(Method):
             for k, recipe in enumerate(self.recipes):
                 if mix > 0:  # targets from the un-mixed batch's eval forward, then mixup
                     w = recipe.weights(inputs=x, labels=y, sample_ids=idx)
-                    t, w = self._end_floor(recipe.targets(y, w), w, epoch)
+                    t, w = self._end_floor(recipe, recipe.targets(y, w), w, epoch)
                     q = t.soft_targets(c.num_classes)
                     if self.elr is not None:  # ELR's running targets beside them: one draw
                         avg = self.elr[k].update(idx, self._elr_source(k, x))
@@ -315,13 +332,13 @@ class FBR(Method):
                 elif recipe.config.eval_features:  # the eval forward, then the training one
                     w = recipe.weights(inputs=x, labels=y, sample_ids=idx)
                     logits = self.nets[k](x)
-                    t, w = self._end_floor(recipe.targets(y, w), w, epoch)
+                    t, w = self._end_floor(recipe, recipe.targets(y, w), w, epoch)
                     loss = self._loss(recipe, logits, t)
                 else:  # the training forward's features: forward first
                     logits = self.nets[k](x)
                     w = recipe.weights(inputs=x, labels=y, sample_ids=idx)
-                    t, w = self._end_floor(recipe.targets(y, w, logits=logits.detach()), w,
-                                           epoch)
+                    t = recipe.targets(y, w, logits=logits.detach())
+                    t, w = self._end_floor(recipe, t, w, epoch)
                     loss = self._loss(recipe, logits, t)
                 if self.elr is not None and mix == 0:
                     avg = self.elr[k].update(idx, self._elr_source(k, x, logits))
