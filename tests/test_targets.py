@@ -17,6 +17,7 @@ from robustweights.recipe.targets import (
     Targets,
     agreement_pseudo_labels,
     bootstrap_targets,
+    consistency_loss,
     mixup,
     soft_cross_entropy,
 )
@@ -211,6 +212,34 @@ def test_soft_cross_entropy_gradient_by_hand() -> None:
         soft_cross_entropy(z, q[:1])
     with pytest.raises(ValueError, match="`weights`"):
         soft_cross_entropy(z, q, w[:1])
+
+
+def test_consistency_loss_gradient_by_hand() -> None:
+    # L = (1/B) sum_i w_i ||p_i - q_i||^2, p = softmax(z), q = softmax(z' / T) held fixed:
+    # dL/dz_i = (2 w_i / B) (diag(p_i) - p_i p_i^T)(p_i - q_i), and no gradient reaches z'
+    z = torch.tensor([[1.0, 2.0, 0.0], [0.5, -1.0, 0.0]], requires_grad=True)
+    zt = torch.tensor([[0.0, 1.0, 3.0], [2.0, 0.0, 0.0]], requires_grad=True)
+    w = torch.tensor([0.5, 2.0])
+    consistency_loss(z, zt, w, temperature=0.5).backward()
+    p, q = torch.softmax(z.detach(), 1), torch.softmax(zt.detach() / 0.5, 1)
+    d = p - q
+    by_hand = (2 * w / 2).unsqueeze(1) * (p * d - p * (p * d).sum(1, keepdim=True))
+    torch.testing.assert_close(z.grad, by_hand)
+    assert zt.grad is None
+    # the value: a uniform prediction against a certain target, (1/2)^2 + (1/2)^2
+    one = consistency_loss(torch.zeros(1, 2), torch.tensor([[0.0, 50.0]]))
+    assert float(one) == pytest.approx(0.5)
+    same = z.detach()
+    assert float(consistency_loss(same, same, temperature=1.0)) == 0.0  # agrees with itself
+    assert float(consistency_loss(torch.zeros(0, 3), torch.zeros(0, 3))) == 0.0
+    with pytest.raises(ValueError, match="`target_logits`"):
+        consistency_loss(z, zt[:1])
+    with pytest.raises(ValueError, match="`weights`"):
+        consistency_loss(z, zt, w[:1])
+    with pytest.raises(ValueError, match="`temperature`"):
+        consistency_loss(z, zt, temperature=0.0)
+    with pytest.raises(ValueError, match="`logits`"):
+        consistency_loss(torch.zeros(3), torch.zeros(3))
 
 
 # ---------------------------------------------------------------------- the recipe step

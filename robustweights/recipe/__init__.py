@@ -8,8 +8,9 @@
   functions of one batch;
 * :mod:`~robustweights.recipe.health`: held-out trusted samples judged as the pool was, for
   the filter's health;
-* :mod:`~robustweights.recipe.targets`: targets for what the filter drops, mixup and the
-  soft-target loss (public here: ``from robustweights.recipe import mixup``);
+* :mod:`~robustweights.recipe.targets`: targets for what the filter drops, mixup, the
+  soft-target loss and the consistency term (public here:
+  ``from robustweights.recipe import mixup``);
 * :mod:`~robustweights.recipe.calibration`: per-class thresholds calibrated on trusted images;
 * :mod:`~robustweights.recipe.elr`: early-learning regularisation, against the wrong labels the
   filter keeps.
@@ -22,10 +23,12 @@ from robustweights.recipe.targets import (
     Targets,
     agreement_pseudo_labels,
     bootstrap_targets,
+    consistency_loss,
     mixup,
     soft_cross_entropy,
 )
 
 __all__ = ["PredictionAverage", "RecipeConfig", "SurrogateRecipe", "Targets",
-           "agreement_pseudo_labels", "bootstrap_targets", "elr_penalty", "mixup",
+           "agreement_pseudo_labels", "bootstrap_targets", "consistency_loss", "elr_penalty",
+           "mixup",
            "soft_cross_entropy"]

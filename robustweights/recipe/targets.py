@@ -19,8 +19,8 @@ import torch.nn.functional as F
 
 from robustweights.functional.surrogate import surrogate_prototypes, surrogate_scaled_similarity
 
-__all__ = ["Targets", "agreement_pseudo_labels", "bootstrap_targets", "mixup",
-           "nearest_prototype", "pseudo_label_targets", "soft_cross_entropy"]
+__all__ = ["Targets", "agreement_pseudo_labels", "bootstrap_targets", "consistency_loss",
+           "mixup", "nearest_prototype", "pseudo_label_targets", "soft_cross_entropy"]
 
 
 @dataclass(frozen=True)
@@ -257,4 +257,41 @@ def soft_cross_entropy(logits: torch.Tensor, soft_targets: torch.Tensor,
     if weights.shape != per.shape:
         raise ValueError(f"Expected `weights` of shape {tuple(per.shape)}, but got "
                          f"{tuple(weights.shape)}")
+    return (weights.detach().to(per.dtype) * per).mean()
+
+
+def consistency_loss(logits: torch.Tensor, target_logits: torch.Tensor,
+                     weights: torch.Tensor | None = None, *,
+                     temperature: float = 0.5) -> torch.Tensor:
+    r"""The consistency term over samples whose labels are not trusted: the weighted batch mean
+    of :math:`\lVert \mathrm{softmax}(z_i) - q_i \rVert_2^2` with
+    :math:`q_i = \mathrm{softmax}(z'_i / T)` from ``target_logits`` :math:`z'` (detached: the
+    network's own guess, typically from another view of the same image, e.g. the recipe's
+    eval forward), sharpened by the temperature :math:`T` (MixMatch, Berthelot et al. 2019;
+    DivideMix, Li et al. 2020). It trains the dropped samples without their labels: weight it
+    by :math:`\lambda` and ramp :math:`\lambda` up over the first epochs. Weights detached (all
+    1 when None). Pure: no state. An empty batch gives 0.
+
+    Example:
+        >>> z = torch.zeros(1, 2); zt = torch.tensor([[0.0, 100.0]])
+        >>> float(consistency_loss(z, zt))  # (0.5 - 0)^2 + (0.5 - 1)^2
+        0.5
+    """
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+        raise ValueError(f"Expected `logits` to be a (B, C) tensor, but got "
+                         f"{getattr(logits, 'shape', type(logits).__name__)}")
+    if not isinstance(target_logits, torch.Tensor) or target_logits.shape != logits.shape:
+        raise ValueError(f"Expected `target_logits` of shape {tuple(logits.shape)}, but got "
+                         f"{getattr(target_logits, 'shape', type(target_logits).__name__)}")
+    if isinstance(temperature, bool) or not float(temperature) > 0:
+        raise ValueError(f"Expected `temperature` to be > 0, but got {temperature!r}")
+    if logits.shape[0] == 0:
+        return logits.sum() * 0.0
+    q = torch.softmax(target_logits.detach().to(logits.dtype) / float(temperature), 1)
+    per = (torch.softmax(logits, 1) - q).pow(2).sum(1)
+    if weights is None:
+        return per.mean()
+    if not isinstance(weights, torch.Tensor) or weights.shape != per.shape:
+        raise ValueError(f"Expected `weights` of shape {tuple(per.shape)}, but got "
+                         f"{getattr(weights, 'shape', type(weights).__name__)}")
     return (weights.detach().to(per.dtype) * per).mean()

@@ -522,3 +522,48 @@ def test_floor_gate_keeps_the_floor_where_the_network_agrees_with_the_label() ->
             FBRPlus(floor_gate=bad).setup(_tiny_context())
     with pytest.raises(ValueError, match="`eval_features` with `floor_gate`"):
         FBR(floor_gate="agree", eval_features=False).setup(_tiny_context())
+
+
+def test_consistency_trains_a_second_view_of_the_dropped_samples_towards_the_eval_guess() -> None:
+    """With ``consistency`` > 0 every batch adds the consistency term over exactly its dropped
+    samples that took no pseudo-label, against the eval forward's logits of those rows, at
+    lambda times the ramp."""
+    from benchmarks.cifar_n.methods import fbr as fbr_module
+
+    floors: list[tuple[np.ndarray, torch.Tensor]] = []
+    calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+    original_floor, original_loss = fbr_module.FBR._end_floor, fbr_module.consistency_loss
+
+    def spy_floor(self, recipe, t, w, epoch):  # type: ignore[no-untyped-def]
+        dropped = ~(t.kept | t.pseudo)
+        floors.append((dropped.numpy().copy(), recipe.eval_logits[dropped].clone()))
+        return original_floor(self, recipe, t, w, epoch)
+
+    def spy_loss(logits, target, weights=None, *, temperature=0.5):  # type: ignore[no-untyped-def]
+        assert temperature == 0.25
+        calls.append((logits.detach().clone(), target.clone()))
+        return original_loss(logits, target, weights, temperature=temperature)
+
+    torch.manual_seed(0)
+    m = FBRPlus(consistency=2.0, consistency_temperature=0.25, pseudo_ramp=1)
+    m.setup(_tiny_context())
+    fbr_module.FBR._end_floor = spy_floor  # type: ignore[method-assign]
+    fbr_module.consistency_loss = spy_loss
+    try:
+        loss = m.train_epoch(0).loss
+    finally:
+        fbr_module.FBR._end_floor = original_floor  # type: ignore[method-assign]
+        fbr_module.consistency_loss = original_loss
+    with_drops = [(d, z) for d, z in floors if d.any()]
+    assert with_drops and len(calls) == len(with_drops)
+    for (dropped, z_eval), (logits, target) in zip(with_drops, calls, strict=True):
+        assert logits.shape == (int(dropped.sum()), z_eval.shape[1])
+        torch.testing.assert_close(target, z_eval)
+    torch.manual_seed(0)
+    plain = FBRPlus()
+    plain.setup(_tiny_context())
+    assert plain.train_epoch(0).loss != loss  # the term is in the loss
+    with pytest.raises(ValueError, match="`consistency`"):
+        FBRPlus(consistency=-1.0).setup(_tiny_context())
+    with pytest.raises(ValueError, match="`trusted_in_batches` with `consistency`"):
+        FBRPlus(consistency=1.0, trusted_in_batches=False, clean_passes=3).setup(_tiny_context())

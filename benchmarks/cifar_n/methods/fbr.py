@@ -41,7 +41,14 @@ from benchmarks.cifar_n.methods.base import Context, EpochLog, Method, check_gce
 from benchmarks.cifar_n.models import head
 from robustweights import AlphaSchedule, SurrogateRecipe, SurrogateReweighter
 from robustweights._data import eval_mode
-from robustweights.recipe import PredictionAverage, Targets, elr_penalty, mixup, soft_cross_entropy
+from robustweights.recipe import (
+    PredictionAverage,
+    Targets,
+    consistency_loss,
+    elr_penalty,
+    mixup,
+    soft_cross_entropy,
+)
 
 __all__ = ["FBR", "FBRPlus"]
 
@@ -80,7 +87,12 @@ class FBR(Method):
     ``trusted_in_batches`` (with mixup and ``clean_passes`` = 0: the trusted images join the
     pool's batches, one shuffled stream over both as CE + mixup's, at weight :math:`w_{\\max}`
     and never scored, and are mixed with the pool images; the prototypes still come from their
-    eval-mode features at the start of every epoch; one network, no ELR, no held-out images).
+    eval-mode features at the start of every epoch; one network, no ELR, no held-out images),
+    ``consistency`` (:math:`\\lambda`, with ``trusted_in_batches``: adds
+    :math:`\\lambda r\\,` :func:`~robustweights.recipe.consistency_loss` between the training
+    forward of a second augmented view of the batch's dropped samples that took no pseudo-label
+    and the eval forward's guess for them, sharpened by ``consistency_temperature``; :math:`r`
+    ramps linearly to 1 over ``pseudo_ramp`` epochs; 0: off).
     """
 
     name = "fbr"
@@ -98,7 +110,8 @@ class FBR(Method):
                 "calibration_holdout": 0, "dropped_target": "label", "bootstrap_share": 0.8,
                 "bootstrap_start": 0, "elr": 0.0, "elr_momentum": 0.7, "elr_start": 0,
                 "gce": 0.0, "floor_until": None, "floor_gate": None,
-                "trusted_in_batches": False}
+                "trusted_in_batches": False, "consistency": 0.0,
+                "consistency_temperature": 0.5}
 
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
@@ -129,6 +142,12 @@ class FBR(Method):
                              "mixed images, so the batch's own features need the eval forward")
         if p["trusted_in_batches"]:
             self._check_trusted_in_batches()
+        if float(p["consistency"]) < 0 or float(p["consistency_temperature"]) <= 0:
+            raise ValueError(f"Expected `consistency` >= 0 and `consistency_temperature` > 0, "
+                             f"but got {p['consistency']!r} and {p['consistency_temperature']!r}")
+        if float(p["consistency"]) > 0 and not p["trusted_in_batches"]:
+            raise ValueError("Expected `trusted_in_batches` with `consistency` > 0 (the term is "
+                             "built into that loop only)")
         self.model = ctx.new_model()
         self.opt = ctx.new_optimizer(self.model)
         self.sched = ctx.new_scheduler(self.opt)
@@ -267,8 +286,11 @@ class FBR(Method):
         kept = np.full(c.n_pool, np.nan)
         total, n = 0.0, 0
         couplings: list[float] = []
+        lam = float(self.params["consistency"]) * min(1.0, (epoch + 1) / max(
+            1, int(self.params["pseudo_ramp"])))
         for idx in c.batches(len(uy)):
             x, y = c.train_view(ux[idx]), uy[idx]
+            second: tuple[torch.Tensor, torch.Tensor] | None = None
             q = torch.nn.functional.one_hot(y, c.num_classes).float()
             w_all = torch.full((len(y),), recipe.reweighter.w_max, device=y.device)
             pool = idx < c.n_pool
@@ -281,9 +303,21 @@ class FBR(Method):
                 d = recipe.reweighter.last_scores
                 if not recipe.in_warmup and d is not None:
                     couplings.append(float(d.abs().mean()))
+                dropped = ~(t.kept | t.pseudo).to(y.device)
+                if lam > 0 and not recipe.in_warmup and bool(dropped.any()):
+                    # a second view of the dropped images, towards the eval forward's guess
+                    z_eval = recipe.eval_logits
+                    assert z_eval is not None  # eval_features: checked in setup
+                    second = (c.train_view(ux[idx[pool][dropped]]), z_eval[dropped])
             xm, qm, wm = mixup(x, q, w_all, num_classes=c.num_classes,
                                alpha=float(self.params["mixup"]), generator=c.generator)
-            loss = mixed_batch_loss(self.model(xm), qm, wm, self.gce)
+            if second is None:
+                loss = mixed_batch_loss(self.model(xm), qm, wm, self.gce)
+            else:  # one forward over both, so that BatchNorm sees one batch
+                z = self.model(torch.cat([xm, second[0]]))
+                loss = mixed_batch_loss(z[:len(xm)], qm, wm, self.gce) + lam * consistency_loss(
+                    z[len(xm):], second[1],
+                    temperature=float(self.params["consistency_temperature"]))
             self._step(0, loss)
             total, n = total + float(loss.detach()) * len(idx), n + len(idx)
         return self._close_epoch(total / n, weights, pseudo, kept, couplings, float("nan"))
