@@ -269,8 +269,12 @@ def consistency_loss(logits: torch.Tensor, target_logits: torch.Tensor,
     network's own guess, typically from another view of the same image, e.g. the recipe's
     eval forward), sharpened by the temperature :math:`T` (MixMatch, Berthelot et al. 2019;
     DivideMix, Li et al. 2020). It trains the dropped samples without their labels: weight it
-    by :math:`\lambda` and ramp :math:`\lambda` up over the first epochs. Weights detached (all
-    1 when None). Pure: no state. An empty batch gives 0.
+    by :math:`\lambda` and ramp :math:`\lambda` up over the first epochs. Towards the network's
+    own guess alone the term has a fixed point where every guess is one class: in the CIFAR-N
+    benchmark, at :math:`\lambda = 2.5` over the dropped half of each batch from the first
+    epoch, the network collapsed onto one class (DivideMix keeps the batch's mean prediction
+    near the uniform prior for this). Weights detached (all 1 when None). Pure: no state. An
+    empty batch gives 0.
 
     Example:
         >>> z = torch.zeros(1, 2); zt = torch.tensor([[0.0, 100.0]])
