@@ -19,6 +19,7 @@ from robustweights.recipe.targets import (
     bootstrap_targets,
     consistency_loss,
     mixup,
+    prior_penalty,
     soft_cross_entropy,
 )
 
@@ -240,6 +241,26 @@ def test_consistency_loss_gradient_by_hand() -> None:
         consistency_loss(z, zt, temperature=0.0)
     with pytest.raises(ValueError, match="`logits`"):
         consistency_loss(torch.zeros(3), torch.zeros(3))
+
+
+def test_prior_penalty_value_and_gradient_by_hand() -> None:
+    # P = (1/C) sum_c (log(1/C) - log pbar_c), pbar = (1/B) sum_i softmax(z_i):
+    # dP/dz_ik = -(1/(C B)) (p_ik / pbar_k - p_ik sum_c p_ic / pbar_c)
+    z = torch.tensor([[1.0, 2.0, 0.0], [0.5, -1.0, 0.0]], requires_grad=True)
+    prior_penalty(z).backward()
+    p = torch.softmax(z.detach(), 1)
+    pbar = p.mean(0)
+    by_hand = -(p / pbar - p * (p / pbar).sum(1, keepdim=True)) / (3 * 2)
+    torch.testing.assert_close(z.grad, by_hand)
+    value = (torch.log(torch.tensor(1 / 3)) - torch.log(pbar)).mean()
+    torch.testing.assert_close(prior_penalty(z.detach()), value)
+    # 0 where the mean prediction is uniform, larger the more the batch leans to one class
+    assert float(prior_penalty(torch.zeros(4, 5))) == pytest.approx(0.0, abs=1e-7)
+    one_class = torch.tensor([[5.0, 0.0, 0.0]]).repeat(4, 1)
+    assert float(prior_penalty(one_class)) > float(prior_penalty(z.detach())) > 0
+    assert float(prior_penalty(torch.zeros(0, 3))) == 0.0
+    with pytest.raises(ValueError, match="`logits`"):
+        prior_penalty(torch.zeros(3))
 
 
 # ---------------------------------------------------------------------- the recipe step

@@ -25,10 +25,11 @@ from robustweights.recipe.targets import (
     bootstrap_targets,
     consistency_loss,
     mixup,
+    prior_penalty,
     soft_cross_entropy,
 )
 
 __all__ = ["PredictionAverage", "RecipeConfig", "SurrogateRecipe", "Targets",
            "agreement_pseudo_labels", "bootstrap_targets", "consistency_loss", "elr_penalty",
-           "mixup",
+           "mixup", "prior_penalty",
            "soft_cross_entropy"]

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from robustweights.functional.surrogate import surrogate_prototypes, surrogate_scaled_similarity
 
 __all__ = ["Targets", "agreement_pseudo_labels", "bootstrap_targets", "consistency_loss",
-           "mixup", "nearest_prototype", "pseudo_label_targets", "soft_cross_entropy"]
+           "mixup", "nearest_prototype", "prior_penalty", "pseudo_label_targets",
+           "soft_cross_entropy"]
 
 
 @dataclass(frozen=True)
@@ -299,3 +300,26 @@ def consistency_loss(logits: torch.Tensor, target_logits: torch.Tensor,
         raise ValueError(f"Expected `weights` of shape {tuple(per.shape)}, but got "
                          f"{getattr(weights, 'shape', type(weights).__name__)}")
     return (weights.detach().to(per.dtype) * per).mean()
+
+
+def prior_penalty(logits: torch.Tensor) -> torch.Tensor:
+    r"""The batch's mean prediction kept near the uniform prior:
+    :math:`\sum_c \pi_c \log(\pi_c / \bar p_c)` with :math:`\pi_c = 1/C` and
+    :math:`\bar p = \frac1B\sum_i \mathrm{softmax}(z_i)` (Tanaka et al. 2018, as DivideMix adds
+    it), the KL divergence from the prior to the mean prediction: 0 when the batch's predictions
+    average to uniform, large when they all fall on one class: a guard against the one-class
+    fixed point of :func:`consistency_loss`. Pure: no state. An empty batch gives 0.
+
+    Example:
+        >>> float(prior_penalty(torch.tensor([[0.0, 0.0], [3.0, -3.0], [-3.0, 3.0]])))
+        0.0
+    """
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[1] == 0:
+        raise ValueError(f"Expected `logits` to be a (B, C) tensor, but got "
+                         f"{getattr(logits, 'shape', type(logits).__name__)}")
+    if logits.shape[0] == 0:
+        return logits.sum() * 0.0
+    c = logits.shape[1]
+    mean = torch.softmax(logits, 1).mean(0)
+    return (torch.log(torch.tensor(1.0 / c, dtype=mean.dtype, device=mean.device))
+            - torch.log(mean)).mean()

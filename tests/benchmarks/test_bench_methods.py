@@ -563,6 +563,13 @@ def test_consistency_trains_a_second_view_of_the_dropped_samples_towards_the_eva
     plain = FBRPlus()
     plain.setup(_tiny_context())
     assert plain.train_epoch(0).loss != loss  # the term is in the loss
+    torch.manual_seed(0)
+    guarded = FBRPlus(consistency=2.0, consistency_temperature=0.25, pseudo_ramp=1,
+                      consistency_prior=True)
+    guarded.setup(_tiny_context())
+    assert guarded.train_epoch(0).loss != loss  # the prior penalty is in the loss
+    with pytest.raises(ValueError, match="`consistency_prior`"):
+        FBRPlus(consistency=1.0, consistency_prior="yes").setup(_tiny_context())
     with pytest.raises(ValueError, match="`consistency`"):
         FBRPlus(consistency=-1.0).setup(_tiny_context())
     with pytest.raises(ValueError, match="`trusted_in_batches` with `consistency`"):

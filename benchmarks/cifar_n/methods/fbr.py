@@ -47,6 +47,7 @@ from robustweights.recipe import (
     consistency_loss,
     elr_penalty,
     mixup,
+    prior_penalty,
     soft_cross_entropy,
 )
 
@@ -92,7 +93,9 @@ class FBR(Method):
     :math:`\\lambda r\\,` :func:`~robustweights.recipe.consistency_loss` between the training
     forward of a second augmented view of the batch's dropped samples that took no pseudo-label
     and the eval forward's guess for them, sharpened by ``consistency_temperature``; :math:`r`
-    ramps linearly to 1 over ``pseudo_ramp`` epochs; 0: off).
+    ramps linearly to 1 over ``pseudo_ramp`` epochs; 0: off), ``consistency_prior`` (with
+    ``consistency``: adds :func:`~robustweights.recipe.prior_penalty` of the batch's training
+    forward, DivideMix's guard against a one-class collapse).
     """
 
     name = "fbr"
@@ -111,7 +114,7 @@ class FBR(Method):
                 "bootstrap_start": 0, "elr": 0.0, "elr_momentum": 0.7, "elr_start": 0,
                 "gce": 0.0, "floor_until": None, "floor_gate": None,
                 "trusted_in_batches": False, "consistency": 0.0,
-                "consistency_temperature": 0.5}
+                "consistency_temperature": 0.5, "consistency_prior": False}
 
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
@@ -145,6 +148,9 @@ class FBR(Method):
         if float(p["consistency"]) < 0 or float(p["consistency_temperature"]) <= 0:
             raise ValueError(f"Expected `consistency` >= 0 and `consistency_temperature` > 0, "
                              f"but got {p['consistency']!r} and {p['consistency_temperature']!r}")
+        if not isinstance(p["consistency_prior"], bool):
+            raise ValueError(f"Expected `consistency_prior` to be a bool, but got "
+                             f"{p['consistency_prior']!r}")
         if float(p["consistency"]) > 0 and not p["trusted_in_batches"]:
             raise ValueError("Expected `trusted_in_batches` with `consistency` > 0 (the term is "
                              "built into that loop only)")
@@ -312,12 +318,15 @@ class FBR(Method):
             xm, qm, wm = mixup(x, q, w_all, num_classes=c.num_classes,
                                alpha=float(self.params["mixup"]), generator=c.generator)
             if second is None:
-                loss = mixed_batch_loss(self.model(xm), qm, wm, self.gce)
+                z = self.model(xm)
+                loss = mixed_batch_loss(z, qm, wm, self.gce)
             else:  # one forward over both, so that BatchNorm sees one batch
                 z = self.model(torch.cat([xm, second[0]]))
                 loss = mixed_batch_loss(z[:len(xm)], qm, wm, self.gce) + lam * consistency_loss(
                     z[len(xm):], second[1],
                     temperature=float(self.params["consistency_temperature"]))
+            if lam > 0 and self.params["consistency_prior"]:
+                loss = loss + prior_penalty(z)
             self._step(0, loss)
             total, n = total + float(loss.detach()) * len(idx), n + len(idx)
         return self._close_epoch(total / n, weights, pseudo, kept, couplings, float("nan"))
