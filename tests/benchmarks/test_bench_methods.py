@@ -568,6 +568,13 @@ def test_consistency_trains_a_second_view_of_the_dropped_samples_towards_the_eva
                       consistency_prior=True)
     guarded.setup(_tiny_context())
     assert guarded.train_epoch(0).loss != loss  # the prior penalty is in the loss
+    torch.manual_seed(0)
+    train_guess = FBRPlus(consistency=2.0, consistency_temperature=0.25, pseudo_ramp=1,
+                          consistency_guess="train")
+    train_guess.setup(_tiny_context())
+    assert train_guess.train_epoch(0).loss != loss  # another guess, another loss
+    with pytest.raises(ValueError, match="`consistency_guess`"):
+        FBRPlus(consistency=1.0, consistency_guess="peer").setup(_tiny_context())
     with pytest.raises(ValueError, match="`consistency_prior`"):
         FBRPlus(consistency=1.0, consistency_prior="yes").setup(_tiny_context())
     with pytest.raises(ValueError, match="`consistency`"):

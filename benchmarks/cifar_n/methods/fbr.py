@@ -95,7 +95,9 @@ class FBR(Method):
     and the eval forward's guess for them, sharpened by ``consistency_temperature``; :math:`r`
     ramps linearly to 1 over ``pseudo_ramp`` epochs; 0: off), ``consistency_prior`` (with
     ``consistency``: adds :func:`~robustweights.recipe.prior_penalty` of the batch's training
-    forward, DivideMix's guard against a one-class collapse).
+    forward, DivideMix's guard against a one-class collapse), ``consistency_guess`` (``"eval"``:
+    the guess is the eval forward's, as above; ``"train"``: a no-grad train-mode forward of the
+    dropped images' first view, as DivideMix guesses).
     """
 
     name = "fbr"
@@ -114,7 +116,8 @@ class FBR(Method):
                 "bootstrap_start": 0, "elr": 0.0, "elr_momentum": 0.7, "elr_start": 0,
                 "gce": 0.0, "floor_until": None, "floor_gate": None,
                 "trusted_in_batches": False, "consistency": 0.0,
-                "consistency_temperature": 0.5, "consistency_prior": False}
+                "consistency_temperature": 0.5, "consistency_prior": False,
+                "consistency_guess": "eval"}
 
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
@@ -151,6 +154,9 @@ class FBR(Method):
         if not isinstance(p["consistency_prior"], bool):
             raise ValueError(f"Expected `consistency_prior` to be a bool, but got "
                              f"{p['consistency_prior']!r}")
+        if p["consistency_guess"] not in ("eval", "train"):
+            raise ValueError(f"Expected `consistency_guess` to be 'eval' or 'train', but got "
+                             f"{p['consistency_guess']!r}")
         if float(p["consistency"]) > 0 and not p["trusted_in_batches"]:
             raise ValueError("Expected `trusted_in_batches` with `consistency` > 0 (the term is "
                              "built into that loop only)")
@@ -311,10 +317,15 @@ class FBR(Method):
                     couplings.append(float(d.abs().mean()))
                 dropped = ~(t.kept | t.pseudo).to(y.device)
                 if lam > 0 and not recipe.in_warmup and bool(dropped.any()):
-                    # a second view of the dropped images, towards the eval forward's guess
-                    z_eval = recipe.eval_logits
-                    assert z_eval is not None  # eval_features: checked in setup
-                    second = (c.train_view(ux[idx[pool][dropped]]), z_eval[dropped])
+                    # a second view of the dropped images, towards the network's guess
+                    if self.params["consistency_guess"] == "train":  # DivideMix's: train mode
+                        with torch.no_grad():
+                            guess = self.model(x[pool][dropped])
+                    else:
+                        z_eval = recipe.eval_logits
+                        assert z_eval is not None  # eval_features: checked in setup
+                        guess = z_eval[dropped]
+                    second = (c.train_view(ux[idx[pool][dropped]]), guess)
             xm, qm, wm = mixup(x, q, w_all, num_classes=c.num_classes,
                                alpha=float(self.params["mixup"]), generator=c.generator)
             if second is None:
