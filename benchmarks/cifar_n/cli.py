@@ -48,7 +48,7 @@ __all__ = ["main", "parse_args", "plan_runs"]
 SCHEDULE_KEYS = frozenset({"warmup", "alpha_switch", "init_epoch"})
 
 
-def _value(text: str) -> Any:
+def parse_value(text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError:
@@ -129,7 +129,7 @@ def build_preset(args: argparse.Namespace) -> Preset:
         if not key or method not in METHODS:
             raise SystemExit(f"--set expects METHOD.PARAM=VALUE with METHOD in {list(METHODS)}, "
                              f"got {item!r}")
-        params.setdefault(method, {})[key] = _value(rhs)
+        params.setdefault(method, {})[key] = parse_value(rhs)
     methods = args.methods
     if methods and "all" in methods:
         methods = list(METHODS)

@@ -315,19 +315,21 @@ def make_plots(records: list[dict[str, Any]], out_dir: str | Path,
         fig.savefig(paths[-1], dpi=110)
         plt.close(fig)
 
-    if weights_dir is not None and Path(weights_dir).is_dir():
-        # Weight histograms, clean vs noisy, at the last snapshot of every seed found. The
-        # snapshots are not committed with the records: a folder may hold some runs' or none
-        # (the figure is then not written), and only methods with snapshots get a row.
-        weighting = [m for m in weighting
-                     if any(Path(weights_dir).glob(f"{m}__*__seed*.npz"))]
-    if weighting and weights_dir is not None and Path(weights_dir).is_dir():
+    # Weight histograms, clean vs noisy, at the last snapshot of every seed found. The
+    # snapshots are not committed with the records: a folder may hold some runs' or none (the
+    # figure is then not written), and only methods with snapshots get a row.
+    snapshots = Path(weights_dir) if weights_dir is not None else None
+    if snapshots is None or not snapshots.is_dir():
+        weighting = []
+    else:
+        weighting = [m for m in weighting if any(snapshots.glob(f"{m}__*__seed*.npz"))]
+    if weighting and snapshots is not None:
         fig, axes = plt.subplots(len(weighting), len(noises),
                                  figsize=(5 * len(noises), 3.4 * len(weighting)), squeeze=False)
         drawn = 0
         for i, m in enumerate(weighting):
             for ax, nz in zip(axes[i], noises, strict=True):
-                files = sorted(Path(weights_dir).glob(f"{m}__{nz}__seed*.npz"))
+                files = sorted(snapshots.glob(f"{m}__{nz}__seed*.npz"))
                 if not files:
                     ax.set_visible(False)
                     continue

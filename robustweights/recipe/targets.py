@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from robustweights.functional.surrogate import surrogate_prototypes, surrogate_scaled_similarity
+from robustweights.losses import weighted_mean
 
 __all__ = ["Targets", "agreement_pseudo_labels", "bootstrap_targets", "consistency_loss",
            "mixup", "nearest_prototype", "prior_penalty", "pseudo_label_targets",
@@ -294,12 +295,7 @@ def consistency_loss(logits: torch.Tensor, target_logits: torch.Tensor,
         return logits.sum() * 0.0
     q = torch.softmax(target_logits.detach().to(logits.dtype) / float(temperature), 1)
     per = (torch.softmax(logits, 1) - q).pow(2).sum(1)
-    if weights is None:
-        return per.mean()
-    if not isinstance(weights, torch.Tensor) or weights.shape != per.shape:
-        raise ValueError(f"Expected `weights` of shape {tuple(per.shape)}, but got "
-                         f"{getattr(weights, 'shape', type(weights).__name__)}")
-    return (weights.detach().to(per.dtype) * per).mean()
+    return per.mean() if weights is None else weighted_mean(per, weights)
 
 
 def prior_penalty(logits: torch.Tensor) -> torch.Tensor:

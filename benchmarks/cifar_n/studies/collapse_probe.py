@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from benchmarks.cifar_n.augment import normalize
-from benchmarks.cifar_n.cli import _value
+from benchmarks.cifar_n.cli import parse_value
 from benchmarks.cifar_n.data import build_split, load_dataset
 from benchmarks.cifar_n.methods import METHODS
 from benchmarks.cifar_n.methods.base import Context
@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     params: dict[str, object] = {}
     for item in args.set:
         key, _, value = item.partition("=")
-        params[key] = _value(value)
+        params[key] = parse_value(value)
     ds = load_dataset(preset.dataset, args.data_dir, download=False)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
