@@ -241,6 +241,10 @@ def test_consistency_loss_gradient_by_hand() -> None:
         consistency_loss(z, zt, temperature=0.0)
     with pytest.raises(ValueError, match="`logits`"):
         consistency_loss(torch.zeros(3), torch.zeros(3))
+    with pytest.raises(TypeError, match="`logits`"):
+        consistency_loss(torch.zeros(2, 3, dtype=torch.long), zt)
+    with pytest.raises(ValueError, match="`temperature`"):
+        consistency_loss(z, zt, temperature="x")  # type: ignore[arg-type]
 
 
 def test_prior_penalty_value_and_gradient_by_hand() -> None:
@@ -261,6 +265,8 @@ def test_prior_penalty_value_and_gradient_by_hand() -> None:
     assert float(prior_penalty(torch.zeros(0, 3))) == 0.0
     with pytest.raises(ValueError, match="`logits`"):
         prior_penalty(torch.zeros(3))
+    with pytest.raises(TypeError, match="`logits`"):
+        prior_penalty(torch.zeros(2, 3, dtype=torch.long))
 
 
 # ---------------------------------------------------------------------- the recipe step

@@ -283,14 +283,13 @@ def consistency_loss(logits: torch.Tensor, target_logits: torch.Tensor,
         >>> float(consistency_loss(z, zt))  # (0.5 - 0)^2 + (0.5 - 1)^2
         0.5
     """
-    if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
-        raise ValueError(f"Expected `logits` to be a (B, C) tensor, but got "
-                         f"{getattr(logits, 'shape', type(logits).__name__)}")
+    _check_float_logits(logits)
     if not isinstance(target_logits, torch.Tensor) or target_logits.shape != logits.shape:
         raise ValueError(f"Expected `target_logits` of shape {tuple(logits.shape)}, but got "
                          f"{getattr(target_logits, 'shape', type(target_logits).__name__)}")
-    if isinstance(temperature, bool) or not float(temperature) > 0:
-        raise ValueError(f"Expected `temperature` to be > 0, but got {temperature!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+            or not temperature > 0:
+        raise ValueError(f"Expected `temperature` to be a number > 0, but got {temperature!r}")
     if logits.shape[0] == 0:
         return logits.sum() * 0.0
     q = torch.softmax(target_logits.detach().to(logits.dtype) / float(temperature), 1)
@@ -310,12 +309,19 @@ def prior_penalty(logits: torch.Tensor) -> torch.Tensor:
         >>> float(prior_penalty(torch.tensor([[0.0, 0.0], [3.0, -3.0], [-3.0, 3.0]])))
         0.0
     """
-    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[1] == 0:
-        raise ValueError(f"Expected `logits` to be a (B, C) tensor, but got "
-                         f"{getattr(logits, 'shape', type(logits).__name__)}")
+    _check_float_logits(logits)
     if logits.shape[0] == 0:
         return logits.sum() * 0.0
     c = logits.shape[1]
     mean = torch.softmax(logits, 1).mean(0)
     return (torch.log(torch.tensor(1.0 / c, dtype=mean.dtype, device=mean.device))
             - torch.log(mean)).mean()
+
+
+def _check_float_logits(logits: object) -> None:
+    """``logits``: a floating (B, C) tensor with C >= 1; a named error otherwise."""
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[1] == 0:
+        raise ValueError(f"Expected `logits` to be a (B, C) tensor, but got "
+                         f"{getattr(logits, 'shape', type(logits).__name__)}")
+    if not logits.is_floating_point():
+        raise TypeError(f"Expected `logits` to be a floating tensor, but got {logits.dtype}")
