@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -482,6 +483,33 @@ def test_trusted_in_batches_with_every_weight_one_is_ce_mixup() -> None:
         with pytest.raises(ValueError, match="`trusted_in_batches`"):
             FBRPlus(**{"trusted_in_batches": True, "clean_passes": 0, **bad}).setup(
                 _tiny_context())
+
+
+def test_trusted_in_batches_never_trains_on_the_images_held_out_for_calibration() -> None:
+    """With ``calibration_holdout`` the trusted stream is the pool plus the trusted images left
+    after the hold-out: one epoch draws ``n_pool + n_clean - holdout`` samples, and every
+    image trained on is a pool image or one of the recipe's own clean images."""
+    ctx = _tiny_context(n_pool=40, n_clean=21)
+    m = FBRPlus(thresholds="calibrated", calibration_holdout=6)
+    m.setup(ctx)
+    assert m.calib is not None and len(m.calib[1]) == 6 and len(m.clean[1]) == 15
+    drawn: list[int] = []
+    batches = ctx.batches
+
+    def spy(n: int, batch_size: int | None = None) -> Iterator[torch.Tensor]:
+        drawn.append(n)
+        return batches(n, batch_size)
+
+    ctx.batches = spy  # type: ignore[method-assign]
+    seen: list[torch.Tensor] = []
+    view = ctx.train_view
+    ctx.train_view = lambda x: (seen.append(x), view(x))[1]  # type: ignore[method-assign]
+    w = m.train_epoch(0).weights
+    assert drawn == [40 + 15]
+    held = {bytes(x.contiguous().numpy()) for x in m.calib[0]}
+    trained = {bytes(x.contiguous().numpy()) for b in seen for x in b}
+    assert trained and not trained & held
+    assert w is not None and not np.isnan(w).any()
 
 
 def test_floor_gate_keeps_the_floor_where_the_network_agrees_with_the_label() -> None:

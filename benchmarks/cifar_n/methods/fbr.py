@@ -88,7 +88,8 @@ class FBR(Method):
     ``trusted_in_batches`` (with mixup and ``clean_passes`` = 0: the trusted images join the
     pool's batches, one shuffled stream over both as CE + mixup's, at weight :math:`w_{\\max}`
     and never scored, and are mixed with the pool images; the prototypes still come from their
-    eval-mode features at the start of every epoch; one network, no ELR, no held-out images),
+    eval-mode features at the start of every epoch; one network, no ELR, no ``health_holdout``;
+    images held out by ``calibration_holdout`` are neither trained on nor in the prototypes),
     ``consistency`` (:math:`\\lambda`, with ``trusted_in_batches``: adds
     :math:`\\lambda r\\,` :func:`~robustweights.recipe.consistency_loss` between the training
     forward of a second augmented view of the batch's dropped samples that took no pseudo-label
@@ -205,12 +206,11 @@ class FBR(Method):
         wrong = {"mixup": float(p["mixup"]) <= 0, "clean_passes": int(p["clean_passes"]) != 0,
                  "features": p["features"] == "peer", "elr": float(p["elr"]) > 0,
                  "health_holdout": int(p["health_holdout"]) > 0,
-                 "calibration_holdout": int(p["calibration_holdout"]) > 0,
                  "loss_norm": p["loss_norm"] != "batch"}
         bad = [name for name, is_bad in wrong.items() if is_bad]
         if bad:
             raise ValueError(f"Expected `trusted_in_batches` with `mixup` > 0, `clean_passes` = "
-                             f"0, one network, no `elr`, no held-out images and `loss_norm` = "
+                             f"0, one network, no `elr`, no `health_holdout` and `loss_norm` = "
                              f"'batch', but got {', '.join(f'{b}={p[b]!r}' for b in bad)}")
 
     def _recipe(self, ctx: Context, scorer: nn.Module, k: int) -> SurrogateRecipe:
@@ -292,7 +292,9 @@ class FBR(Method):
         c, recipe = self.c, self.recipe
         recipe.start_epoch(epoch)
         recipe.refresh_prototypes()  # what clean_batches() does with no pass
-        ux, uy = c.union()
+        # the pool, then the trusted images the recipe trains on (without any held out to
+        # calibrate the thresholds): c.union() when none is held out
+        ux, uy = torch.cat([c.pool_x, self.clean[0]]), torch.cat([c.pool_y, self.clean[1]])
         weights = np.full(c.n_pool, np.nan)
         pseudo = np.full(c.n_pool, -1, dtype=np.int64)
         kept = np.full(c.n_pool, np.nan)
