@@ -512,6 +512,40 @@ def test_trusted_in_batches_never_trains_on_the_images_held_out_for_calibration(
     assert w is not None and not np.isnan(w).any()
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step")  # (no steps here)
+def test_trusted_in_batches_with_loss_norm_weights_divides_by_the_batch_weight_sum(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``loss_norm="weights"`` in the trusted-in-batches loop steps on sum w l / sum w (the
+    batch loss times B / sum w), and with every weight 1 it is the "batch" loss exactly."""
+    import benchmarks.cifar_n.methods.fbr as fbr_module
+
+    batch: list[tuple[float, torch.Tensor]] = []
+    inner = fbr_module.mixed_batch_loss
+
+    def spy(z: torch.Tensor, q: torch.Tensor, w: torch.Tensor, gce: float) -> torch.Tensor:
+        out = inner(z, q, w, gce)
+        batch.append((float(out.detach()), w.detach().clone()))
+        return out
+
+    monkeypatch.setattr(fbr_module, "mixed_batch_loss", spy)
+    m = FBRPlus(loss_norm="weights")
+    m.setup(_tiny_context())
+    stepped: list[float] = []
+    monkeypatch.setattr(m, "sgd_step", lambda opt, loss: stepped.append(float(loss.detach())))
+    m.train_epoch(0)
+    assert len(stepped) == len(batch) > 1
+    assert any(float(w.mean()) < 0.99 for _, w in batch)  # the floor lowers some weights
+    for loss, (plain, w) in zip(stepped, batch, strict=True):
+        assert math.isclose(loss, plain * len(w) / float(w.sum()), rel_tol=1e-5)
+    ones = {"dropped_weight": 1.0, "pseudo_labels": False}
+    losses = [FBRPlus(loss_norm=norm, **ones) for norm in ("batch", "weights")]
+    for method in losses:
+        torch.manual_seed(0)
+        method.setup(_tiny_context())
+    assert math.isclose(losses[0].train_epoch(0).loss, losses[1].train_epoch(0).loss,
+                        rel_tol=1e-6)
+
+
 def test_floor_gate_keeps_the_floor_where_the_network_agrees_with_the_label() -> None:
     """With ``floor_gate="agree"`` a dropped sample without a pseudo-label keeps the 0.5 floor
     exactly where the eval forward's class of its image is its given label; kept samples and

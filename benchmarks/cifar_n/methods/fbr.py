@@ -205,13 +205,12 @@ class FBR(Method):
                              f"{p['trusted_in_batches']!r}")
         wrong = {"mixup": float(p["mixup"]) <= 0, "clean_passes": int(p["clean_passes"]) != 0,
                  "features": p["features"] == "peer", "elr": float(p["elr"]) > 0,
-                 "health_holdout": int(p["health_holdout"]) > 0,
-                 "loss_norm": p["loss_norm"] != "batch"}
+                 "health_holdout": int(p["health_holdout"]) > 0}
         bad = [name for name, is_bad in wrong.items() if is_bad]
         if bad:
             raise ValueError(f"Expected `trusted_in_batches` with `mixup` > 0, `clean_passes` = "
-                             f"0, one network, no `elr`, no `health_holdout` and `loss_norm` = "
-                             f"'batch', but got {', '.join(f'{b}={p[b]!r}' for b in bad)}")
+                             f"0, one network, no `elr` and no `health_holdout`, but got "
+                             f"{', '.join(f'{b}={p[b]!r}' for b in bad)}")
 
     def _recipe(self, ctx: Context, scorer: nn.Module, k: int) -> SurrogateRecipe:
         p = self.params
@@ -330,14 +329,17 @@ class FBR(Method):
                     second = (c.train_view(ux[idx[pool][dropped]]), guess)
             xm, qm, wm = mixup(x, q, w_all, num_classes=c.num_classes,
                                alpha=float(self.params["mixup"]), generator=c.generator)
+            # "weights": sum w l / sum w, so that the step does not shrink with the weights
+            norm = (len(wm) / wm.detach().sum().clamp_min(1e-12)
+                    if self.params["loss_norm"] == "weights" else 1.0)
             if second is None:
                 z = self.model(xm)
-                loss = mixed_batch_loss(z, qm, wm, self.gce)
+                loss = norm * mixed_batch_loss(z, qm, wm, self.gce)
             else:  # one forward over both, so that BatchNorm sees one batch
                 z = self.model(torch.cat([xm, second[0]]))
-                loss = mixed_batch_loss(z[:len(xm)], qm, wm, self.gce) + lam * consistency_loss(
-                    z[len(xm):], second[1],
-                    temperature=float(self.params["consistency_temperature"]))
+                loss = norm * mixed_batch_loss(z[:len(xm)], qm, wm, self.gce) + \
+                    lam * consistency_loss(z[len(xm):], second[1], temperature=float(
+                        self.params["consistency_temperature"]))
             if lam > 0 and self.params["consistency_prior"]:
                 loss = loss + prior_penalty(z)
             self._step(0, loss)
