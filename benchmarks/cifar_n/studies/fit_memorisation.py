@@ -115,6 +115,7 @@ def plot(points: Sequence[dict[str, Any]], planes: dict[str, Plane], path: Path,
                 ax.scatter([mx], [my], marker="*", s=180, c="red", edgecolors="black")
                 ax.annotate(label, (mx, my), xytext=(6, 6), textcoords="offset points",
                             fontsize=9)
+        ax.set_xlim(fit.min() - 3, fit.max() + 8)  # room for the marks' labels
         ax.set_xlabel("fit: correct labels predicted (%)")
         ax.set_ylabel("memorised: wrong labels predicted (%)")
         ax.set_title(f"{noise}: acc = {plane.intercept:.1f} + {plane.fit:.2f} fit "
