@@ -11,6 +11,12 @@ trusted images of class :math:`c` (a split-conformal quantile), and a pool sampl
 The network also trains on the trusted images, so they must not score themselves: either a
 held-out part of the trusted set is scored against the prototypes, or every trusted image is
 scored against prototypes that leave it out (:func:`leave_one_out_directions`).
+
+Measured in the CIFAR-N benchmark (held-out seeds, the recommended recipe with 5 trusted images
+per class held out): the thresholds keep 82% of the correct labels where the network memorises
+the wrong ones (the authors' rule: 77%), but with more wrong ones, and the accuracy is level;
+where the network hardly memorises it ends 2.8 points lower. The default keeps the authors'
+rule.
 """
 
 from __future__ import annotations
