@@ -19,7 +19,8 @@ from benchmarks.cifar_n.studies.fit_memorisation import fit_plane, load_points, 
 def _record(noise: str, seed: int, fit: float, mem: float | None, acc: float,
             augment: str = "flip", method: str = "fbr_plus") -> dict[str, object]:
     memorisation = None if mem is None else {"fit_clean": fit / 100, "memorised": mem / 100}
-    return {"method": method, "noise": noise, "seed": seed, "last_acc": acc / 100,
+    return {"key": f"{method}/{noise}/seed{seed}", "method": method, "noise": noise,
+            "seed": seed, "last_acc": acc / 100,
             "memorisation": memorisation, "spec": {"train": {"augment": augment}}}
 
 

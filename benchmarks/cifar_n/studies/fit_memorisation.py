@@ -19,13 +19,14 @@ the fit.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks.cifar_n.report import load_records
 
 __all__ = ["Plane", "fit_plane", "load_points", "main", "plot"]
 
@@ -48,16 +49,14 @@ class Plane:
 
 
 def load_points(folder: Path, *, augment: str | None = None) -> list[dict[str, Any]]:
-    """One point per record in the ``*.jsonl`` files of ``folder`` (``results.jsonl`` in its
-    subfolders too) that has a memorisation diagnosis: its file, method, label set, seed, fit,
-    memorised and last accuracy (%). ``augment`` keeps the runs trained with that augmentation
+    """One point per record (:func:`~benchmarks.cifar_n.report.load_records`: the last of a run
+    key) in the ``*.jsonl`` files of ``folder`` (``results.jsonl`` in its subfolders too) that
+    has a memorisation diagnosis: its file, method, label set, seed, fit, memorised and last
+    accuracy (%). ``augment`` keeps the runs trained with that augmentation
     (the preset's tell: ``flip`` for ``memorise``, ``crop_flip`` for ``cpu``)."""
     points = []
     for path in sorted(folder.rglob("*.jsonl")):
-        for line in path.read_text().splitlines():
-            if not line.strip():
-                continue
-            r = json.loads(line)
+        for r in load_records(path):
             mem = r.get("memorisation") or {}
             if mem.get("fit_clean") is None or mem.get("memorised") is None:
                 continue
