@@ -245,6 +245,8 @@ def test_consistency_loss_gradient_by_hand() -> None:
         consistency_loss(torch.zeros(2, 3, dtype=torch.long), zt)
     with pytest.raises(ValueError, match="`temperature`"):
         consistency_loss(z, zt, temperature="x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="`temperature`"):
+        consistency_loss(z, zt, temperature=float("nan"))
 
 
 def test_prior_penalty_value_and_gradient_by_hand() -> None:

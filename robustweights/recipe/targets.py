@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from robustweights._validation import check_positive_float
 from robustweights.functional.surrogate import surrogate_prototypes, surrogate_scaled_similarity
 from robustweights.losses import weighted_mean
 
@@ -287,9 +288,7 @@ def consistency_loss(logits: torch.Tensor, target_logits: torch.Tensor,
     if not isinstance(target_logits, torch.Tensor) or target_logits.shape != logits.shape:
         raise ValueError(f"Expected `target_logits` of shape {tuple(logits.shape)}, but got "
                          f"{getattr(target_logits, 'shape', type(target_logits).__name__)}")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-            or not temperature > 0:
-        raise ValueError(f"Expected `temperature` to be a number > 0, but got {temperature!r}")
+    check_positive_float(temperature, "temperature")
     if logits.shape[0] == 0:
         return logits.sum() * 0.0
     q = torch.softmax(target_logits.detach().to(logits.dtype) / float(temperature), 1)

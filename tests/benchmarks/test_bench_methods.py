@@ -510,6 +510,9 @@ def test_trusted_in_batches_never_trains_on_the_images_held_out_for_calibration(
     trained = {bytes(x.contiguous().numpy()) for b in seen for x in b}
     assert trained and not trained & held
     assert w is not None and not np.isnan(w).any()
+    for bad in (2, "6", -3):  # 2 < 3 classes would hold nothing out
+        with pytest.raises(ValueError, match="`calibration_holdout`"):
+            FBRPlus(thresholds="calibrated", calibration_holdout=bad).setup(_tiny_context())
 
 
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step")  # (no steps here)
@@ -641,5 +644,9 @@ def test_consistency_trains_a_second_view_of_the_dropped_samples_towards_the_eva
         FBRPlus(consistency=1.0, consistency_prior="yes").setup(_tiny_context())
     with pytest.raises(ValueError, match="`consistency`"):
         FBRPlus(consistency=-1.0).setup(_tiny_context())
+    with pytest.raises(ValueError, match="`consistency`"):
+        FBRPlus(consistency="x").setup(_tiny_context())
+    with pytest.raises(ValueError, match="`consistency_temperature`"):
+        FBRPlus(consistency_temperature=0.0).setup(_tiny_context())
     with pytest.raises(ValueError, match="`trusted_in_batches` with `consistency`"):
         FBRPlus(consistency=1.0, trusted_in_batches=False, clean_passes=3).setup(_tiny_context())

@@ -41,6 +41,11 @@ from benchmarks.cifar_n.methods.base import Context, EpochLog, Method, check_gce
 from benchmarks.cifar_n.models import head
 from robustweights import AlphaSchedule, SurrogateRecipe, SurrogateReweighter
 from robustweights._data import eval_mode
+from robustweights._validation import (
+    check_nonneg_float,
+    check_nonneg_int,
+    check_positive_float,
+)
 from robustweights.recipe import (
     PredictionAverage,
     Targets,
@@ -149,9 +154,8 @@ class FBR(Method):
                              "mixed images, so the batch's own features need the eval forward")
         if p["trusted_in_batches"]:
             self._check_trusted_in_batches()
-        if float(p["consistency"]) < 0 or float(p["consistency_temperature"]) <= 0:
-            raise ValueError(f"Expected `consistency` >= 0 and `consistency_temperature` > 0, "
-                             f"but got {p['consistency']!r} and {p['consistency_temperature']!r}")
+        check_nonneg_float(p["consistency"], "consistency")
+        check_positive_float(p["consistency_temperature"], "consistency_temperature")
         if not isinstance(p["consistency_prior"], bool):
             raise ValueError(f"Expected `consistency_prior` to be a bool, but got "
                              f"{p['consistency_prior']!r}")
@@ -184,7 +188,11 @@ class FBR(Method):
         self.clean = (x[order[k_out:]], y[order[k_out:]]) if k_out else (x, y)
         self.held = (x[order[:k_out]], y[order[:k_out]]) if k_out else None
         self.calib = None
-        per_class = int(p["calibration_holdout"]) // ctx.num_classes
+        holdout = check_nonneg_int(p["calibration_holdout"], "calibration_holdout")
+        per_class = holdout // ctx.num_classes
+        if holdout and not per_class:  # it would hold nothing out, silently
+            raise ValueError(f"Expected `calibration_holdout` to be 0 or at least the number of "
+                             f"classes ({ctx.num_classes}), but got {holdout}")
         if per_class:  # the same number of trusted images of every class, never trained on
             if k_out:
                 raise ValueError("Expected `health_holdout` = 0 with `calibration_holdout`")
