@@ -650,3 +650,49 @@ def test_consistency_trains_a_second_view_of_the_dropped_samples_towards_the_eva
         FBRPlus(consistency_temperature=0.0).setup(_tiny_context())
     with pytest.raises(ValueError, match="`trusted_in_batches` with `consistency`"):
         FBRPlus(consistency=1.0, trusted_in_batches=False, clean_passes=3).setup(_tiny_context())
+
+
+def test_union_batches_draws_every_trusted_sample_repeat_times() -> None:
+    """One epoch of ``union_batches`` visits every pool index once and every trusted index
+    ``repeat`` times; with ``repeat`` = 1 it is ``batches`` over the union exactly."""
+    a, b = _tiny_context(n_pool=13, n_clean=5, batch_size=4), _tiny_context(13, 5, 4)
+    for x, y in zip(a.union_batches(13, 5), b.batches(18), strict=True):
+        torch.testing.assert_close(x, y)
+    idx = torch.cat(list(a.union_batches(13, 5, repeat=3)))
+    counts = torch.bincount(idx, minlength=18)
+    assert len(idx) == 13 + 3 * 5 and idx.max() < 18
+    assert (counts[:13] == 1).all() and (counts[13:] == 3).all()
+
+
+def test_trusted_repeat_is_the_same_stream_for_ce_mixup_and_the_recipe() -> None:
+    """With ``trusted_repeat`` = 3 the recipe's trusted-in-batches epoch trains on 3 draws of
+    every trusted image, and with every weight 1 it is still CE + mixup's (same repeat) step for
+    step; with 1 it is the stream without repeats."""
+    from benchmarks.cifar_n.methods.ce import CEMixup
+
+    def epoch0(m: CE | FBRPlus) -> tuple[float, list[torch.Tensor], int]:
+        torch.manual_seed(0)
+        ctx = _tiny_context()
+        m.setup(ctx)
+        seen: list[int] = []
+        view = ctx.train_view
+        ctx.train_view = lambda x: (seen.append(len(x)), view(x))[1]  # type: ignore[method-assign]
+        loss = m.train_epoch(0).loss
+        return loss, [p.detach().clone() for p in m.eval_model().parameters()], sum(seen)
+
+    ce_loss, ce_params, ce_seen = epoch0(CEMixup(trusted_repeat=3))
+    fbr_loss, fbr_params, fbr_seen = epoch0(FBRPlus(dropped_weight=1.0, pseudo_labels=False,
+                                                    trusted_repeat=3))
+    assert ce_seen == fbr_seen == 40 + 3 * 20
+    assert math.isclose(fbr_loss, ce_loss, rel_tol=1e-6)
+    for a, b in zip(fbr_params, ce_params, strict=True):
+        torch.testing.assert_close(a, b)
+    assert epoch0(CEMixup(trusted_repeat=1))[2] == 40 + 20
+    assert epoch0(CE(trusted_repeat=2))[2] == 40 + 2 * 20  # plain CE's steps too
+    for bad in (0, 1.5, "3", True):
+        for method in (CEMixup, FBRPlus):
+            with pytest.raises(ValueError, match="`trusted_repeat`"):
+                method(trusted_repeat=bad).setup(_tiny_context())
+    with pytest.raises(ValueError, match="`trusted_in_batches` with `trusted_repeat`"):
+        FBRPlus(trusted_in_batches=False, clean_passes=3, trusted_repeat=2).setup(
+            _tiny_context())

@@ -175,6 +175,19 @@ class Context:
         perm = torch.randperm(n, generator=self.generator).to(self.device)
         yield from perm.split(bs)
 
+    def union_batches(self, n_pool: int, n_trusted: int, repeat: int = 1
+                      ) -> Iterator[torch.Tensor]:
+        """Index batches of one shuffled epoch over ``n_pool`` pool samples followed by
+        ``n_trusted`` trusted ones (a union as :meth:`union` orders it), each trusted sample
+        drawn ``repeat`` times (each draw its own augmentation and mixing partner). With
+        ``repeat`` = 1 these are :meth:`batches` of ``n_pool + n_trusted`` exactly."""
+        if repeat == 1:
+            yield from self.batches(n_pool + n_trusted)
+            return
+        for idx in self.batches(n_pool + repeat * n_trusted):
+            # the extra copies fold back onto the trusted indices
+            yield torch.where(idx < n_pool, idx, n_pool + (idx - n_pool) % n_trusted)
+
     def clean_batch(self, size: int | None = None) -> torch.Tensor:
         """Indices of the next clean mini-batch, cycling through reshuffled passes of the clean
         subset (a data loader over the meta set, as L2RW and MW-Net use it)."""

@@ -20,6 +20,7 @@ from benchmarks.cifar_n.methods.base import (
     per_sample_ce,
 )
 from robustweights._data import eval_mode
+from robustweights._validation import check_positive_int
 from robustweights.recipe import PredictionAverage, elr_penalty, mixup
 
 __all__ = ["CE", "CEELR", "CEMixup", "CEMixupELR"]
@@ -37,14 +38,16 @@ class CE(Method):
     training forward's predictions, or under mixup from a no-grad eval-mode forward of the
     un-mixed batch (as the FBR recipe's eval forward gives them) and mixed with the same draw as
     the labels. With ``gce`` = :math:`\\rho > 0` (mixup only) the mixed batch is trained with
-    generalised cross-entropy instead (``methods.base.soft_gce``).
+    generalised cross-entropy instead (``methods.base.soft_gce``). With ``trusted_repeat`` = k
+    every trusted image is drawn k times per epoch (``Context.union_batches``).
     """
 
     name = "ce"
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
-        return {"mixup": 0.0, "elr": 0.0, "elr_momentum": 0.7, "elr_start": 0, "gce": 0.0}
+        return {"mixup": 0.0, "elr": 0.0, "elr_momentum": 0.7, "elr_start": 0, "gce": 0.0,
+                "trusted_repeat": 1}
 
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
@@ -53,6 +56,7 @@ class CE(Method):
         self.sched = ctx.new_scheduler(self.opt)
         self.x, self.y = ctx.union()
         self.gce = check_gce(self.params)
+        self.repeat = check_positive_int(self.params["trusted_repeat"], "trusted_repeat")
         self.elr = (PredictionAverage(ctx.num_classes, momentum=float(self.params["elr_momentum"]))
                     if float(self.params["elr"]) > 0 else None)
 
@@ -64,7 +68,7 @@ class CE(Method):
             loss_value = self._regularised_epoch(epoch, alpha)
         else:
             loss_value = self.ce_steps(self.model, self.opt, self.x, self.y,
-                                       c.batches(len(self.y)))
+                                       c.union_batches(c.n_pool, c.n_clean, self.repeat))
         self.sched.step()
         return EpochLog(loss_value, np.ones(c.n_pool))
 
@@ -73,7 +77,7 @@ class CE(Method):
         c, avg, n_cls = self.c, self.elr, self.c.num_classes
         lam = float(self.params["elr"]) if epoch >= int(self.params["elr_start"]) else 0.0
         total, n = 0.0, 0
-        for idx in c.batches(len(self.y)):
+        for idx in c.union_batches(c.n_pool, c.n_clean, self.repeat):
             x, y = c.train_view(self.x[idx]), self.y[idx]
             if alpha > 0:
                 q = F.one_hot(y, n_cls).float()

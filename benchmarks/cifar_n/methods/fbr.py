@@ -45,6 +45,7 @@ from robustweights._validation import (
     check_nonneg_float,
     check_nonneg_int,
     check_positive_float,
+    check_positive_int,
 )
 from robustweights.recipe import (
     PredictionAverage,
@@ -103,7 +104,9 @@ class FBR(Method):
     ``consistency``: adds :func:`~robustweights.recipe.prior_penalty` of the batch's training
     forward, DivideMix's guard against a one-class collapse), ``consistency_guess`` (``"eval"``:
     the guess is the eval forward's, as above; ``"train"``: a no-grad train-mode forward of the
-    dropped images' first view, as DivideMix guesses).
+    dropped images' first view, as DivideMix guesses), ``trusted_repeat`` (with
+    ``trusted_in_batches``: each trusted image is drawn that many times per epoch, each draw
+    its own augmentation and mixing partner; 1: once, as CE + mixup's stream).
     """
 
     name = "fbr"
@@ -123,7 +126,7 @@ class FBR(Method):
                 "gce": 0.0, "floor_until": None, "floor_gate": None,
                 "trusted_in_batches": False, "consistency": 0.0,
                 "consistency_temperature": 0.5, "consistency_prior": False,
-                "consistency_guess": "eval"}
+                "consistency_guess": "eval", "trusted_repeat": 1}
 
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
@@ -165,6 +168,10 @@ class FBR(Method):
         if float(p["consistency"]) > 0 and not p["trusted_in_batches"]:
             raise ValueError("Expected `trusted_in_batches` with `consistency` > 0 (the term is "
                              "built into that loop only)")
+        self.repeat = check_positive_int(p["trusted_repeat"], "trusted_repeat")
+        if self.repeat > 1 and not p["trusted_in_batches"]:
+            raise ValueError("Expected `trusted_in_batches` with `trusted_repeat` > 1 (the clean "
+                             "passes set their own count)")
         self.model = ctx.new_model()
         self.opt = ctx.new_optimizer(self.model)
         self.sched = ctx.new_scheduler(self.opt)
@@ -309,7 +316,7 @@ class FBR(Method):
         couplings: list[float] = []
         lam = float(self.params["consistency"]) * min(1.0, (epoch + 1) / max(
             1, int(self.params["pseudo_ramp"])))
-        for idx in c.batches(len(uy)):
+        for idx in c.union_batches(c.n_pool, len(self.clean[1]), self.repeat):
             x, y = c.train_view(ux[idx]), uy[idx]
             second: tuple[torch.Tensor, torch.Tensor] | None = None
             q = torch.nn.functional.one_hot(y, c.num_classes).float()
