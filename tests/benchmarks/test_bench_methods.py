@@ -696,3 +696,40 @@ def test_trusted_repeat_is_the_same_stream_for_ce_mixup_and_the_recipe() -> None
     with pytest.raises(ValueError, match="`trusted_in_batches` with `trusted_repeat`"):
         FBRPlus(trusted_in_batches=False, clean_passes=3, trusted_repeat=2).setup(
             _tiny_context())
+
+
+def test_floor_gate_confident_drops_the_floor_only_where_another_class_is_likely() -> None:
+    """With ``floor_gate="confident"`` a dropped sample without a pseudo-label loses its 0.5
+    floor exactly where the eval forward gives a class other than its label a probability of
+    at least ``floor_gate_confidence``; kept samples and pseudo-labels are untouched."""
+    from benchmarks.cifar_n.methods import fbr as fbr_module
+
+    seen: list[tuple[np.ndarray, ...]] = []
+    original = fbr_module.FBR._end_floor
+
+    def spy(self, recipe, t, w, epoch):  # type: ignore[no-untyped-def]
+        t2, w2 = original(self, recipe, t, w, epoch)
+        prob = recipe.eval_logits.softmax(1)
+        other = torch.stack([torch.cat([r[:k], r[k + 1:]]).max()  # by hand, row by row
+                             for r, k in zip(prob, t.labels.tolist(), strict=True)])
+        seen.append((w.numpy().copy(), w2.numpy(), t2.weights.numpy(),
+                     (t.kept | t.pseudo).numpy(), other.numpy()))
+        return t2, w2
+
+    torch.manual_seed(0)
+    m = FBRPlus(floor_gate="confident", floor_gate_confidence=0.35)  # 3 classes: both cases
+    m.setup(_tiny_context())
+    fbr_module.FBR._end_floor = spy  # type: ignore[method-assign]
+    try:
+        m.train_epoch(0)
+    finally:
+        fbr_module.FBR._end_floor = original  # type: ignore[method-assign]
+    w, w2, tw, keep, other = (np.concatenate(a) for a in zip(*seen, strict=True))
+    floored, doubt = ~keep, other >= 0.35
+    assert (floored & doubt).any() and (floored & ~doubt).any()  # both cases occur
+    np.testing.assert_array_equal(w2[keep], w[keep])
+    np.testing.assert_allclose(w2[floored & ~doubt], 0.5)
+    assert (w2[floored & doubt] == 0).all() and (tw[floored & doubt] == 0).all()
+    for bad in (-0.1, 1.5, "0.5"):
+        with pytest.raises(ValueError, match="`floor_gate_confidence`"):
+            FBRPlus(floor_gate="confident", floor_gate_confidence=bad).setup(_tiny_context())

@@ -42,6 +42,7 @@ from benchmarks.cifar_n.models import head
 from robustweights import AlphaSchedule, SurrogateRecipe, SurrogateReweighter
 from robustweights._data import eval_mode
 from robustweights._validation import (
+    check_fraction,
     check_nonneg_float,
     check_nonneg_int,
     check_positive_float,
@@ -89,8 +90,10 @@ class FBR(Method):
     ``floor_until`` (an epoch: from it on, a dropped sample that took no pseudo-label has
     weight 0, the authors' drop, instead of ``dropped_weight``; None: never), ``floor_gate``
     (``"agree"``: a dropped sample that took no pseudo-label keeps ``dropped_weight`` only where
-    the eval forward's class of its un-mixed image is its given label, else weight 0; None: the
-    floor for every such sample),
+    the eval forward's class of its un-mixed image is its given label, else weight 0;
+    ``"confident"``: such a sample gets weight 0 only where the eval forward gives some class
+    other than its label a probability of at least ``floor_gate_confidence``; None: the floor for
+    every such sample),
     ``trusted_in_batches`` (with mixup and ``clean_passes`` = 0: the trusted images join the
     pool's batches, one shuffled stream over both as CE + mixup's, at weight :math:`w_{\\max}`
     and never scored, and are mixed with the pool images; the prototypes still come from their
@@ -124,6 +127,7 @@ class FBR(Method):
                 "calibration_holdout": 0, "dropped_target": "label", "bootstrap_share": 0.8,
                 "bootstrap_start": 0, "elr": 0.0, "elr_momentum": 0.7, "elr_start": 0,
                 "gce": 0.0, "floor_until": None, "floor_gate": None,
+                "floor_gate_confidence": 0.5,
                 "trusted_in_batches": False, "consistency": 0.0,
                 "consistency_temperature": 0.5, "consistency_prior": False,
                 "consistency_guess": "eval", "trusted_repeat": 1}
@@ -146,9 +150,10 @@ class FBR(Method):
                                   or until < 0):
             raise ValueError(f"Expected `floor_until` to be None or an epoch (an int >= 0), but "
                              f"got {until!r}")
-        if p["floor_gate"] not in (None, "agree"):
-            raise ValueError(f"Expected `floor_gate` to be None or 'agree', but got "
-                             f"{p['floor_gate']!r}")
+        if p["floor_gate"] not in (None, "agree", "confident"):
+            raise ValueError(f"Expected `floor_gate` to be None, 'agree' or 'confident', but "
+                             f"got {p['floor_gate']!r}")
+        check_fraction(p["floor_gate_confidence"], "floor_gate_confidence")
         if p["floor_gate"] is not None and not p["eval_features"]:
             raise ValueError("Expected `eval_features` with `floor_gate`: the gate reads the "
                              "eval forward's class of the un-mixed batch")
@@ -271,9 +276,10 @@ class FBR(Method):
     def _end_floor(self, recipe: SurrogateRecipe, t: Targets, w: torch.Tensor, epoch: int
                    ) -> tuple[Targets, torch.Tensor]:
         """``t`` and the batch's weights ``w`` with weight 0 for the dropped samples no
-        pseudo-label took: all of them from epoch ``floor_until`` on, and with ``floor_gate``
-        those whose eval-forward class is not their given label (unchanged otherwise, and in
-        the warm-up)."""
+        pseudo-label took: all of them from epoch ``floor_until`` on, with ``floor_gate="agree"``
+        those whose eval-forward class is not their given label, with ``"confident"`` those
+        whose eval forward gives another class at least ``floor_gate_confidence`` (unchanged
+        otherwise, and in the warm-up)."""
         until, gate = self.params["floor_until"], self.params["floor_gate"]
         keep = (t.kept | t.pseudo).to(w.device)
         if until is not None and epoch >= until:
@@ -282,6 +288,12 @@ class FBR(Method):
             z = recipe.eval_logits
             assert z is not None  # eval_features is checked in setup
             keep = keep | (z.argmax(1).to(w.device) == t.labels.to(w.device))
+        elif gate == "confident" and not recipe.in_warmup:
+            z = recipe.eval_logits
+            assert z is not None  # eval_features is checked in setup
+            others = z.softmax(1).scatter(1, t.labels.to(z.device)[:, None], 0.0)
+            doubt = others.max(1).values >= float(self.params["floor_gate_confidence"])
+            keep = keep | ~doubt.to(w.device)
         else:
             return t, w
         return (replace(t, weights=torch.where(keep, t.weights, torch.zeros_like(t.weights))),
