@@ -733,3 +733,30 @@ def test_floor_gate_confident_drops_the_floor_only_where_another_class_is_likely
     for bad in (-0.1, 1.5, "0.5"):
         with pytest.raises(ValueError, match="`floor_gate_confidence`"):
             FBRPlus(floor_gate="confident", floor_gate_confidence=bad).setup(_tiny_context())
+
+
+def test_trusted_in_batches_with_health_holdout_scores_health_on_images_it_never_trains() -> None:
+    """With ``health_holdout`` the trusted stream leaves the held-out images out (one epoch draws
+    ``n_pool + n_clean - holdout`` samples) and the epoch's health report is measured on them."""
+    ctx = _tiny_context(n_pool=40, n_clean=21)
+    m = FBRPlus(health_holdout=6)
+    m.setup(ctx)
+    assert m.held is not None and len(m.held[1]) == 6 and len(m.clean[1]) == 15
+    drawn: list[int] = []
+    batches = ctx.batches
+
+    def spy(n: int, batch_size: int | None = None) -> Iterator[torch.Tensor]:
+        drawn.append(n)
+        return batches(n, batch_size)
+
+    ctx.batches = spy  # type: ignore[method-assign]
+    seen: list[torch.Tensor] = []
+    view = ctx.train_view
+    ctx.train_view = lambda x: (seen.append(x), view(x))[1]  # type: ignore[method-assign]
+    log = m.train_epoch(0)
+    assert drawn == [40 + 15]
+    held = {bytes(x.contiguous().numpy()) for x in m.held[0]}
+    trained = {bytes(x.contiguous().numpy()) for b in seen for x in b}
+    assert trained and not trained & held
+    assert 0.0 <= log.extra["health_heldout_kept"] <= 1.0
+    assert 0.0 <= log.extra["health_heldout_accuracy"] <= 1.0

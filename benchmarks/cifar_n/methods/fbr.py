@@ -97,8 +97,8 @@ class FBR(Method):
     ``trusted_in_batches`` (with mixup and ``clean_passes`` = 0: the trusted images join the
     pool's batches, one shuffled stream over both as CE + mixup's, at weight :math:`w_{\\max}`
     and never scored, and are mixed with the pool images; the prototypes still come from their
-    eval-mode features at the start of every epoch; one network, no ELR, no ``health_holdout``;
-    images held out by ``calibration_holdout`` are neither trained on nor in the prototypes),
+    eval-mode features at the start of every epoch; one network, no ELR; images held out by
+    ``calibration_holdout`` or ``health_holdout`` are neither trained on nor in the prototypes),
     ``consistency`` (:math:`\\lambda`, with ``trusted_in_batches``: adds
     :math:`\\lambda r\\,` :func:`~robustweights.recipe.consistency_loss` between the training
     forward of a second augmented view of the batch's dropped samples that took no pseudo-label
@@ -224,12 +224,11 @@ class FBR(Method):
             raise ValueError(f"Expected `trusted_in_batches` to be a bool, but got "
                              f"{p['trusted_in_batches']!r}")
         wrong = {"mixup": float(p["mixup"]) <= 0, "clean_passes": int(p["clean_passes"]) != 0,
-                 "features": p["features"] == "peer", "elr": float(p["elr"]) > 0,
-                 "health_holdout": int(p["health_holdout"]) > 0}
+                 "features": p["features"] == "peer", "elr": float(p["elr"]) > 0}
         bad = [name for name, is_bad in wrong.items() if is_bad]
         if bad:
             raise ValueError(f"Expected `trusted_in_batches` with `mixup` > 0, `clean_passes` = "
-                             f"0, one network, no `elr` and no `health_holdout`, but got "
+                             f"0, one network and no `elr`, but got "
                              f"{', '.join(f'{b}={p[b]!r}' for b in bad)}")
 
     def _recipe(self, ctx: Context, scorer: nn.Module, k: int) -> SurrogateRecipe:
