@@ -760,3 +760,29 @@ def test_trusted_in_batches_with_health_holdout_scores_health_on_images_it_never
     assert trained and not trained & held
     assert 0.0 <= log.extra["health_heldout_kept"] <= 1.0
     assert 0.0 <= log.extra["health_heldout_accuracy"] <= 1.0
+
+
+def test_floor_gate_when_agreement_follows_the_previous_epochs_health_report() -> None:
+    """With ``floor_gate_when="agreement"`` the confident gate is off until a health report finds
+    the pool's agreement above the held-out accuracy, and off again after one that does not: its
+    first epoch trains exactly as the recipe without the gate."""
+    from robustweights.phases.health import HealthReport
+
+    def run(**kw: object) -> tuple[FBRPlus, float]:
+        torch.manual_seed(0)
+        m = FBRPlus(health_holdout=6, floor_gate_confidence=0.35, **kw)
+        m.setup(_tiny_context(n_pool=40, n_clean=21))
+        return m, m.train_epoch(0).loss
+
+    m, loss = run(floor_gate="confident", floor_gate_when="agreement")
+    assert loss == run()[1] and loss != run(floor_gate="confident")[1]
+    for agreement, accuracy, on in ((0.6, 0.5, True), (0.4, 0.5, False), (None, 0.5, False)):
+        report = HealthReport(1, 0.5, 0.5, agreement, accuracy, True, None, False)
+        m.recipe.end_epoch = lambda r=report: r  # type: ignore[method-assign]
+        m.train_epoch(1)
+        assert m.gate_on is on
+    for bad in ({"floor_gate_when": "always"}, {"floor_gate_when": "agreement",
+                                                "health_holdout": 0}):
+        with pytest.raises(ValueError, match="`floor_gate_when`"):
+            FBRPlus(**{"floor_gate": "confident", "health_holdout": 6, **bad}).setup(
+                _tiny_context(n_pool=40, n_clean=21))

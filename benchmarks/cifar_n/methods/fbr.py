@@ -93,7 +93,9 @@ class FBR(Method):
     the eval forward's class of its un-mixed image is its given label, else weight 0;
     ``"confident"``: such a sample gets weight 0 only where the eval forward gives some class
     other than its label a probability of at least ``floor_gate_confidence``; None: the floor for
-    every such sample),
+    every such sample), ``floor_gate_when`` (None: the gate in every epoch; ``"agreement"``:
+    only in an epoch after one whose health report (``health_holdout`` > 0) found the pool's
+    agreement with its labels above the held-out accuracy),
     ``trusted_in_batches`` (with mixup and ``clean_passes`` = 0: the trusted images join the
     pool's batches, one shuffled stream over both as CE + mixup's, at weight :math:`w_{\\max}`
     and never scored, and are mixed with the pool images; the prototypes still come from their
@@ -127,7 +129,7 @@ class FBR(Method):
                 "calibration_holdout": 0, "dropped_target": "label", "bootstrap_share": 0.8,
                 "bootstrap_start": 0, "elr": 0.0, "elr_momentum": 0.7, "elr_start": 0,
                 "gce": 0.0, "floor_until": None, "floor_gate": None,
-                "floor_gate_confidence": 0.5,
+                "floor_gate_confidence": 0.5, "floor_gate_when": None,
                 "trusted_in_batches": False, "consistency": 0.0,
                 "consistency_temperature": 0.5, "consistency_prior": False,
                 "consistency_guess": "eval", "trusted_repeat": 1}
@@ -154,6 +156,13 @@ class FBR(Method):
             raise ValueError(f"Expected `floor_gate` to be None, 'agree' or 'confident', but "
                              f"got {p['floor_gate']!r}")
         check_fraction(p["floor_gate_confidence"], "floor_gate_confidence")
+        if p["floor_gate_when"] not in (None, "agreement"):
+            raise ValueError(f"Expected `floor_gate_when` to be None or 'agreement', but got "
+                             f"{p['floor_gate_when']!r}")
+        if p["floor_gate_when"] is not None and not int(p["health_holdout"]):
+            raise ValueError("Expected `health_holdout` > 0 with `floor_gate_when`: the switch "
+                             "reads the health report")
+        self.gate_on = p["floor_gate_when"] is None  # switched by each epoch's health report
         if p["floor_gate"] is not None and not p["eval_features"]:
             raise ValueError("Expected `eval_features` with `floor_gate`: the gate reads the "
                              "eval forward's class of the un-mixed batch")
@@ -287,7 +296,7 @@ class FBR(Method):
             z = recipe.eval_logits
             assert z is not None  # eval_features is checked in setup
             keep = keep | (z.argmax(1).to(w.device) == t.labels.to(w.device))
-        elif gate == "confident" and not recipe.in_warmup:
+        elif gate == "confident" and self.gate_on and not recipe.in_warmup:
             z = recipe.eval_logits
             assert z is not None  # eval_features is checked in setup
             others = z.softmax(1).scatter(1, t.labels.to(z.device)[:, None], 0.0)
@@ -461,8 +470,12 @@ class FBR(Method):
             sched.step()
         recipe = self.recipe
         p_on = bool(self.params["pseudo_labels"]) or self.params["dropped_target"] != "label"
+        report = recipe.end_epoch()
         health = {f"health_{k}": float("nan") if v is None else float(v)
-                  for k, v in asdict(recipe.end_epoch()).items() if k != "epoch"}
+                  for k, v in asdict(report).items() if k != "epoch"}
+        if self.params["floor_gate_when"] == "agreement":  # the next epoch's gate
+            self.gate_on = (report.pool_agreement is not None and report.heldout_accuracy
+                            is not None and report.pool_agreement > report.heldout_accuracy)
         for r in self.recipes[1:]:
             r.end_epoch()
         floor = float(self.params["dropped_weight"]) > 0
