@@ -485,6 +485,22 @@ def test_trusted_in_batches_with_every_weight_one_is_ce_mixup() -> None:
                 _tiny_context())
 
 
+def _spy_stream(ctx: Context) -> tuple[list[int], list[torch.Tensor]]:
+    """Record, on ``ctx``, the length of every epoch stream drawn and every image batch trained
+    on (the inputs of ``train_view``)."""
+    drawn: list[int] = []
+    seen: list[torch.Tensor] = []
+    batches, view = ctx.batches, ctx.train_view
+
+    def spy(n: int, batch_size: int | None = None) -> Iterator[torch.Tensor]:
+        drawn.append(n)
+        return batches(n, batch_size)
+
+    ctx.batches = spy  # type: ignore[method-assign]
+    ctx.train_view = lambda x: (seen.append(x), view(x))[1]  # type: ignore[method-assign]
+    return drawn, seen
+
+
 def test_trusted_in_batches_never_trains_on_the_images_held_out_for_calibration() -> None:
     """With ``calibration_holdout`` the trusted stream is the pool plus the trusted images left
     after the hold-out: one epoch draws ``n_pool + n_clean - holdout`` samples, and every
@@ -493,17 +509,7 @@ def test_trusted_in_batches_never_trains_on_the_images_held_out_for_calibration(
     m = FBRPlus(thresholds="calibrated", calibration_holdout=6)
     m.setup(ctx)
     assert m.calib is not None and len(m.calib[1]) == 6 and len(m.clean[1]) == 15
-    drawn: list[int] = []
-    batches = ctx.batches
-
-    def spy(n: int, batch_size: int | None = None) -> Iterator[torch.Tensor]:
-        drawn.append(n)
-        return batches(n, batch_size)
-
-    ctx.batches = spy  # type: ignore[method-assign]
-    seen: list[torch.Tensor] = []
-    view = ctx.train_view
-    ctx.train_view = lambda x: (seen.append(x), view(x))[1]  # type: ignore[method-assign]
+    drawn, seen = _spy_stream(ctx)
     w = m.train_epoch(0).weights
     assert drawn == [40 + 15]
     held = {bytes(x.contiguous().numpy()) for x in m.calib[0]}
@@ -742,17 +748,7 @@ def test_trusted_in_batches_with_health_holdout_scores_health_on_images_it_never
     m = FBRPlus(health_holdout=6)
     m.setup(ctx)
     assert m.held is not None and len(m.held[1]) == 6 and len(m.clean[1]) == 15
-    drawn: list[int] = []
-    batches = ctx.batches
-
-    def spy(n: int, batch_size: int | None = None) -> Iterator[torch.Tensor]:
-        drawn.append(n)
-        return batches(n, batch_size)
-
-    ctx.batches = spy  # type: ignore[method-assign]
-    seen: list[torch.Tensor] = []
-    view = ctx.train_view
-    ctx.train_view = lambda x: (seen.append(x), view(x))[1]  # type: ignore[method-assign]
+    drawn, seen = _spy_stream(ctx)
     log = m.train_epoch(0)
     assert drawn == [40 + 15]
     held = {bytes(x.contiguous().numpy()) for x in m.held[0]}
