@@ -778,7 +778,8 @@ def test_floor_gate_when_agreement_follows_the_previous_epochs_health_report() -
         m.train_epoch(1)
         assert m.gate_on is on
     for bad in ({"floor_gate_when": "always"}, {"floor_gate_when": "agreement",
-                                                "health_holdout": 0}):
+                                                "health_holdout": 0},
+                {"floor_gate_when": "agreement", "floor_gate": None}):  # nothing to switch
         with pytest.raises(ValueError, match="`floor_gate_when`"):
             FBRPlus(**{"floor_gate": "confident", "health_holdout": 6, **bad}).setup(
                 _tiny_context(n_pool=40, n_clean=21))

@@ -94,8 +94,8 @@ class FBR(Method):
     ``"confident"``: such a sample gets weight 0 only where the eval forward gives some class
     other than its label a probability of at least ``floor_gate_confidence``; None: the floor for
     every such sample), ``floor_gate_when`` (None: the gate in every epoch; ``"agreement"``:
-    only in an epoch after one whose health report (``health_holdout`` > 0) found the pool's
-    agreement with its labels above the held-out accuracy),
+    either gate only in an epoch after one whose health report (``health_holdout`` > 0) found
+    the pool's agreement with its labels above the held-out accuracy),
     ``trusted_in_batches`` (with mixup and ``clean_passes`` = 0: the trusted images join the
     pool's batches, one shuffled stream over both as CE + mixup's, at weight :math:`w_{\\max}`
     and never scored, and are mixed with the pool images; the prototypes still come from their
@@ -159,9 +159,10 @@ class FBR(Method):
         if p["floor_gate_when"] not in (None, "agreement"):
             raise ValueError(f"Expected `floor_gate_when` to be None or 'agreement', but got "
                              f"{p['floor_gate_when']!r}")
-        if p["floor_gate_when"] is not None and not int(p["health_holdout"]):
-            raise ValueError("Expected `health_holdout` > 0 with `floor_gate_when`: the switch "
-                             "reads the health report")
+        if p["floor_gate_when"] is not None and (p["floor_gate"] is None
+                                                 or not int(p["health_holdout"])):
+            raise ValueError("Expected `floor_gate` and `health_holdout` > 0 with "
+                             "`floor_gate_when`: it switches the gate by the health report")
         self.gate_on = p["floor_gate_when"] is None  # switched by each epoch's health report
         if p["floor_gate"] is not None and not p["eval_features"]:
             raise ValueError("Expected `eval_features` with `floor_gate`: the gate reads the "
@@ -292,16 +293,15 @@ class FBR(Method):
         keep = (t.kept | t.pseudo).to(w.device)
         if until is not None and epoch >= until:
             pass
-        elif gate == "agree" and not recipe.in_warmup:
+        elif gate is not None and self.gate_on and not recipe.in_warmup:
             z = recipe.eval_logits
             assert z is not None  # eval_features is checked in setup
-            keep = keep | (z.argmax(1).to(w.device) == t.labels.to(w.device))
-        elif gate == "confident" and self.gate_on and not recipe.in_warmup:
-            z = recipe.eval_logits
-            assert z is not None  # eval_features is checked in setup
-            others = z.softmax(1).scatter(1, t.labels.to(z.device)[:, None], 0.0)
-            doubt = others.max(1).values >= float(self.params["floor_gate_confidence"])
-            keep = keep | ~doubt.to(w.device)
+            if gate == "agree":
+                keep = keep | (z.argmax(1).to(w.device) == t.labels.to(w.device))
+            else:  # "confident": the floor goes only where another class is likely
+                others = z.softmax(1).scatter(1, t.labels.to(z.device)[:, None], 0.0)
+                doubt = others.max(1).values >= float(self.params["floor_gate_confidence"])
+                keep = keep | ~doubt.to(w.device)
         else:
             return t, w
         return (replace(t, weights=torch.where(keep, t.weights, torch.zeros_like(t.weights))),
