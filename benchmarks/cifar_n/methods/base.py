@@ -181,11 +181,8 @@ class Context:
         ``n_trusted`` trusted ones (a union as :meth:`union` orders it), each trusted sample
         drawn ``repeat`` times (each draw its own augmentation and mixing partner). With
         ``repeat`` = 1 these are :meth:`batches` of ``n_pool + n_trusted`` exactly."""
-        if repeat == 1:
-            yield from self.batches(n_pool + n_trusted)
-            return
         for idx in self.batches(n_pool + repeat * n_trusted):
-            # the extra copies fold back onto the trusted indices
+            # the extra copies fold back onto the trusted indices (none to fold at repeat 1)
             yield torch.where(idx < n_pool, idx, n_pool + (idx - n_pool) % n_trusted)
 
     def clean_batch(self, size: int | None = None) -> torch.Tensor:
