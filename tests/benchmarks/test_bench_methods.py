@@ -741,6 +741,32 @@ def test_floor_gate_confident_drops_the_floor_only_where_another_class_is_likely
             FBRPlus(floor_gate="confident", floor_gate_confidence=bad).setup(_tiny_context())
 
 
+def test_floor_gate_quantile_sets_the_bar_from_the_trusted_images_doubts() -> None:
+    """With ``floor_gate_quantile`` q the epoch's bar is the 1 - q quantile of each trusted
+    image's largest other-class probability under the epoch-start network (computed here row by
+    row), never under ``floor_gate_confidence``, and the epoch's log carries it."""
+    def doubts(m: FBRPlus) -> np.ndarray:
+        x, y = m.clean
+        with torch.no_grad():
+            prob = m.c.predict(m.model, x)[0].softmax(1)
+        return np.array([max(p for j, p in enumerate(r.tolist()) if j != k)
+                         for r, k in zip(prob, y.tolist(), strict=True)])
+
+    for q, floor in ((0.5, 0.01), (0.1, 0.01), (0.5, 0.99)):
+        torch.manual_seed(0)
+        m = FBRPlus(floor_gate="confident", floor_gate_confidence=floor, floor_gate_quantile=q)
+        m.setup(_tiny_context())
+        expected = max(floor, float(np.quantile(doubts(m), 1 - q)))
+        log = m.train_epoch(0)
+        assert m.gate_bar == pytest.approx(expected, abs=1e-6)
+        assert log.extra["gate_bar"] == m.gate_bar
+    assert 0.0 <= log.extra["trusted_doubt_q90"] <= log.extra["trusted_doubt_q95"] <= 1.0
+    for bad in ({"floor_gate_quantile": 1.5}, {"floor_gate_quantile": 0.1, "floor_gate": None},
+                {"floor_gate_quantile": 0.1, "floor_gate": "agree"}):
+        with pytest.raises(ValueError, match="`floor_gate_quantile`"):
+            FBRPlus(**{"floor_gate": "confident", **bad}).setup(_tiny_context())
+
+
 def test_trusted_in_batches_with_health_holdout_scores_health_on_images_it_never_trains() -> None:
     """With ``health_holdout`` the trusted stream leaves the held-out images out (one epoch draws
     ``n_pool + n_clean - holdout`` samples) and the epoch's health report is measured on them."""

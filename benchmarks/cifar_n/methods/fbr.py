@@ -93,7 +93,10 @@ class FBR(Method):
     the eval forward's class of its un-mixed image is its given label, else weight 0;
     ``"confident"``: such a sample gets weight 0 only where the eval forward gives some class
     other than its label a probability of at least ``floor_gate_confidence``; None: the floor for
-    every such sample), ``floor_gate_when`` (None: the gate in every epoch; ``"agreement"``:
+    every such sample), ``floor_gate_quantile`` (:math:`q`, with the confident gate and
+    ``trusted_in_batches``: each epoch's bar is the :math:`1-q` quantile of the trusted images'
+    largest other-class probabilities at the epoch's start, at least ``floor_gate_confidence``;
+    None: the fixed bar), ``floor_gate_when`` (None: the gate in every epoch; ``"agreement"``:
     either gate only in an epoch after one whose health report (``health_holdout`` > 0) found
     the pool's agreement with its labels above the held-out accuracy),
     ``trusted_in_batches`` (with mixup and ``clean_passes`` = 0: the trusted images join the
@@ -129,7 +132,8 @@ class FBR(Method):
                 "calibration_holdout": 0, "dropped_target": "label", "bootstrap_share": 0.8,
                 "bootstrap_start": 0, "elr": 0.0, "elr_momentum": 0.7, "elr_start": 0,
                 "gce": 0.0, "floor_until": None, "floor_gate": None,
-                "floor_gate_confidence": 0.5, "floor_gate_when": None,
+                "floor_gate_confidence": 0.5, "floor_gate_quantile": None,
+                "floor_gate_when": None,
                 "trusted_in_batches": False, "consistency": 0.0,
                 "consistency_temperature": 0.5, "consistency_prior": False,
                 "consistency_guess": "eval", "trusted_repeat": 1}
@@ -156,6 +160,14 @@ class FBR(Method):
             raise ValueError(f"Expected `floor_gate` to be None, 'agree' or 'confident', but "
                              f"got {p['floor_gate']!r}")
         check_fraction(p["floor_gate_confidence"], "floor_gate_confidence")
+        if p["floor_gate_quantile"] is not None:
+            check_fraction(p["floor_gate_quantile"], "floor_gate_quantile")
+            if p["floor_gate"] != "confident" or not p["trusted_in_batches"]:
+                raise ValueError("Expected `floor_gate='confident'` and `trusted_in_batches` with "
+                                 "`floor_gate_quantile`: it sets that gate's bar from the trusted "
+                                 "images the network trains on")
+        self.gate_bar = float(p["floor_gate_confidence"])  # the confident gate's bar this epoch
+        self.gate_log: dict[str, float] = {}
         if p["floor_gate_when"] not in (None, "agreement"):
             raise ValueError(f"Expected `floor_gate_when` to be None or 'agreement', but got "
                              f"{p['floor_gate_when']!r}")
@@ -300,12 +312,33 @@ class FBR(Method):
                 keep = keep | (z.argmax(1).to(w.device) == t.labels.to(w.device))
             else:  # "confident": the floor goes only where another class is likely
                 others = z.softmax(1).scatter(1, t.labels.to(z.device)[:, None], 0.0)
-                doubt = others.max(1).values >= float(self.params["floor_gate_confidence"])
+                doubt = others.max(1).values >= self.gate_bar
                 keep = keep | ~doubt.to(w.device)
         else:
             return t, w
         return (replace(t, weights=torch.where(keep, t.weights, torch.zeros_like(t.weights))),
                 torch.where(keep, w, torch.zeros_like(w)))
+
+    @torch.no_grad()
+    def _set_gate_bar(self) -> None:
+        """The confident gate's bar for this epoch, and its log: each trusted image's *doubt*
+        (the largest probability the eval forward gives a class other than its label) at the
+        epoch's start; with ``floor_gate_quantile`` :math:`q` the bar is the :math:`1 - q`
+        quantile of those doubts, at least ``floor_gate_confidence``, so that the gate would
+        take the floor from at most a share :math:`q` of the correctly labelled images the
+        network fits as well as its trusted ones."""
+        x, y = self.clean
+        z = self.c.predict(self.model, x)[0]
+        doubt = z.softmax(1).scatter(1, y[:, None], 0.0).max(1).values.float()
+        levels = (0.8, 0.9, 0.95)
+        quantiles = torch.quantile(doubt, torch.tensor(levels, device=doubt.device)).tolist()
+        q = self.params["floor_gate_quantile"]
+        floor = float(self.params["floor_gate_confidence"])
+        self.gate_bar = floor if q is None else max(
+            floor, float(torch.quantile(doubt, 1.0 - float(q))))
+        self.gate_log = {"gate_bar": self.gate_bar,
+                         **{f"trusted_doubt_q{round(100 * lv)}": v
+                            for lv, v in zip(levels, quantiles, strict=True)}}
 
     def _elr_source(self, k: int, x: torch.Tensor, train: torch.Tensor | None = None
                      ) -> torch.Tensor:
@@ -326,6 +359,8 @@ class FBR(Method):
         c, recipe = self.c, self.recipe
         recipe.start_epoch(epoch)
         recipe.refresh_prototypes()  # what clean_batches() does with no pass
+        if self.params["floor_gate"] == "confident":
+            self._set_gate_bar()
         # the pool, then the trusted images the recipe trains on (without any held out to
         # calibrate the thresholds): c.union() when none is held out
         ux, uy = torch.cat([c.pool_x, self.clean[0]]), torch.cat([c.pool_y, self.clean[1]])
@@ -485,7 +520,7 @@ class FBR(Method):
                          "clean_pass_loss": clean_pass_loss,
                          "warmup": float(recipe.in_warmup),
                          "coupling": float(np.mean(couplings)) if couplings else float("nan"),
-                         **health})
+                         **health, **self.gate_log})
 
     def feature_directions(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
         """FBR's directions with alpha = 0 of images ``x`` under ``labels`` against the current
