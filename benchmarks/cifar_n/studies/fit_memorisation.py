@@ -112,8 +112,10 @@ def plot(points: Sequence[dict[str, Any]], planes: dict[str, Plane], path: Path,
                 mx = float(np.mean([q["fit"] for q in group]))
                 my = float(np.mean([q["memorised"] for q in group]))
                 ax.scatter([mx], [my], marker="*", s=180, c="red", edgecolors="black")
-                ax.annotate(label, (mx, my), xytext=(6, 6), textcoords="offset points",
-                            fontsize=9)
+                left = mx > fit.max() - 5  # a label at the right edge goes to the left
+                ax.annotate(label, (mx, my), xytext=(-6 if left else 6, 6),
+                            textcoords="offset points", fontsize=9,
+                            ha="right" if left else "left")
         ax.set_xlim(fit.min() - 3, fit.max() + 8)  # room for the marks' labels
         ax.set_xlabel("fit: correct labels predicted (%)")
         ax.set_ylabel("memorised: wrong labels predicted (%)")
