@@ -741,6 +741,24 @@ def test_floor_gate_confident_drops_the_floor_only_where_another_class_is_likely
             FBRPlus(floor_gate="confident", floor_gate_confidence=bad).setup(_tiny_context())
 
 
+def test_floor_gate_start_keeps_the_floor_before_its_epoch() -> None:
+    """With ``floor_gate_start`` the gate is off before that epoch: an epoch before it trains
+    exactly as the recipe without the gate, and the same epoch from it on as the gated one."""
+    def loss(epoch: int, **kw: object) -> float:
+        torch.manual_seed(0)
+        m = FBRPlus(**kw)
+        m.setup(_tiny_context())
+        return m.train_epoch(epoch).loss
+
+    gate = {"floor_gate": "confident", "floor_gate_confidence": 0.35}
+    assert loss(0, floor_gate_start=1, **gate) == loss(0) != loss(0, **gate)
+    assert loss(1, floor_gate_start=1, **gate) == loss(1, **gate)
+    for bad in ({"floor_gate_start": -1, **gate}, {"floor_gate_start": 1.5, **gate},
+                {"floor_gate_start": 2}):  # no gate to start
+        with pytest.raises(ValueError, match="`floor_gate_start`"):
+            FBRPlus(**bad).setup(_tiny_context())
+
+
 def test_floor_gate_quantile_sets_the_bar_from_the_trusted_images_doubts() -> None:
     """With ``floor_gate_quantile`` q the epoch's bar is the 1 - q quantile of each trusted
     image's largest other-class probability under the epoch-start network (computed here row by

@@ -96,7 +96,8 @@ class FBR(Method):
     every such sample), ``floor_gate_quantile`` (:math:`q`, with the confident gate and
     ``trusted_in_batches``: each epoch's bar is the :math:`1-q` quantile of the trusted images'
     largest other-class probabilities at the epoch's start, at least ``floor_gate_confidence``;
-    None: the fixed bar), ``floor_gate_when`` (None: the gate in every epoch; ``"agreement"``:
+    None: the fixed bar), ``floor_gate_start`` (the first epoch either gate applies; 0: from
+    the first), ``floor_gate_when`` (None: the gate in every epoch; ``"agreement"``:
     either gate only in an epoch after one whose health report (``health_holdout`` > 0) found
     the pool's agreement with its labels above the held-out accuracy),
     ``trusted_in_batches`` (with mixup and ``clean_passes`` = 0: the trusted images join the
@@ -133,6 +134,7 @@ class FBR(Method):
                 "bootstrap_start": 0, "elr": 0.0, "elr_momentum": 0.7, "elr_start": 0,
                 "gce": 0.0, "floor_until": None, "floor_gate": None,
                 "floor_gate_confidence": 0.5, "floor_gate_quantile": None,
+                "floor_gate_start": 0,
                 "floor_gate_when": None,
                 "trusted_in_batches": False, "consistency": 0.0,
                 "consistency_temperature": 0.5, "consistency_prior": False,
@@ -160,6 +162,10 @@ class FBR(Method):
             raise ValueError(f"Expected `floor_gate` to be None, 'agree' or 'confident', but "
                              f"got {p['floor_gate']!r}")
         check_fraction(p["floor_gate_confidence"], "floor_gate_confidence")
+        check_nonneg_int(p["floor_gate_start"], "floor_gate_start")
+        if p["floor_gate_start"] and p["floor_gate"] is None:
+            raise ValueError("Expected a `floor_gate` with `floor_gate_start` > 0: there is no "
+                             "gate to start")
         if p["floor_gate_quantile"] is not None:
             check_fraction(p["floor_gate_quantile"], "floor_gate_quantile")
             if p["floor_gate"] != "confident" or not p["trusted_in_batches"]:
@@ -305,7 +311,8 @@ class FBR(Method):
         keep = (t.kept | t.pseudo).to(w.device)
         if until is not None and epoch >= until:
             pass
-        elif gate is not None and self.gate_on and not recipe.in_warmup:
+        elif (gate is not None and self.gate_on and not recipe.in_warmup
+              and epoch >= int(self.params["floor_gate_start"])):
             z = recipe.eval_logits
             assert z is not None  # eval_features is checked in setup
             if gate == "agree":
