@@ -335,7 +335,8 @@ class FBR(Method):
         take the floor from at most a share :math:`q` of the correctly labelled images the
         network fits as well as its trusted ones."""
         x, y = self.clean
-        z = self.c.predict(self.model, x)[0]
+        scorer = self.teacher if self.teacher is not None else self.model  # what the gate reads
+        z = self.c.predict(scorer, x)[0]
         doubt = z.softmax(1).scatter(1, y[:, None], 0.0).max(1).values.float()
         levels = (0.8, 0.9, 0.95)
         quantiles = torch.quantile(doubt, torch.tensor(levels, device=doubt.device)).tolist()
