@@ -741,9 +741,10 @@ def test_floor_gate_confident_drops_the_floor_only_where_another_class_is_likely
             FBRPlus(floor_gate="confident", floor_gate_confidence=bad).setup(_tiny_context())
 
 
-def test_floor_gate_start_keeps_the_floor_before_its_epoch() -> None:
-    """With ``floor_gate_start`` the gate is off before that epoch: an epoch before it trains
-    exactly as the recipe without the gate, and the same epoch from it on as the gated one."""
+def test_floor_gate_start_and_end_keep_the_floor_outside_their_epochs() -> None:
+    """With ``floor_gate_start`` (``floor_gate_end``) the gate is off before (from) that epoch:
+    such an epoch trains exactly as the recipe without the gate, an epoch inside them as the
+    gated one."""
     def loss(epoch: int, **kw: object) -> float:
         torch.manual_seed(0)
         m = FBRPlus(**kw)
@@ -753,9 +754,15 @@ def test_floor_gate_start_keeps_the_floor_before_its_epoch() -> None:
     gate = {"floor_gate": "confident", "floor_gate_confidence": 0.35}
     assert loss(0, floor_gate_start=1, **gate) == loss(0) != loss(0, **gate)
     assert loss(1, floor_gate_start=1, **gate) == loss(1, **gate)
+    assert loss(0, floor_gate_end=1, **gate) == loss(0, **gate)
+    assert loss(1, floor_gate_end=1, **gate) == loss(1) != loss(1, **gate)
     for bad in ({"floor_gate_start": -1, **gate}, {"floor_gate_start": 1.5, **gate},
                 {"floor_gate_start": 2}):  # no gate to start
         with pytest.raises(ValueError, match="`floor_gate_start`"):
+            FBRPlus(**bad).setup(_tiny_context())
+    for bad in ({"floor_gate_end": 0, **gate}, {"floor_gate_end": 3, "floor_gate_start": 3,
+                                                **gate}, {"floor_gate_end": 2}):
+        with pytest.raises(ValueError, match="`floor_gate_end`"):
             FBRPlus(**bad).setup(_tiny_context())
 
 

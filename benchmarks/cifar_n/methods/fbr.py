@@ -97,7 +97,8 @@ class FBR(Method):
     ``trusted_in_batches``: each epoch's bar is the :math:`1-q` quantile of the trusted images'
     largest other-class probabilities at the epoch's start, at least ``floor_gate_confidence``;
     None: the fixed bar), ``floor_gate_start`` (the first epoch either gate applies; 0: from
-    the first), ``floor_gate_when`` (None: the gate in every epoch; ``"agreement"``:
+    the first) and ``floor_gate_end`` (the first epoch it no longer applies; None: never),
+    ``floor_gate_when`` (None: the gate in every epoch; ``"agreement"``:
     either gate only in an epoch after one whose health report (``health_holdout`` > 0) found
     the pool's agreement with its labels above the held-out accuracy),
     ``trusted_in_batches`` (with mixup and ``clean_passes`` = 0: the trusted images join the
@@ -134,7 +135,7 @@ class FBR(Method):
                 "bootstrap_start": 0, "elr": 0.0, "elr_momentum": 0.7, "elr_start": 0,
                 "gce": 0.0, "floor_until": None, "floor_gate": None,
                 "floor_gate_confidence": 0.5, "floor_gate_quantile": None,
-                "floor_gate_start": 0,
+                "floor_gate_start": 0, "floor_gate_end": None,
                 "floor_gate_when": None,
                 "trusted_in_batches": False, "consistency": 0.0,
                 "consistency_temperature": 0.5, "consistency_prior": False,
@@ -166,6 +167,12 @@ class FBR(Method):
         if p["floor_gate_start"] and p["floor_gate"] is None:
             raise ValueError("Expected a `floor_gate` with `floor_gate_start` > 0: there is no "
                              "gate to start")
+        if p["floor_gate_end"] is not None:
+            end = check_nonneg_int(p["floor_gate_end"], "floor_gate_end")
+            if p["floor_gate"] is None or end <= int(p["floor_gate_start"]):
+                raise ValueError(f"Expected a `floor_gate` and `floor_gate_end` after "
+                                 f"`floor_gate_start` ({p['floor_gate_start']}), but got "
+                                 f"floor_gate={p['floor_gate']!r}, floor_gate_end={end}")
         if p["floor_gate_quantile"] is not None:
             check_fraction(p["floor_gate_quantile"], "floor_gate_quantile")
             if p["floor_gate"] != "confident" or not p["trusted_in_batches"]:
@@ -312,7 +319,7 @@ class FBR(Method):
         if until is not None and epoch >= until:
             pass
         elif (gate is not None and self.gate_on and not recipe.in_warmup
-              and epoch >= int(self.params["floor_gate_start"])):
+              and self._gate_epoch(epoch)):
             z = recipe.eval_logits
             assert z is not None  # eval_features is checked in setup
             if gate == "agree":
@@ -325,6 +332,11 @@ class FBR(Method):
             return t, w
         return (replace(t, weights=torch.where(keep, t.weights, torch.zeros_like(t.weights))),
                 torch.where(keep, w, torch.zeros_like(w)))
+
+    def _gate_epoch(self, epoch: int) -> bool:
+        """Whether ``epoch`` is in the gate's window [``floor_gate_start``, ``floor_gate_end``)."""
+        end = self.params["floor_gate_end"]
+        return int(self.params["floor_gate_start"]) <= epoch and (end is None or epoch < end)
 
     @torch.no_grad()
     def _set_gate_bar(self) -> None:
