@@ -61,6 +61,13 @@ from robustweights.recipe import (
 __all__ = ["FBR", "FBRPlus"]
 
 
+def _doubt(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each row's largest softmax probability of a class other than its label (B,): what the
+    confident gate compares with its bar."""
+    others = logits.softmax(1).scatter(1, labels.to(logits.device)[:, None], 0.0)
+    return others.max(1).values
+
+
 class FBR(Method):
     """FBR with the authors' training recipe (see the module docstring), plus the options of
     ``SurrogateRecipe`` and two feature sources other than the trained network.
@@ -325,9 +332,7 @@ class FBR(Method):
             if gate == "agree":
                 keep = keep | (z.argmax(1).to(w.device) == t.labels.to(w.device))
             else:  # "confident": the floor goes only where another class is likely
-                others = z.softmax(1).scatter(1, t.labels.to(z.device)[:, None], 0.0)
-                doubt = others.max(1).values >= self.gate_bar
-                keep = keep | ~doubt.to(w.device)
+                keep = keep | ~(_doubt(z, t.labels) >= self.gate_bar).to(w.device)
         else:
             return t, w
         return (replace(t, weights=torch.where(keep, t.weights, torch.zeros_like(t.weights))),
@@ -349,7 +354,7 @@ class FBR(Method):
         x, y = self.clean
         scorer = self.teacher if self.teacher is not None else self.model  # what the gate reads
         z = self.c.predict(scorer, x)[0]
-        doubt = z.softmax(1).scatter(1, y[:, None], 0.0).max(1).values.float()
+        doubt = _doubt(z, y).float()
         levels = (0.8, 0.9, 0.95)
         quantiles = torch.quantile(doubt, torch.tensor(levels, device=doubt.device)).tolist()
         q = self.params["floor_gate_quantile"]
