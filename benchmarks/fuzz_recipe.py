@@ -1,7 +1,7 @@
 """Fuzz driver of :class:`~robustweights.SurrogateRecipe` (``--drivers recipe``).
 
 Configurations with ``thresholds="calibrated"`` (with and without ``calibration_data``), the
-rate rule, ``pseudo_labels``, ``eval_features`` True/False, smoothing, a floor,
+rate rule, ``pseudo_labels``, ``eval_features`` True/False, smoothing, a floor, the doubt gate,
 ``health_data``; a third of the sequences under ``torch.autocast("cpu", dtype=torch.bfloat16)``.
 Steps: ``start_epoch``, the clean passes (whole or broken off, each batch a ``clean_loss``),
 ``refresh_prototypes``, a pool batch (forward, ``weights``, ``targets``, ``loss``, ``backward``,
@@ -67,6 +67,8 @@ def _recipe_config(rng: np.random.Generator) -> dict[str, Any]:
         "pseudo_ramp_epochs": int(rng.integers(0, 3)),
         "smoothing": float(rng.choice((0.0, 0.0, 0.5))),
         "dropped_weight": float(rng.choice((0.0, 0.0, 0.3))),
+        "dropped_doubt": [None, 0.5, 0.9][int(rng.integers(0, 3))],
+        "dropped_doubt_until": [None, 1, 40][int(rng.integers(0, 3))],
         "calibration_quantile": float(rng.choice((0.0, 0.2))),
     }
 
@@ -461,7 +463,11 @@ class RecipeDriver:
             if expect == "ok" and not self.in_warmup and (
                     self.batch is None or not torch.equal(self.batch, labels)):
                 expect, bad_arg = "error", None
-            if expect == "ok" and not self.in_warmup and self.options["pseudo_labels"] \
+            until = self.options["dropped_doubt_until"]
+            doubt = self.options["dropped_doubt"] is not None and (
+                until is None or max(self.epoch, 0) < until)
+            reads_logits = self.options["pseudo_labels"] or doubt
+            if expect == "ok" and not self.in_warmup and reads_logits \
                     and not give_logits and not self.options["eval_features"]:
                 expect, bad_arg = "error", "logits"
             if expect == "ok" and n == 0:

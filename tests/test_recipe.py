@@ -505,10 +505,11 @@ def test_authors_configuration() -> None:
     default = SurrogateRecipe(3, **kw).config  # type: ignore[arg-type]
     # The recommended recipe (docs/results/recipe_selection): the authors' rule from epoch 0,
     # no clean passes (the trusted images train in the pool's batches), eval-mode features,
-    # pseudo-labels or weight 0.5 for dropped samples.
+    # pseudo-labels or weight 0.5 for dropped samples, 0 where the network doubts their label
+    # before the first learning-rate drop.
     assert default == RecipeConfig() == RecipeConfig.authors(
         warmup_epochs=0, alpha_switch=0, clean_passes=0, dropped_weight=0.5,
-        pseudo_labels=True)
+        pseudo_labels=True, dropped_doubt=0.7)
     changed = SurrogateRecipe(3, config=RecipeConfig.authors(), warmup_epochs=5,
                               **kw).config  # type: ignore[arg-type]
     assert changed == RecipeConfig.authors(warmup_epochs=5)

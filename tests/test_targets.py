@@ -4,6 +4,8 @@ against literal references."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,6 +20,7 @@ from robustweights.recipe.targets import (
     agreement_pseudo_labels,
     bootstrap_targets,
     consistency_loss,
+    doubt_gate,
     mixup,
     prior_penalty,
     soft_cross_entropy,
@@ -329,6 +332,73 @@ def test_targets_give_dropped_samples_the_agreed_pseudo_label() -> None:
     torch.testing.assert_close(t.weights, torch.tensor([1.0, 0.5, 0.0]))
 
 
+def test_doubt_gate_zeroes_only_doubted_dropped_samples() -> None:
+    # 3 classes, labels 0: sample 0 kept, 1 pseudo-labelled, 2-4 dropped. Other-class
+    # probabilities by hand: 0 and 1 are sure of class 1 (never gated: kept, pseudo); 2 gives
+    # class 2 e^2 / (e^2 + 2) = 0.787; 3 gives class 1 exactly 0.5 (logits 0, 0, -inf-like);
+    # 4 is sure of its label.
+    t = Targets(torch.tensor([1.0, 0.7, 0.5, 0.5, 0.5]), torch.tensor([0, 1, 0, 0, 0]),
+                torch.tensor([True, False, False, False, False]),
+                torch.tensor([False, True, False, False, False]))
+    z = torch.tensor([[0.0, 9.0, 0.0], [0.0, 9.0, 0.0], [0.0, 0.0, 2.0], [0.0, 0.0, -60.0],
+                      [9.0, 0.0, 0.0]])
+    cases = {0.5: [1.0, 0.7, 0.0, 0.0, 0.5], 0.78: [1.0, 0.7, 0.0, 0.5, 0.5],
+             0.8: [1.0, 0.7, 0.5, 0.5, 0.5]}
+    for bar, expected in cases.items():
+        out = doubt_gate(t, z, bar=bar)
+        torch.testing.assert_close(out.weights, torch.tensor(expected))
+        assert torch.equal(out.labels, t.labels) and torch.equal(out.kept, t.kept)
+        assert torch.equal(out.pseudo, t.pseudo)
+    for bad in (0.0, 1.5, True):
+        with pytest.raises(ValueError, match="`bar`"):
+            doubt_gate(t, z, bar=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="`logits`"):
+        doubt_gate(t, z[:4], bar=0.5)
+
+
+def test_targets_with_dropped_doubt_gate_the_doubted_dropped_samples() -> None:
+    # _THREE: sample 1 (labelled 0) is sure of class 1 (p = e^10 / (e^10 + 2)); sample 2
+    # (labelled 1) gives class 0 p = e^6.2 / (e^6.2 + e^6 + 1) = 0.549; both dropped.
+    p2 = math.exp(6.2) / (math.exp(6.2) + math.exp(6.0) + 1.0)
+    assert 0.54 < p2 < 0.56
+    for bar, expected in ((0.5, [1.0, 0.0, 0.0]), (0.6, [1.0, 0.0, 0.5]),
+                          (1.0, [1.0, 0.5, 0.5])):
+        t = _three_sample_targets(1, dropped_weight=0.5, dropped_doubt=bar)
+        torch.testing.assert_close(t.weights, torch.tensor(expected))
+    # from epoch `dropped_doubt_until` on there is no gate, and no logits are needed
+    for until, expected in ((2, [1.0, 0.0, 0.0]), (1, [1.0, 0.5, 0.5])):
+        t = _three_sample_targets(1, dropped_weight=0.5, dropped_doubt=0.5,
+                                  dropped_doubt_until=until)
+        torch.testing.assert_close(t.weights, torch.tensor(expected))
+    late = _recipe(dropped_weight=0.5, dropped_doubt=0.5, dropped_doubt_until=1)
+    late.start_epoch(1)
+    late.refresh_prototypes()
+    x, y = _THREE
+    late.model(x)  # the training forward the hook reads
+    w = late.weights(inputs=x, labels=y)
+    torch.testing.assert_close(late.targets(y, w).weights, torch.tensor([1.0, 0.5, 0.5]))
+    # a pseudo-label is never gated: sample 1 keeps its pseudo-label weight (ramp 0.5)
+    t = _three_sample_targets(1, dropped_weight=0.5, dropped_doubt=0.5, pseudo_labels=True,
+                              pseudo_confidence=0.9, pseudo_ramp_epochs=4)
+    torch.testing.assert_close(t.weights, torch.tensor([1.0, 0.5, 0.0]))
+    # without logits and without the eval forward the gate has nothing to read
+    r = _recipe(dropped_weight=0.5, dropped_doubt=0.5)
+    r.start_epoch(1)
+    r.refresh_prototypes()
+    x, y = _THREE
+    r.model(x)  # the training forward the hook reads
+    with pytest.raises(ValueError, match="`dropped_doubt`"):
+        r.targets(y, r.weights(inputs=x, labels=y))
+    for bad in (0.0, 1.5, True):
+        with pytest.raises(ValueError, match="`dropped_doubt`"):
+            RecipeConfig(dropped_doubt=bad)  # type: ignore[arg-type]
+    for bad in (-1, 1.5, True):
+        with pytest.raises((ValueError, TypeError), match="`dropped_doubt_until`"):
+            RecipeConfig(dropped_doubt_until=bad)  # type: ignore[arg-type]
+    assert (RecipeConfig().dropped_doubt, RecipeConfig().dropped_doubt_until) == (0.7, 40)
+    assert RecipeConfig.authors().dropped_doubt is None
+
+
 def test_targets_bootstrap_the_dropped_samples_with_the_ramp() -> None:
     # as above; sample 2 (labelled 1, the network says 0 at 6.2 against 6.0) is dropped and not
     # pseudo-labelled: bootstrapped towards 0 with share 0.8 * ramp 0.5
@@ -400,7 +470,7 @@ def test_trusted_rows_are_kept_at_w_max_and_the_pool_rows_weighted_as_alone() ->
 
 
 def test_targets_without_pseudo_labels_are_the_weights() -> None:
-    r = _recipe()
+    r = _recipe(dropped_doubt=None)  # nothing reads the logits, so none are needed
     x, y = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), torch.tensor([0, 0])
     r.model(x)
     w = r.weights(inputs=x, labels=y)

@@ -45,7 +45,7 @@ from benchmarks.cifar_n.runner import RunResult, RunSpec, run_one
 __all__ = ["main", "parse_args", "plan_runs"]
 
 #: Method parameters given in epochs, scaled with ``--epochs`` like the LR milestones.
-SCHEDULE_KEYS = frozenset({"warmup", "alpha_switch", "init_epoch"})
+SCHEDULE_KEYS = frozenset({"warmup", "alpha_switch", "init_epoch", "dropped_doubt_until"})
 
 
 def parse_value(text: str) -> Any:
@@ -117,8 +117,8 @@ def build_preset(args: argparse.Namespace) -> Preset:
                                                     for m in base.train.milestones))
     params = {m: dict(v) for m, v in base.method_params.items()}
     if train.epochs != base.train.epochs:
-        # Method schedules are tied to the run length (FBR's alpha switch to the first LR drop,
-        # warm-ups): scale them with it, as the milestones are.
+        # Method schedules are tied to the run length (FBR's alpha switch and the doubt gate's
+        # end to the first LR drop, warm-ups): scale them with it, as the milestones are.
         f = train.epochs / base.train.epochs
         for v in params.values():
             for k in SCHEDULE_KEYS & v.keys():

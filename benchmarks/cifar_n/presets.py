@@ -80,7 +80,9 @@ CPU = Preset(
     seeds=(0, 1, 2),
     method_params={
         "fbr": {"warmup": 5, "clean_passes": 30, "alpha_switch": CPU_EPOCHS // 2},
-        # fbr_plus: the recommended recipe (the method's defaults, the same in every preset)
+        # fbr_plus: the recommended recipe (the method's defaults, the same in every preset);
+        # its doubt gate ends at the first LR drop, named here so that --epochs scales it
+        "fbr_plus": {"dropped_doubt_until": CPU_EPOCHS // 2},
         "fine": {"warmup": round(40 * CPU_SCALE), "every": 10},
         "coteaching_plus": {"init_epoch": round(20 * CPU_SCALE)},
     },
@@ -123,6 +125,7 @@ PAPER = Preset(
     noises=("worst", "aggre", "rand1"),
     seeds=(0, 1, 2),
     method_params={"fbr": {"warmup": 10, "clean_passes": 30, "alpha_switch": 40},
+                   "fbr_plus": {"dropped_doubt_until": 40},
                    "fine": {"warmup": 40, "every": 10},
                    "coteaching_plus": {"init_epoch": 20}},
     device="cuda",

@@ -24,12 +24,13 @@ from robustweights.recipe.targets import (
     agreement_pseudo_labels,
     bootstrap_targets,
     consistency_loss,
+    doubt_gate,
     mixup,
     prior_penalty,
     soft_cross_entropy,
 )
 
 __all__ = ["PredictionAverage", "RecipeConfig", "SurrogateRecipe", "Targets",
-           "agreement_pseudo_labels", "bootstrap_targets", "consistency_loss", "elr_penalty",
-           "mixup", "prior_penalty",
+           "agreement_pseudo_labels", "bootstrap_targets", "consistency_loss", "doubt_gate",
+           "elr_penalty", "mixup", "prior_penalty",
            "soft_cross_entropy"]

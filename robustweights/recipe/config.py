@@ -31,7 +31,9 @@ class RecipeConfig:
     the pool's batches rather than in clean passes, each batch's features from an eval-mode
     forward (so that the training forward may see mixed images), and the dropped samples kept in
     the loss: towards a pseudo-label where the nearest clean prototype and the network agree
-    confidently, else under their given label at weight 0.5. Train with
+    confidently, else under their given label at weight 0.5, or at weight 0 while the network
+    gives another class a probability of at least 0.7 before epoch 40 (the doubt gate, until the
+    benchmark schedule's first learning-rate drop). Train with
     :func:`~robustweights.recipe.targets.mixup` on :meth:`SurrogateRecipe.targets` (the recipe's
     docstring shows the loop). :meth:`authors` is the authors' exact recipe.
 
@@ -92,16 +94,27 @@ class RecipeConfig:
         bootstrap_start: epochs after the warm-up before the first bootstrapped target; the
             ramp :math:`r` starts there (a network guessing from the first epochs trains on its
             own early mistakes).
+        dropped_doubt: :math:`b`, the *doubt gate*: a dropped sample that no pseudo-label took
+            gets weight 0 instead of ``dropped_weight`` where the network gives a class other
+            than its label a probability of at least :math:`b`
+            (:func:`~robustweights.recipe.targets.doubt_gate`; default 0.7; None: never, the
+            authors'). It reads the network's logits (``eval_features``, or
+            ``targets(..., logits=)``); with ``dropped_weight`` 0 there is no weight to take.
+        dropped_doubt_until: the first epoch (as given to
+            :meth:`~robustweights.SurrogateRecipe.start_epoch`) without the doubt gate; None:
+            every epoch. Set it to your schedule's first learning-rate drop: on held-out seeds
+            the gate gained before the drop, and gated in every epoch it lost a point where the
+            network underfits. Default 40, the first drop of the benchmark's 80-epoch schedules.
         health_patience: epochs of a non-discriminating filter before the health warning.
 
     Example:
         >>> c = RecipeConfig()
         >>> c.warmup_epochs, c.alpha_switch, c.clean_passes, c.eval_features, c.dropped_weight
         (0, 0, 0, True, 0.5)
-        >>> c.pseudo_labels, c.thresholds
-        (True, 'global')
+        >>> c.pseudo_labels, c.thresholds, c.dropped_doubt, c.dropped_doubt_until
+        (True, 'global', 0.7, 40)
         >>> c == RecipeConfig.authors(warmup_epochs=0, alpha_switch=0, clean_passes=0,
-        ...                           dropped_weight=0.5, pseudo_labels=True)
+        ...                           dropped_weight=0.5, pseudo_labels=True, dropped_doubt=0.7)
         True
         >>> RecipeConfig.authors().clean_passes, RecipeConfig.authors().eval_features
         (30, True)
@@ -130,6 +143,8 @@ class RecipeConfig:
     dropped_target: str = "label"
     bootstrap_share: float = 0.8
     bootstrap_start: int = 0
+    dropped_doubt: float | None = 0.7
+    dropped_doubt_until: int | None = 40
 
     def __post_init__(self) -> None:
         for name in ("warmup_epochs", "alpha_switch", "clean_passes", "drop_ramp_epochs"):
@@ -168,6 +183,10 @@ class RecipeConfig:
                              f"{self.dropped_target!r}")
         check_fraction(self.bootstrap_share, "bootstrap_share")
         check_nonneg_int(self.bootstrap_start, "bootstrap_start")
+        if self.dropped_doubt is not None:
+            check_fraction(self.dropped_doubt, "dropped_doubt")
+        if self.dropped_doubt_until is not None:
+            check_nonneg_int(self.dropped_doubt_until, "dropped_doubt_until")
         if not isinstance(self.pseudo_labels, bool):
             raise TypeError(f"Expected `pseudo_labels` to be a bool, but got "
                             f"{type(self.pseudo_labels).__name__}")
@@ -186,7 +205,7 @@ class RecipeConfig:
                       thresholds="global", calibration_quantile=0.2, calibration_holdout=0,
                       pseudo_labels=False,
                       pseudo_confidence=0.95, pseudo_ramp_epochs=10, dropped_target="label",
-                      bootstrap_share=0.8, bootstrap_start=0)
+                      bootstrap_share=0.8, bootstrap_start=0, dropped_doubt=None)
         return replace(authors, **changes)
 
     def to_dict(self) -> dict[str, Any]:

@@ -35,7 +35,12 @@ from robustweights.recipe.calibration import holdout_split, recipe_thresholds
 from robustweights.recipe.checkpoint import load_recipe_state_dict, recipe_state_dict
 from robustweights.recipe.config import RecipeConfig, resolve_config
 from robustweights.recipe.health import score_heldout
-from robustweights.recipe.targets import Targets, bootstrap_targets, pseudo_label_targets
+from robustweights.recipe.targets import (
+    Targets,
+    bootstrap_targets,
+    doubt_gate,
+    pseudo_label_targets,
+)
 from robustweights.recipe.weights import pool_weights
 from robustweights.surrogate import AlphaSchedule, SurrogateReweighter
 
@@ -294,14 +299,17 @@ class SurrogateRecipe:
         ramp :math:`T_p`). With ``dropped_target="bootstrap"`` the other dropped samples
         train towards :math:`(1-\beta r)\,e_{y_i} + \beta r\,e_{g_i}` (``Targets.guess``,
         ``Targets.soft_targets``), :math:`r` the same ramp started ``bootstrap_start`` epochs
-        later. Pure: no state is written.
+        later. With ``dropped_doubt`` :math:`b`, before epoch ``dropped_doubt_until``, the
+        dropped samples that took no pseudo-label and whose network prediction gives another
+        class a probability :math:`\ge b` get weight 0
+        (:func:`~robustweights.recipe.targets.doubt_gate`). Pure: no state is written.
 
         Args:
             labels: the batch's given labels, as passed to :meth:`weights`.
             weights: what :meth:`weights` returned for it.
             logits: the network's logits of the batch (the training forward's, detached), needed
-                with ``pseudo_labels`` or bootstrapping unless ``eval_features`` ran an eval
-                forward.
+                with ``pseudo_labels``, bootstrapping or the doubt gate unless
+                ``eval_features`` ran an eval forward.
             peer_logits: a second network's logits of the batch: a third view that must agree.
         """
         labels = check_class_labels(labels, self.num_classes)
@@ -319,12 +327,15 @@ class SurrogateRecipe:
             raise ValueError("Expected `weights()` to be called on this batch before `targets()`")
         kept = cast(torch.Tensor, self.last_fbr_weights).to(w.device) > 0
         cfg = self.config
-        if not cfg.pseudo_labels and cfg.dropped_target == "label":
+        doubt = cfg.dropped_doubt is not None and (
+            cfg.dropped_doubt_until is None or self.epoch < cfg.dropped_doubt_until)
+        if not cfg.pseudo_labels and cfg.dropped_target == "label" and not doubt:
             return Targets(w, labels, kept, none)
         source = self._eval_logits if self._eval_logits is not None else logits
         if source is None:
-            raise ValueError("Expected `logits` to be given with `pseudo_labels` or "
-                             "`dropped_target='bootstrap'` and `eval_features=False`, but got None")
+            raise ValueError("Expected `logits` to be given with `pseudo_labels`, "
+                             "`dropped_target='bootstrap'` or `dropped_doubt` and "
+                             "`eval_features=False`, but got None")
         t = self.epoch - cfg.warmup_epochs + 1  # >= 1 after the warm-up
         out = Targets(w, labels, kept, none)
         if cfg.pseudo_labels:
@@ -336,6 +347,8 @@ class SurrogateRecipe:
         if cfg.dropped_target == "bootstrap":
             share = cfg.bootstrap_share * _ramp(t - cfg.bootstrap_start, cfg.pseudo_ramp_epochs)
             out = bootstrap_targets(out, source.to(w.device), share=share)
+        if doubt:
+            out = doubt_gate(out, source, bar=cast(float, cfg.dropped_doubt))
         return out
 
     # ------------------------------------------------------------------ losses (pure)

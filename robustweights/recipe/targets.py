@@ -12,7 +12,7 @@ Everything here is a pure function of one batch: nothing is stored, nothing step
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +22,7 @@ from robustweights.functional.surrogate import surrogate_prototypes, surrogate_s
 from robustweights.losses import weighted_mean
 
 __all__ = ["Targets", "agreement_pseudo_labels", "bootstrap_targets", "consistency_loss",
-           "mixup", "nearest_prototype", "prior_penalty", "pseudo_label_targets",
+           "doubt_gate", "mixup", "nearest_prototype", "prior_penalty", "pseudo_label_targets",
            "soft_cross_entropy"]
 
 
@@ -183,6 +183,43 @@ def bootstrap_targets(targets: Targets, logits: torch.Tensor, *, share: float) -
     guess = torch.where(on, logits.detach().argmax(1).to(labels.device), labels)
     share_t = torch.where(on, share, 0.0).to(targets.weights.device, torch.float32)
     return Targets(targets.weights, labels, targets.kept, targets.pseudo, guess, share_t)
+
+
+def doubt_gate(targets: Targets, logits: torch.Tensor, *, bar: float) -> Targets:
+    r"""Weight 0 for every dropped sample that no pseudo-label took and whose given label the
+    network doubts:
+
+    .. math::
+        w_i \leftarrow 0 \quad\text{where}\quad \neg\,\mathrm{kept}_i \wedge
+        \neg\,\mathrm{pseudo}_i \wedge \max_{c \ne y_i} \mathrm{softmax}(z_i)_c \ge b
+
+    with :math:`y_i` the sample's label (``targets.labels``), :math:`z` the network's logits of
+    the un-mixed batch (detached) and :math:`b` = ``bar``. Every other weight and every label is
+    unchanged. A dropped sample that the network still assigns to another class with confidence
+    is, where the network memorises its training labels, mostly a wrong label it has not
+    memorised yet; where it underfits, as often a correct label it has not learnt yet. Pure.
+
+    Example:
+        >>> t = Targets(torch.tensor([1.0, 0.5, 0.5]), torch.tensor([0, 0, 0]),
+        ...             torch.tensor([True, False, False]), torch.tensor([False, False, False]))
+        >>> z = torch.tensor([[-3.0, 3.0], [-3.0, 3.0], [0.0, 0.0]])  # P(class 1): .998 .998 .5
+        >>> doubt_gate(t, z, bar=0.7).weights
+        tensor([1.0000, 0.0000, 0.5000])
+    """
+    if isinstance(bar, bool) or not 0.0 < bar <= 1.0:
+        raise ValueError(f"Expected `bar` to be in (0, 1], but got {bar!r}")
+    labels = targets.labels
+    _check_float_logits(logits)
+    if logits.shape[0] != labels.shape[0]:
+        raise ValueError(f"Expected `logits` of shape ({labels.shape[0]}, C), but got "
+                         f"{tuple(logits.shape)}")
+    prob = torch.softmax(logits.detach().float(), 1)
+    others = prob.scatter(1, labels.to(prob.device).long()[:, None], 0.0)
+    dev = targets.weights.device
+    doubt = others.max(1).values.to(dev) >= bar
+    gate = doubt & ~targets.kept.to(dev) & ~targets.pseudo.to(dev)
+    return replace(targets, weights=torch.where(gate, torch.zeros_like(targets.weights),
+                                                targets.weights))
 
 
 def mixup(inputs: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, *,

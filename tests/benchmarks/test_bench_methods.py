@@ -723,7 +723,8 @@ def test_floor_gate_confident_drops_the_floor_only_where_another_class_is_likely
         return t2, w2
 
     torch.manual_seed(0)
-    m = FBRPlus(floor_gate="confident", floor_gate_confidence=0.35)  # 3 classes: both cases
+    m = FBRPlus(floor_gate="confident", floor_gate_confidence=0.35,  # 3 classes: both cases
+                dropped_doubt=None)  # only the benchmark's gate
     m.setup(_tiny_context())
     fbr_module.FBR._end_floor = spy  # type: ignore[method-assign]
     try:
@@ -747,7 +748,7 @@ def test_floor_gate_start_and_end_keep_the_floor_outside_their_epochs() -> None:
     gated one."""
     def loss(epoch: int, **kw: object) -> float:
         torch.manual_seed(0)
-        m = FBRPlus(**kw)
+        m = FBRPlus(**{"dropped_doubt": None, **kw})  # only the benchmark's gate
         m.setup(_tiny_context())
         return m.train_epoch(epoch).loss
 
@@ -763,6 +764,30 @@ def test_floor_gate_start_and_end_keep_the_floor_outside_their_epochs() -> None:
     for bad in ({"floor_gate_end": 0, **gate}, {"floor_gate_end": 3, "floor_gate_start": 3,
                                                 **gate}, {"floor_gate_end": 2}):
         with pytest.raises(ValueError, match="`floor_gate_end`"):
+            FBRPlus(**bad).setup(_tiny_context())
+
+
+def test_library_doubt_gate_trains_as_the_benchmarks_confident_gate() -> None:
+    """``dropped_doubt`` / ``dropped_doubt_until`` (the library's gate, inside
+    ``SurrogateRecipe.targets``, the default's) train exactly as the benchmark's
+    ``floor_gate="confident"`` / ``floor_gate_end`` at the same bar, inside the window and after
+    it, and unlike the recipe without a gate inside it."""
+    def loss(epoch: int, **kw: object) -> float:
+        torch.manual_seed(0)
+        m = FBRPlus(**kw)
+        m.setup(_tiny_context())
+        return m.train_epoch(epoch).loss
+
+    bench = {"dropped_doubt": None, "floor_gate": "confident", "floor_gate_confidence": 0.35}
+    library = {"dropped_doubt": 0.35}  # 3 classes: both cases occur (the test above)
+    assert loss(0, **library) == loss(0, **bench) != loss(0, dropped_doubt=None)
+    assert loss(1, **library, dropped_doubt_until=1) == loss(1, **bench, floor_gate_end=1) \
+        == loss(1, dropped_doubt=None)
+    assert loss(0, **library, dropped_doubt_until=1) == loss(0, **library)
+    default = FBRPlus().params
+    assert (default["dropped_doubt"], default["dropped_doubt_until"]) == (0.7, 40)
+    for bad in ({"dropped_doubt": 0.0}, {"dropped_doubt_until": -1}):
+        with pytest.raises(ValueError, match=f"`{next(iter(bad))}`"):
             FBRPlus(**bad).setup(_tiny_context())
 
 

@@ -100,6 +100,14 @@ def test_paper_preset_code_path_at_smoke_size(tmp_path: Path) -> None:
     assert alphas[0] > 0 and alphas[1] == 0
 
 
+def test_the_doubt_gate_ends_at_the_first_lr_drop_of_every_run_length() -> None:
+    for argv, end in (([], 40), (["--epochs", "20"], 10)):
+        for preset in ("cpu", "memorise"):
+            p = cifar_n.build_preset(cifar_n.parse_args(["--preset", preset, *argv]))
+            assert p.method_params["fbr_plus"]["dropped_doubt_until"] == end \
+                == p.train.milestones[0]
+
+
 def test_cpu_preset_plans_the_ceiling_runs() -> None:
     preset = cifar_n.build_preset(cifar_n.parse_args(["--preset", "cpu"]))
     keys = [s.key for s in cifar_n.plan_runs(preset)]

@@ -105,7 +105,9 @@ class FBR(Method):
     largest other-class probabilities at the epoch's start, at least ``floor_gate_confidence``;
     None: the fixed bar), ``floor_gate_start`` (the first epoch either gate applies; 0: from
     the first) and ``floor_gate_end`` (the first epoch it no longer applies; None: never),
-    ``floor_gate_when`` (None: the gate in every epoch; ``"agreement"``:
+    ``dropped_doubt`` and ``dropped_doubt_until`` (``RecipeConfig``'s doubt gate, inside
+    ``SurrogateRecipe.targets``: the confident gate at that bar before that epoch; None: off,
+    every epoch), ``floor_gate_when`` (None: the gate in every epoch; ``"agreement"``:
     either gate only in an epoch after one whose health report (``health_holdout`` > 0) found
     the pool's agreement with its labels above the held-out accuracy),
     ``trusted_in_batches`` (with mixup and ``clean_passes`` = 0: the trusted images join the
@@ -143,6 +145,7 @@ class FBR(Method):
                 "gce": 0.0, "floor_until": None, "floor_gate": None,
                 "floor_gate_confidence": 0.5, "floor_gate_quantile": None,
                 "floor_gate_start": 0, "floor_gate_end": None,
+                "dropped_doubt": None, "dropped_doubt_until": None,
                 "floor_gate_when": None,
                 "trusted_in_batches": False, "consistency": 0.0,
                 "consistency_temperature": 0.5, "consistency_prior": False,
@@ -301,6 +304,7 @@ class FBR(Method):
             dropped_target=str(p["dropped_target"]),
             bootstrap_share=float(p["bootstrap_share"]),
             bootstrap_start=int(p["bootstrap_start"]),
+            dropped_doubt=p["dropped_doubt"], dropped_doubt_until=p["dropped_doubt_until"],
             generator=torch.Generator().manual_seed(ctx.seed + 7919 + 104729 * k))
 
     def _step(self, k: int, loss: torch.Tensor) -> None:
@@ -571,8 +575,9 @@ class FBRPlus(FBR):
     authors' threshold from epoch 0 (no warm-up, alpha 0), the trusted images in the pool's
     mixed batches at weight 1 (no clean passes), each batch's features from an eval-mode forward,
     a dropped sample trained towards its pseudo-label where the nearest clean prototype and the
-    network agree at p >= 0.95 and at weight 0.5 under its given label otherwise, and mixup
-    (alpha 1) among the batch's samples, weights mixed alike."""
+    network agree at p >= 0.95, else at weight 0.5 under its given label, or at weight 0 while
+    the network gives another class p >= 0.7 before the first learning-rate drop (epoch 40: the
+    doubt gate), and mixup (alpha 1) among the batch's samples, weights mixed alike."""
 
     name = "fbr_plus"
 
@@ -580,4 +585,5 @@ class FBRPlus(FBR):
     def defaults(cls) -> dict[str, Any]:
         return {**super().defaults(), "warmup": 0, "alpha_switch": 0, "clean_passes": 0,
                 "eval_features": True, "dropped_weight": 0.5, "pseudo_labels": True,
-                "mixup": 1.0, "trusted_in_batches": True}
+                "mixup": 1.0, "trusted_in_batches": True, "dropped_doubt": 0.7,
+                "dropped_doubt_until": 40}
