@@ -349,11 +349,41 @@ def test_doubt_gate_zeroes_only_doubted_dropped_samples() -> None:
         torch.testing.assert_close(out.weights, torch.tensor(expected))
         assert torch.equal(out.labels, t.labels) and torch.equal(out.kept, t.kept)
         assert torch.equal(out.pseudo, t.pseudo)
-    for bad in (0.0, 1.5, True):
+    for bad in (0.0, 1.5, True, "0.5"):
         with pytest.raises(ValueError, match="`bar`"):
             doubt_gate(t, z, bar=bad)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="`logits`"):
-        doubt_gate(t, z[:4], bar=0.5)
+    for bad_z in (z[:4], z[:, :1], z.long()):  # rows, a label without a column, not floating
+        with pytest.raises((ValueError, TypeError), match="`logits`"):
+            doubt_gate(t, bad_z, bar=0.5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.floats(0.05, 1.0), st.floats(0.05, 1.0))
+def test_doubt_gate_only_zeroes_dropped_rows_and_is_permutation_equivariant(
+        seed: int, bar: float, other_bar: float) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    n, c = 12, 4
+    z = 3 * torch.randn(n, c, generator=gen)
+    labels = torch.randint(0, c, (n,), generator=gen)
+    kept = torch.rand(n, generator=gen) < 0.4
+    pseudo = ~kept & (torch.rand(n, generator=gen) < 0.3)
+    w = torch.rand(n, generator=gen)
+    t = Targets(w, labels, kept, pseudo)
+    out = doubt_gate(t, z, bar=bar).weights
+    # the literal rule, row by row
+    for i in range(n):
+        p = z[i].softmax(0)
+        doubted = max(float(p[k]) for k in range(c) if k != int(labels[i])) >= bar
+        gated = doubted and not bool(kept[i]) and not bool(pseudo[i])
+        assert float(out[i]) == (0.0 if gated else float(w[i]))
+    perm = torch.randperm(n, generator=gen)
+    shuffled = doubt_gate(Targets(w[perm], labels[perm], kept[perm], pseudo[perm]), z[perm],
+                          bar=bar).weights
+    assert torch.equal(shuffled, out[perm])
+    # a higher bar gates a subset of the rows a lower one gates
+    low, high = sorted((bar, other_bar))
+    assert bool(((doubt_gate(t, z, bar=high).weights == 0)
+                 <= (doubt_gate(t, z, bar=low).weights == 0)).all())
 
 
 def test_targets_with_dropped_doubt_gate_the_doubted_dropped_samples() -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from robustweights._validation import check_positive_float
+from robustweights._validation import check_fraction, check_positive_float
 from robustweights.functional.surrogate import surrogate_prototypes, surrogate_scaled_similarity
 from robustweights.losses import weighted_mean
 
@@ -206,13 +206,15 @@ def doubt_gate(targets: Targets, logits: torch.Tensor, *, bar: float) -> Targets
         >>> doubt_gate(t, z, bar=0.7).weights
         tensor([1.0000, 0.0000, 0.5000])
     """
-    if isinstance(bar, bool) or not 0.0 < bar <= 1.0:
-        raise ValueError(f"Expected `bar` to be in (0, 1], but got {bar!r}")
+    check_fraction(bar, "bar")
     labels = targets.labels
     _check_float_logits(logits)
     if logits.shape[0] != labels.shape[0]:
         raise ValueError(f"Expected `logits` of shape ({labels.shape[0]}, C), but got "
                          f"{tuple(logits.shape)}")
+    if labels.numel() and int(labels.max()) >= logits.shape[1]:
+        raise ValueError(f"Expected `logits` with a column for every label (C > "
+                         f"{int(labels.max())}), but got {logits.shape[1]} columns")
     prob = torch.softmax(logits.detach().float(), 1)
     others = prob.scatter(1, labels.to(prob.device).long()[:, None], 0.0)
     dev = targets.weights.device
