@@ -28,7 +28,7 @@ for epoch in range(15):
     for idx in torch.randperm(2100).split(100): # the pool and the trusted images
         w = recipe.weights(inputs=Xa[idx], labels=ya[idx],  # FBR weights (eval
                            trusted=trusted[idx])  # forward); trusted: weight 1
-        t = recipe.targets(ya[idx], w)          # dropped: pseudo-label or floor weight
+        t = recipe.targets(ya[idx], w)          # dropped: pseudo-label, floor or 0
         xm, q, wm = mixup(Xa[idx], t.labels, t.weights, num_classes=2)
         step(soft_cross_entropy(model(xm), q, wm))   # mean of w_i * CE(z_i, q_i)
 model.eval()
